@@ -1,0 +1,537 @@
+//! Base backup upload: PGDATA -> tar parts -> compression -> storage, on several threads, then
+//! pg_control.tar; `finish` adds backup_label.tar, the metadata files and, last, the sentinel.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, Utc};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use super::walk::{walk_pgdata, EntryKind, WalkEntry, PG_CONTROL_NAME};
+use super::{block_signals, catch_panic};
+use crate::codec::{compress_writer, Compression};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::format::names::{files_metadata_key, metadata_key, part_base_name, sentinel_key, tar_partitions_prefix};
+use crate::format::sentinel::{BackupMetadata, FileDescription, FilesMetadata, Sentinel, DATE_FMT};
+use crate::format::tar as tarfmt;
+use crate::storage::{ObjectWriter, Storage};
+
+/// What pg_backup_start told us, plus identity of the backup.
+#[derive(Clone, Debug)]
+pub struct BackupStart {
+    pub name: String,
+    pub pgdata: PathBuf,
+    pub start_lsn: u64,
+    pub timeline: u32,
+    pub wal_segment_size: u64,
+    pub pg_version: i32,
+    pub system_identifier: u64,
+    pub start_time: DateTime<Utc>,
+    pub hostname: String,
+    pub is_permanent: bool,
+    pub user_data: Option<serde_json::Value>,
+}
+
+pub const PHASE_IDLE: u32 = 0;
+pub const PHASE_WALKING: u32 = 1;
+pub const PHASE_UPLOADING: u32 = 2;
+pub const PHASE_PG_CONTROL: u32 = 3;
+pub const PHASE_FINISHING: u32 = 4;
+pub const PHASE_DONE: u32 = 5;
+
+/// Shared with the caller and read while the backup runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// 0 idle, 1 walking, 2 uploading, 3 pg_control, 4 finishing, 5 done (PHASE_* constants).
+    pub phase: AtomicU32,
+    pub bytes_total: AtomicU64,
+    pub bytes_done: AtomicU64,
+    pub files_total: AtomicU64,
+    pub files_done: AtomicU64,
+}
+
+/// What `finish` needs from the data phase.
+#[derive(Debug, Default)]
+pub struct DataResult {
+    pub(crate) files: BTreeMap<String, FileDescription>,
+    pub(crate) tar_file_sets: BTreeMap<String, Vec<String>>,
+    pub(crate) uncompressed_size: u64,
+    pub(crate) compressed_size: u64,
+    pub(crate) data_catalog_size: u64,
+}
+
+impl DataResult {
+    pub fn uncompressed_size(&self) -> u64 {
+        self.uncompressed_size
+    }
+    pub fn compressed_size(&self) -> u64 {
+        self.compressed_size
+    }
+    pub fn data_catalog_size(&self) -> u64 {
+        self.data_catalog_size
+    }
+    /// Number of tar objects written so far (data parts and pg_control.tar).
+    pub fn part_count(&self) -> usize {
+        self.tar_file_sets.len()
+    }
+
+    fn add_part(&mut self, p: PartResult) {
+        self.uncompressed_size += p.uncompressed;
+        self.compressed_size += p.compressed;
+        self.tar_file_sets.insert(p.name, p.entries);
+    }
+}
+
+/// What upload at `bytes_per_sec` means, shared by all reader threads.
+struct RateLimiter {
+    bytes_per_sec: u64,
+    next: Mutex<Instant>,
+}
+
+impl RateLimiter {
+    fn take(&self, n: usize) {
+        let wait = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            if *next < now {
+                *next = now;
+            }
+            let wait = *next - now;
+            *next += Duration::from_secs_f64(n as f64 / self.bytes_per_sec as f64);
+            wait
+        };
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// State shared by the upload workers.
+struct Ctx<'a> {
+    storage: &'a dyn Storage,
+    backup: &'a str,
+    compression: Compression,
+    threshold: u64,
+    part_counter: AtomicU32,
+    stop: AtomicBool,
+    limiter: Option<RateLimiter>,
+    progress: &'a Progress,
+}
+
+/// Counts the uncompressed tar bytes going into the compressor.
+struct Counting {
+    inner: Box<dyn ObjectWriter>,
+    count: u64,
+}
+
+impl Write for Counting {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct PartResult {
+    name: String,
+    entries: Vec<String>,
+    uncompressed: u64,
+    compressed: u64,
+}
+
+/// One tar object being uploaded. Dropped without `close` = aborted.
+struct PartWriter {
+    name: String,
+    key: String,
+    builder: tar::Builder<Counting>,
+    entries: Vec<String>,
+}
+
+impl PartWriter {
+    fn create(storage: &dyn Storage, backup: &str, base: &str, c: Compression) -> Result<PartWriter> {
+        let name = c.object_name(base);
+        let key = format!("{}{name}", tar_partitions_prefix(backup));
+        let inner = compress_writer(c, storage.writer(&key)?)?;
+        Ok(PartWriter { name, key, builder: tarfmt::builder(Counting { inner, count: 0 }), entries: Vec::new() })
+    }
+
+    fn uncompressed(&self) -> u64 {
+        self.builder.get_ref().count
+    }
+
+    fn write_err(&self, e: io::Error) -> Error {
+        Error::storage("write", self.key.clone(), e)
+    }
+
+    fn add_bytes(&mut self, name: &str, data: &[u8], mode: u32, mtime: u64) -> Result<()> {
+        let mut h = tarfmt::file_header(data.len() as u64, mode, mtime);
+        tarfmt::append(&mut self.builder, &mut h, name, data).map_err(|e| self.write_err(e))?;
+        self.entries.push(name.to_string());
+        Ok(())
+    }
+
+    fn add_dir(&mut self, e: &WalkEntry) -> Result<()> {
+        let mut h = tarfmt::dir_header(e.mode, unix_secs(e.mtime));
+        tarfmt::append(&mut self.builder, &mut h, &e.name, io::empty()).map_err(|err| self.write_err(err))?;
+        self.entries.push(e.name.clone());
+        Ok(())
+    }
+
+    /// Stream one file in; `Ok(false)` when it vanished before we could open it.
+    fn add_file(&mut self, ctx: &Ctx, e: &WalkEntry) -> Result<bool> {
+        let file = match File::open(&e.path) {
+            Ok(f) => f,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(err) => return Err(Error::io(&e.path, err)),
+        };
+        let mut src = FileSource {
+            inner: BufReader::with_capacity(1 << 20, Throttled { file, ctx }),
+            remaining: e.size,
+            eof: false,
+            failed: false,
+        };
+        let mut h = tarfmt::file_header(e.size, e.mode, unix_secs(e.mtime));
+        if let Err(err) = tarfmt::append(&mut self.builder, &mut h, &e.name, &mut src) {
+            if ctx.stop.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled("backup stopped".into()));
+            }
+            return Err(if src.failed { Error::io(&e.path, err) } else { self.write_err(err) });
+        }
+        self.entries.push(e.name.clone());
+        Ok(true)
+    }
+
+    fn close(self) -> Result<PartResult> {
+        let key = self.key.clone();
+        let counting = self.builder.into_inner().map_err(|e| Error::storage("write", key, e))?;
+        let compressed = counting.inner.finish()?;
+        Ok(PartResult { name: self.name, entries: self.entries, uncompressed: counting.count, compressed })
+    }
+}
+
+/// File reads, throttled and counted, stopping when asked.
+struct Throttled<'a> {
+    file: File,
+    ctx: &'a Ctx<'a>,
+}
+
+impl Read for Throttled<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.ctx.stop.load(Ordering::Relaxed) {
+            return Err(io::Error::other("backup stopped"));
+        }
+        let n = self.file.read(buf)?;
+        if let Some(l) = &self.ctx.limiter {
+            l.take(n);
+        }
+        self.ctx.progress.bytes_done.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Exactly `remaining` bytes of a file: cut if it grew, zero-padded if it shrank since the walk.
+struct FileSource<'a> {
+    inner: BufReader<Throttled<'a>>,
+    remaining: u64,
+    eof: bool,
+    failed: bool,
+}
+
+impl Read for FileSource<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
+        let n = if self.eof {
+            buf[..want].fill(0);
+            want
+        } else {
+            match self.inner.read(&mut buf[..want]) {
+                Ok(0) => {
+                    self.eof = true;
+                    buf[..want].fill(0);
+                    want
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    self.failed = true;
+                    return Err(e);
+                }
+            }
+        };
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[derive(Default)]
+struct WorkerOutput {
+    parts: Vec<PartResult>,
+    files: BTreeMap<String, FileDescription>,
+}
+
+fn describe(e: &WalkEntry) -> FileDescription {
+    FileDescription {
+        is_incremented: false,
+        is_skipped: false,
+        mtime: DateTime::<Utc>::from(e.mtime),
+        updates_count: 0,
+        corrupt_blocks: None,
+    }
+}
+
+/// One upload thread: take entries from the queue, fill parts up to the threshold.
+fn worker(ctx: &Ctx, queue: &Receiver<WalkEntry>) -> Result<WorkerOutput> {
+    let mut out = WorkerOutput::default();
+    let mut part: Option<PartWriter> = None;
+    while let Ok(item) = queue.recv() {
+        if ctx.stop.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled("backup stopped".into()));
+        }
+        if part.is_none() {
+            let n = ctx.part_counter.fetch_add(1, Ordering::SeqCst) + 1;
+            part = Some(PartWriter::create(ctx.storage, ctx.backup, &part_base_name(n), ctx.compression)?);
+        }
+        let p = part.as_mut().expect("part just opened");
+        match item.kind {
+            EntryKind::Dir => p.add_dir(&item)?,
+            EntryKind::File => {
+                if p.add_file(ctx, &item)? {
+                    out.files.insert(item.name.clone(), describe(&item));
+                } else {
+                    ctx.progress.bytes_done.fetch_add(item.size, Ordering::Relaxed);
+                }
+                ctx.progress.files_done.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if p.uncompressed() >= ctx.threshold {
+            out.parts.push(part.take().expect("part open").close()?);
+        }
+    }
+    if let Some(p) = part {
+        out.parts.push(p.close()?);
+    }
+    Ok(out)
+}
+
+fn check_backup_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(Error::Format(format!("invalid backup name {name:?}")));
+    }
+    Ok(())
+}
+
+/// Walk PGDATA, stream files into tar parts (size threshold), compress and upload on
+/// `upload_concurrency` threads, then write pg_control.tar. `poll` runs on the calling thread at
+/// least every 200 ms; if it returns Err the workers stop and that Err is returned.
+pub fn push_data(
+    cfg: &Config,
+    storage: &Arc<dyn Storage>,
+    start: &BackupStart,
+    progress: &Progress,
+    poll: &mut dyn FnMut() -> Result<()>,
+) -> Result<DataResult> {
+    check_backup_name(&start.name)?;
+    let storage: &dyn Storage = storage.as_ref();
+    if storage.exists(&sentinel_key(&start.name))? {
+        return Err(Error::Conflict(format!(
+            "backup {} already exists in {}; refusing to overwrite it",
+            start.name,
+            storage.describe()
+        )));
+    }
+    progress.phase.store(PHASE_WALKING, Ordering::Relaxed);
+    poll()?;
+    let walk = walk_pgdata(&start.pgdata)?;
+    let pg_control = walk.pg_control.clone().ok_or_else(|| {
+        Error::NotFound(format!("{}{PG_CONTROL_NAME}: no control file in PGDATA", start.pgdata.display()))
+    })?;
+    let files: Vec<&WalkEntry> = walk.entries.iter().filter(|e| e.kind == EntryKind::File).collect();
+    progress.bytes_total.store(walk.data_catalog_size, Ordering::Relaxed);
+    progress.files_total.store(files.len() as u64 + 1, Ordering::Relaxed);
+    progress.bytes_done.store(0, Ordering::Relaxed);
+    progress.files_done.store(0, Ordering::Relaxed);
+    progress.phase.store(PHASE_UPLOADING, Ordering::Relaxed);
+    poll()?;
+
+    // Directories first (so a part restores on its own), then files, largest first.
+    let (tx, queue) = crossbeam_channel::unbounded();
+    for e in walk.entries.iter().filter(|e| e.kind == EntryKind::Dir) {
+        tx.send(e.clone()).expect("queue open");
+    }
+    let mut sorted = files;
+    sorted.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.name.cmp(&b.name)));
+    for e in sorted {
+        tx.send(e.clone()).expect("queue open");
+    }
+    drop(tx);
+
+    let ctx = Ctx {
+        storage,
+        backup: &start.name,
+        compression: cfg.compression,
+        threshold: cfg.tar_size_threshold.max(1),
+        part_counter: AtomicU32::new(0),
+        stop: AtomicBool::new(false),
+        limiter: cfg.disk_rate_limit.filter(|&r| r > 0).map(|r| RateLimiter { bytes_per_sec: r, next: Mutex::new(Instant::now()) }),
+        progress,
+    };
+    let mut result = DataResult { data_catalog_size: walk.data_catalog_size, ..Default::default() };
+    let threads = cfg.upload_concurrency.max(1);
+    let outcome: Result<()> = std::thread::scope(|scope| {
+        let (done_tx, done_rx) = crossbeam_channel::unbounded::<Result<WorkerOutput>>();
+        for i in 0..threads {
+            let (ctx, queue, done_tx) = (&ctx, queue.clone(), done_tx.clone());
+            std::thread::Builder::new()
+                .name(format!("walg-upload-{i}"))
+                .spawn_scoped(scope, move || {
+                    block_signals();
+                    let r = catch_panic("backup upload worker", || worker(ctx, &queue));
+                    if r.is_err() {
+                        ctx.stop.store(true, Ordering::Relaxed);
+                    }
+                    let _ = done_tx.send(r);
+                })
+                .map_err(|e| {
+                    ctx.stop.store(true, Ordering::Relaxed);
+                    Error::io("(starting upload thread)", e)
+                })?;
+        }
+        drop(done_tx);
+        let mut first_err: Option<Error> = None;
+        loop {
+            if let Err(e) = poll() {
+                first_err = Some(e);
+                break;
+            }
+            match done_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok(out)) => {
+                    for p in out.parts {
+                        result.add_part(p);
+                    }
+                    result.files.extend(out.files);
+                }
+                Ok(Err(e)) => {
+                    first_err = Some(e);
+                    break;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        match first_err {
+            Some(e) => {
+                // Workers see the flag, drop their open parts (aborted) and end; scope joins them.
+                ctx.stop.store(true, Ordering::Relaxed);
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    });
+    outcome?;
+
+    // pg_control last, so a restore of an incomplete upload cannot start.
+    progress.phase.store(PHASE_PG_CONTROL, Ordering::Relaxed);
+    poll()?;
+    let mut part = PartWriter::create(storage, &start.name, "pg_control.tar", cfg.compression)?;
+    if !part.add_file(&ctx, &pg_control)? {
+        return Err(Error::NotFound(format!("{}: control file vanished", pg_control.path.display())));
+    }
+    result.add_part(part.close()?);
+    progress.files_done.fetch_add(1, Ordering::Relaxed);
+    poll()?;
+    Ok(result)
+}
+
+/// What pg_backup_stop returned.
+#[derive(Clone, Debug)]
+pub struct BackupStop {
+    pub finish_lsn: u64,
+    pub backup_label: String,
+    pub tablespace_map: String,
+    pub finish_time: DateTime<Utc>,
+}
+
+/// Upload backup_label.tar, metadata.json, files_metadata.json, then the sentinel (last).
+pub fn finish(
+    cfg: &Config,
+    storage: &Arc<dyn Storage>,
+    start: &BackupStart,
+    mut data: DataResult,
+    stop: &BackupStop,
+) -> Result<Sentinel> {
+    check_backup_name(&start.name)?;
+    let storage: &dyn Storage = storage.as_ref();
+    let now = unix_secs(SystemTime::now());
+    let mut part = PartWriter::create(storage, &start.name, "backup_label.tar", cfg.compression)?;
+    part.add_bytes("backup_label", stop.backup_label.as_bytes(), 0o600, now)?;
+    if !stop.tablespace_map.is_empty() {
+        part.add_bytes("tablespace_map", stop.tablespace_map.as_bytes(), 0o600, now)?;
+    }
+    data.add_part(part.close()?);
+
+    let metadata = BackupMetadata {
+        start_time: start.start_time,
+        finish_time: stop.finish_time,
+        date_fmt: DATE_FMT.to_string(),
+        hostname: start.hostname.clone(),
+        data_dir: start.pgdata.display().to_string(),
+        pg_version: start.pg_version,
+        start_lsn: start.start_lsn,
+        finish_lsn: stop.finish_lsn,
+        is_permanent: start.is_permanent,
+        system_identifier: Some(start.system_identifier),
+        uncompressed_size: data.uncompressed_size as i64,
+        compressed_size: data.compressed_size as i64,
+        user_data: start.user_data.clone(),
+    };
+    storage.put(&metadata_key(&start.name), &metadata.to_json())?;
+
+    let files_metadata = FilesMetadata {
+        files: std::mem::take(&mut data.files),
+        tar_file_sets: std::mem::take(&mut data.tar_file_sets),
+        databases_by_names: serde_json::Map::new(),
+    };
+    storage.put(&files_metadata_key(&start.name), &files_metadata.to_json())?;
+
+    let sentinel = Sentinel {
+        lsn: start.start_lsn,
+        delta_lsn: None,
+        delta_from: None,
+        delta_full_name: None,
+        delta_count: None,
+        pg_version: start.pg_version,
+        finish_lsn: stop.finish_lsn,
+        system_identifier: Some(start.system_identifier),
+        uncompressed_size: data.uncompressed_size as i64,
+        compressed_size: data.compressed_size as i64,
+        data_catalog_size: data.data_catalog_size as i64,
+        spec: None,
+        user_data: start.user_data.clone(),
+        files_metadata_disabled: false,
+        chkp_num: None,
+        version: 2,
+        start_time: start.start_time,
+        finish_time: stop.finish_time,
+        date_fmt: DATE_FMT.to_string(),
+        hostname: start.hostname.clone(),
+        data_dir: start.pgdata.display().to_string(),
+        is_permanent: start.is_permanent,
+    };
+    storage.put(&sentinel_key(&start.name), &sentinel.to_json())?;
+    Ok(sentinel)
+}

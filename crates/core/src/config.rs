@@ -1,0 +1,257 @@
+//! Settings (raw WAL-G key/value pairs from a file or the environment) and the validated `Config`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::codec::Compression;
+use crate::error::{Error, Result};
+use crate::storage::{FsStorage, Storage};
+
+/// WAL-G's default tar part size: 1 GiB - 1.
+pub const DEFAULT_TAR_SIZE_THRESHOLD: u64 = (1 << 30) - 1;
+
+/// Raw WAL-G settings (key -> string value). Layers are combined with `merge`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Settings {
+    values: BTreeMap<String, String>,
+}
+
+/// Environment variables that are settings although they have no WALG_/WALE_/AWS_ prefix.
+const PLAIN_ENV_KEYS: &[&str] = &["PGDATA", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE"];
+const ENV_PREFIXES: &[&str] = &["WALG_", "WALE_", "AWS_"];
+
+impl Settings {
+    pub fn new() -> Settings {
+        Settings::default()
+    }
+
+    /// Read a WAL-G config file: a JSON or YAML mapping of keys to scalar values.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Settings> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!("cannot read config file {}: {e}", path.display()))
+        })?;
+        Settings::parse(&text).map_err(|e| match e {
+            Error::Config(msg) => Error::Config(format!("config file {}: {msg}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Parse config file text. JSON is tried first when it looks like JSON, because JSON with
+    /// tab indentation is not valid YAML.
+    pub fn parse(text: &str) -> Result<Settings> {
+        let value: serde_yaml::Value = if text.trim_start().starts_with('{') {
+            serde_json::from_str(text).map_err(|e| Error::Config(format!("bad JSON: {e}")))?
+        } else {
+            serde_yaml::from_str(text).map_err(|e| Error::Config(format!("bad YAML: {e}")))?
+        };
+        let mut settings = Settings::new();
+        let map = match value {
+            serde_yaml::Value::Mapping(m) => m,
+            serde_yaml::Value::Null => return Ok(settings), // empty file
+            _ => return Err(Error::Config("expected a mapping of setting names to values".into())),
+        };
+        for (k, v) in map {
+            let key = match k {
+                serde_yaml::Value::String(s) => s,
+                other => return Err(Error::Config(format!("setting name {other:?} is not a string"))),
+            };
+            let value = match v {
+                serde_yaml::Value::String(s) => s,
+                serde_yaml::Value::Number(n) => n.to_string(),
+                serde_yaml::Value::Bool(b) => b.to_string(),
+                serde_yaml::Value::Null => continue,
+                _ => return Err(Error::Config(format!("{key}: value must be a string, number or boolean"))),
+            };
+            settings.set(key, value);
+        }
+        Ok(settings)
+    }
+
+    /// Every WALG_*, WALE_*, AWS_* variable plus the libpq/PGDATA ones.
+    pub fn from_env() -> Settings {
+        let mut settings = Settings::new();
+        for (k, v) in std::env::vars_os() {
+            let (Some(k), Some(v)) = (k.to_str(), v.to_str()) else { continue };
+            if ENV_PREFIXES.iter().any(|p| k.starts_with(p)) || PLAIN_ENV_KEYS.contains(&k) {
+                settings.set(k, v);
+            }
+        }
+        settings
+    }
+
+    pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.values.insert(key.into(), value.into());
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+
+    /// Overlay `over` on self: its values win.
+    pub fn merge(&mut self, over: &Settings) {
+        for (k, v) in &over.values {
+            self.values.insert(k.clone(), v.clone());
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Non-empty (after trimming) value of `key`.
+    fn value(&self, key: &str) -> Option<&str> {
+        self.get(key).map(str::trim).filter(|v| !v.is_empty())
+    }
+}
+
+/// Where backups live.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StorageConfig {
+    /// WALG_FILE_PREFIX: a local (or mounted) directory.
+    File { prefix: PathBuf },
+}
+
+/// Validated configuration shared by the extension and the CLI.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub storage: StorageConfig,
+    /// WALG_COMPRESSION_METHOD, default lz4.
+    pub compression: Compression,
+    /// WALG_TAR_SIZE_THRESHOLD, default 1 GiB - 1.
+    pub tar_size_threshold: u64,
+    /// WALG_UPLOAD_CONCURRENCY, default = available cores (min 1).
+    pub upload_concurrency: usize,
+    /// WALG_DOWNLOAD_CONCURRENCY, default = available cores (min 1).
+    pub download_concurrency: usize,
+    /// WALG_DISK_RATE_LIMIT bytes/s for backup reads; None (or 0) = unlimited.
+    pub disk_rate_limit: Option<u64>,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(1)
+}
+
+fn parse_u64(settings: &Settings, key: &str, min: u64) -> Result<Option<u64>> {
+    let Some(raw) = settings.value(key) else { return Ok(None) };
+    match raw.parse::<u64>() {
+        Ok(v) if v >= min => Ok(Some(v)),
+        Ok(_) => Err(Error::Config(format!("{key}: value {raw:?} must be at least {min}"))),
+        Err(_) => Err(Error::Config(format!("{key}: value {raw:?} is not a non-negative integer"))),
+    }
+}
+
+impl Config {
+    /// Validate settings; every bad value gives an error naming the key and the value.
+    pub fn from_settings(s: &Settings) -> Result<Config> {
+        let storage = match s.value("WALG_FILE_PREFIX") {
+            Some(prefix) => StorageConfig::File { prefix: PathBuf::from(prefix) },
+            None => {
+                if let Some(key) = ["WALG_S3_PREFIX", "WALE_S3_PREFIX", "WALG_GS_PREFIX", "WALG_AZ_PREFIX"]
+                    .into_iter()
+                    .find(|k| s.value(k).is_some())
+                {
+                    return Err(Error::Config(format!(
+                        "{key} is set but only file storage (WALG_FILE_PREFIX) is supported so far"
+                    )));
+                }
+                return Err(Error::Config(
+                    "no storage configured: set WALG_FILE_PREFIX (walg.file_prefix in the server)".into(),
+                ));
+            }
+        };
+        let compression = match s.value("WALG_COMPRESSION_METHOD") {
+            None => Compression::Lz4,
+            Some(m) => Compression::parse(m)
+                .map_err(|e| Error::Config(format!("WALG_COMPRESSION_METHOD: {e}")))?,
+        };
+        let tar_size_threshold =
+            parse_u64(s, "WALG_TAR_SIZE_THRESHOLD", 1)?.unwrap_or(DEFAULT_TAR_SIZE_THRESHOLD);
+        let upload_concurrency =
+            parse_u64(s, "WALG_UPLOAD_CONCURRENCY", 1)?.map(|v| v as usize).unwrap_or_else(cores);
+        let download_concurrency =
+            parse_u64(s, "WALG_DOWNLOAD_CONCURRENCY", 1)?.map(|v| v as usize).unwrap_or_else(cores);
+        let disk_rate_limit = parse_u64(s, "WALG_DISK_RATE_LIMIT", 0)?.filter(|&v| v > 0);
+        Ok(Config {
+            storage,
+            compression,
+            tar_size_threshold,
+            upload_concurrency,
+            download_concurrency,
+            disk_rate_limit,
+        })
+    }
+
+    /// A file-storage config with defaults, handy for tests and tools.
+    pub fn for_file_storage(prefix: impl Into<PathBuf>) -> Config {
+        Config {
+            storage: StorageConfig::File { prefix: prefix.into() },
+            compression: Compression::Lz4,
+            tar_size_threshold: DEFAULT_TAR_SIZE_THRESHOLD,
+            upload_concurrency: cores(),
+            download_concurrency: cores(),
+            disk_rate_limit: None,
+        }
+    }
+
+    pub fn open_storage(&self) -> Result<Arc<dyn Storage>> {
+        match &self.storage {
+            StorageConfig::File { prefix } => Ok(Arc::new(FsStorage::new(prefix.clone()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_and_json_files_parse_to_strings() {
+        let y = Settings::parse("WALG_FILE_PREFIX: /backups\nWALG_UPLOAD_CONCURRENCY: 4\nX: true\n").unwrap();
+        assert_eq!(y.get("WALG_FILE_PREFIX"), Some("/backups"));
+        assert_eq!(y.get("WALG_UPLOAD_CONCURRENCY"), Some("4"));
+        assert_eq!(y.get("X"), Some("true"));
+        let j = Settings::parse("{\n\t\"WALG_FILE_PREFIX\": \"/b\",\n\t\"WALG_DISK_RATE_LIMIT\": 1000\n}").unwrap();
+        assert_eq!(j.get("WALG_FILE_PREFIX"), Some("/b"));
+        assert_eq!(j.get("WALG_DISK_RATE_LIMIT"), Some("1000"));
+        assert!(Settings::parse("- a\n- b\n").is_err());
+        assert!(Settings::parse("K: [1, 2]\n").is_err());
+    }
+
+    #[test]
+    fn config_validation_names_key_and_value() {
+        let mut s = Settings::new();
+        let err = Config::from_settings(&s).unwrap_err().to_string();
+        assert!(err.contains("no storage configured"), "{err}");
+        s.set("WALG_FILE_PREFIX", "/tmp/x");
+        s.set("UNKNOWN_KEY", "whatever");
+        let c = Config::from_settings(&s).unwrap();
+        assert_eq!(c.compression, Compression::Lz4);
+        assert_eq!(c.tar_size_threshold, DEFAULT_TAR_SIZE_THRESHOLD);
+        assert!(c.upload_concurrency >= 1);
+        assert_eq!(c.disk_rate_limit, None);
+
+        let mut bad = s.clone();
+        bad.set("WALG_UPLOAD_CONCURRENCY", "many");
+        let err = Config::from_settings(&bad).unwrap_err().to_string();
+        assert!(err.contains("WALG_UPLOAD_CONCURRENCY") && err.contains("many"), "{err}");
+        let mut bad = s.clone();
+        bad.set("WALG_DOWNLOAD_CONCURRENCY", "0");
+        assert!(Config::from_settings(&bad).unwrap_err().to_string().contains("WALG_DOWNLOAD_CONCURRENCY"));
+        let mut bad = s.clone();
+        bad.set("WALG_COMPRESSION_METHOD", "gzip");
+        let err = Config::from_settings(&bad).unwrap_err().to_string();
+        assert!(err.contains("WALG_COMPRESSION_METHOD") && err.contains("gzip"), "{err}");
+
+        let mut over = Settings::new();
+        over.set("WALG_COMPRESSION_METHOD", "zstd");
+        over.set("WALG_TAR_SIZE_THRESHOLD", "1000");
+        over.set("WALG_DISK_RATE_LIMIT", "5000");
+        s.merge(&over);
+        let c = Config::from_settings(&s).unwrap();
+        assert!(matches!(c.compression, Compression::Zstd { .. }));
+        assert_eq!(c.tar_size_threshold, 1000);
+        assert_eq!(c.disk_rate_limit, Some(5000));
+    }
+}

@@ -1,0 +1,9 @@
+//! The on-storage contract (FORMAT.md): object names, LSNs, JSON documents and tar handling.
+
+pub mod names;
+pub mod sentinel;
+pub mod tar;
+
+pub use self::names::*;
+pub use self::sentinel::{BackupMetadata, CorruptBlocks, FileDescription, FilesMetadata, Sentinel, DATE_FMT};
+pub use self::tar::extract_tar;

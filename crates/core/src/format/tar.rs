@@ -1,0 +1,230 @@
+//! Tar as WAL-G writes it (entry names "/" + path relative to PGDATA, GNU long names) and safe
+//! extraction: only regular files and directories, nothing may land outside the target.
+
+use std::ffi::OsStr;
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use tar::{Builder, EntryType, Header};
+
+use crate::codec::read_error;
+use crate::error::{Error, Result};
+
+/// A tar builder that keeps the leading "/" WAL-G puts on entry names.
+pub fn builder<W: Write>(w: W) -> Builder<W> {
+    let mut b = Builder::new(w);
+    b.preserve_absolute(true);
+    b
+}
+
+/// GNU header of a regular file.
+pub fn file_header(size: u64, mode: u32, mtime: u64) -> Header {
+    let mut h = Header::new_gnu();
+    h.set_entry_type(EntryType::Regular);
+    h.set_size(size);
+    h.set_mode(mode & 0o7777);
+    h.set_mtime(mtime);
+    h
+}
+
+/// GNU header of a directory.
+pub fn dir_header(mode: u32, mtime: u64) -> Header {
+    let mut h = Header::new_gnu();
+    h.set_entry_type(EntryType::Directory);
+    h.set_size(0);
+    h.set_mode(mode & 0o7777);
+    h.set_mtime(mtime);
+    h
+}
+
+/// Append an entry named `name` (kept as is, leading "/" included); `data` must yield exactly
+/// the header's size.
+pub fn append<W: Write, R: Read>(b: &mut Builder<W>, header: &mut Header, name: &str, data: R) -> io::Result<()> {
+    b.append_data(header, name, data)
+}
+
+/// Bytes a tar entry of `size` data bytes takes (header + data padded to 512), not counting
+/// long-name extension entries.
+pub fn entry_size(size: u64) -> u64 {
+    512 + size.div_ceil(512) * 512
+}
+
+/// What an extraction wrote.
+#[derive(Debug, Default)]
+pub struct ExtractStats {
+    /// Entry names as stored in the tar.
+    pub names: Vec<String>,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Relative path of an entry inside the target: leading "/" and "." ignored, ".." refused.
+/// `Ok(None)` for the target itself ("/" or ".").
+fn safe_relative(name: &[u8]) -> std::result::Result<Option<PathBuf>, &'static str> {
+    let mut out = PathBuf::new();
+    for comp in name.split(|&b| b == b'/') {
+        match comp {
+            b"" | b"." => continue,
+            b".." => return Err("has a '..' component"),
+            c if c.contains(&0) => return Err("contains a NUL byte"),
+            c => out.push(OsStr::from_bytes(c)),
+        }
+    }
+    Ok((!out.as_os_str().is_empty()).then_some(out))
+}
+
+fn create_parents(path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    Ok(())
+}
+
+/// Extract `r` into `target` (regular files and directories only), refusing entries that would
+/// escape it. Names with or without a leading "/" are relative to `target`. Returns entry names.
+pub fn extract_tar(r: impl Read, target: &Path, fsync: bool) -> Result<Vec<String>> {
+    extract_tar_from(r, target, fsync, "tar stream").map(|s| s.names)
+}
+
+/// `extract_tar` with `source` (e.g. the object key) named in errors, returning counts too.
+pub fn extract_tar_from(r: impl Read, target: &Path, fsync: bool, source: &str) -> Result<ExtractStats> {
+    let mut archive = tar::Archive::new(r);
+    let mut stats = ExtractStats::default();
+    let entries = archive.entries().map_err(|e| read_error(source, e))?;
+    let mut buf = vec![0u8; 256 * 1024];
+    for entry in entries {
+        let mut entry = entry.map_err(|e| read_error(source, e))?;
+        let name_bytes = entry.path_bytes().into_owned();
+        let name = String::from_utf8_lossy(&name_bytes).into_owned();
+        let kind = entry.header().entry_type();
+        if kind == EntryType::XGlobalHeader {
+            continue; // pax global header: metadata only
+        }
+        let refuse = |why: &str| Error::Format(format!("refusing tar entry {name:?} in {source}: {why}"));
+        let rel = safe_relative(&name_bytes).map_err(refuse)?;
+        let mode = entry.header().mode().unwrap_or(0o600);
+        match kind {
+            EntryType::Directory => {
+                let Some(rel) = rel else { continue }; // the target itself
+                let path = target.join(rel);
+                DirBuilder::new().recursive(true).mode(0o700).create(&path).map_err(|e| Error::io(&path, e))?;
+                fs::set_permissions(&path, fs::Permissions::from_mode((mode & 0o7777) | 0o700))
+                    .map_err(|e| Error::io(&path, e))?;
+            }
+            EntryType::Regular | EntryType::Continuous => {
+                let rel = rel.ok_or_else(|| refuse("a file cannot replace the target directory"))?;
+                let path = target.join(rel);
+                create_parents(&path)?;
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(|e| Error::io(&path, e))?;
+                loop {
+                    let n = match entry.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(read_error(source, e)),
+                    };
+                    file.write_all(&buf[..n]).map_err(|e| Error::io(&path, e))?;
+                    stats.bytes += n as u64;
+                }
+                fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))
+                    .map_err(|e| Error::io(&path, e))?;
+                if fsync {
+                    file.sync_all().map_err(|e| Error::io(&path, e))?;
+                }
+                stats.files += 1;
+            }
+            EntryType::Symlink => return Err(refuse("symbolic links are not allowed")),
+            EntryType::Link => return Err(refuse("hard links are not allowed")),
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                return Err(refuse("device and fifo entries are not allowed"))
+            }
+            other => return Err(refuse(&format!("unsupported entry type {other:?}"))),
+        }
+        stats.names.push(name);
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tar holding one entry with a raw name and type, written without the tar crate's checks.
+    fn raw_tar(name: &str, kind: EntryType, data: &[u8]) -> Vec<u8> {
+        let mut h = Header::new_gnu();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_entry_type(kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        if kind == EntryType::Symlink {
+            h.set_link_name("/etc/passwd").unwrap();
+        }
+        h.set_cksum();
+        let mut b = Builder::new(Vec::new());
+        b.append(&h, data).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn write_and_extract_round_trip() {
+        let long = format!("/base/{}/1259", "d".repeat(150));
+        let mut b = builder(Vec::new());
+        append(&mut b, &mut dir_header(0o700, 0), "/base", io::empty()).unwrap();
+        append(&mut b, &mut file_header(5, 0o600, 1_700_000_000), "/base/5/1259", &b"hello"[..]).unwrap();
+        append(&mut b, &mut file_header(3, 0o640, 0), &long, &b"abc"[..]).unwrap();
+        append(&mut b, &mut file_header(0, 0o600, 0), "backup_label", io::empty()).unwrap();
+        append(&mut b, &mut dir_header(0o755, 0), "/pg_wal", io::empty()).unwrap();
+        let data = b.into_inner().unwrap();
+        // The stored name keeps the leading slash, as WAL-G writes it.
+        assert!(data.windows(13).any(|w| w == b"/base/5/1259\0"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let stats = extract_tar_from(&data[..], dir.path(), true, "part_001.tar").unwrap();
+        assert_eq!(stats.names, vec!["/base", "/base/5/1259", long.as_str(), "backup_label", "/pg_wal"]);
+        assert_eq!(stats.files, 3);
+        assert_eq!(stats.bytes, 8);
+        assert_eq!(fs::read(dir.path().join("base/5/1259")).unwrap(), b"hello");
+        assert_eq!(fs::read(dir.path().join(&long[1..])).unwrap(), b"abc");
+        let mode = fs::metadata(dir.path().join(&long[1..])).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        assert!(dir.path().join("pg_wal").is_dir());
+        let dmode = fs::metadata(dir.path().join("base/5")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(dmode, 0o700);
+    }
+
+    #[test]
+    fn refuses_escapes_and_links() {
+        for (name, kind) in [
+            ("../x", EntryType::Regular),
+            ("/../../etc/x", EntryType::Regular),
+            ("base/../../x", EntryType::Regular),
+            ("..", EntryType::Directory),
+            ("/base/link", EntryType::Symlink),
+            ("/base/hard", EntryType::Link),
+            ("/dev/sda", EntryType::Block),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let target = dir.path().join("t");
+            fs::create_dir(&target).unwrap();
+            let err = extract_tar_from(&raw_tar(name, kind, b"evil")[..], &target, false, "part_007.tar.lz4")
+                .unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, Error::Format(_)), "{name}: {msg}");
+            assert!(msg.contains(name) && msg.contains("part_007.tar.lz4"), "{msg}");
+            assert!(!dir.path().join("x").exists() && !target.join("base/link").exists());
+        }
+        // An absolute name is taken relative to the target.
+        let dir = tempfile::tempdir().unwrap();
+        extract_tar(&raw_tar("/etc/x", EntryType::Regular, b"ok")[..], dir.path(), false).unwrap();
+        assert_eq!(fs::read(dir.path().join("etc/x")).unwrap(), b"ok");
+    }
+}

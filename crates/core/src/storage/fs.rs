@@ -1,0 +1,260 @@
+//! Storage in a local directory. Writes are durable and atomic: temp file in the target
+//! directory, fsync, rename, fsync the directory; so a crash never leaves a half object visible.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{ObjectInfo, ObjectWriter, Storage};
+use crate::error::{Error, Result};
+
+/// Temp files start with this; `list` never shows them.
+const TMP_PREFIX: &str = ".walg-tmp-";
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+pub struct FsStorage {
+    root: PathBuf,
+}
+
+impl FsStorage {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        FsStorage { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Map a key to a path, refusing keys that could leave the root.
+    fn path(&self, op: &'static str, key: &str) -> Result<PathBuf> {
+        let bad = key.is_empty()
+            || key.starts_with('/')
+            || key.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+        if bad {
+            return Err(Error::storage(
+                op,
+                key,
+                io::Error::new(io::ErrorKind::InvalidInput, "invalid object key"),
+            ));
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+struct FsWriter {
+    key: String,
+    tmp: PathBuf,
+    dest: PathBuf,
+    file: Option<BufWriter<File>>,
+    written: u64,
+}
+
+impl Write for FsWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.as_mut().expect("writer used after finish").write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().expect("writer used after finish").flush()
+    }
+}
+
+impl ObjectWriter for FsWriter {
+    fn finish(mut self: Box<Self>) -> Result<u64> {
+        let key = self.key.clone();
+        let file = self.file.take().expect("finish called twice");
+        let commit = || -> io::Result<()> {
+            let file = file.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            drop(file);
+            fs::rename(&self.tmp, &self.dest)?;
+            fsync_dir(self.dest.parent().unwrap_or(Path::new(".")))
+        };
+        match commit() {
+            Ok(()) => Ok(self.written),
+            Err(e) => {
+                let _ = fs::remove_file(&self.tmp);
+                Err(Error::storage("write", key, e))
+            }
+        }
+    }
+}
+
+impl Drop for FsWriter {
+    fn drop(&mut self) {
+        // Not finished: abort, leaving nothing behind.
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+impl Storage for FsStorage {
+    fn get(&self, key: &str) -> Result<Option<Box<dyn Read + Send>>> {
+        let path = self.path("get", key)?;
+        match File::open(&path) {
+            Ok(f) => {
+                if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+                    return Ok(None);
+                }
+                Ok(Some(Box::new(io::BufReader::with_capacity(256 * 1024, f))))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::storage("get", key, e)),
+        }
+    }
+
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        let mut w = self.writer(key)?;
+        w.write_all(data).map_err(|e| Error::storage("write", key, e))?;
+        w.finish().map(|_| ())
+    }
+
+    fn writer(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
+        let dest = self.path("write", key)?;
+        let dir = dest.parent().expect("key has a parent").to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| Error::storage("write", key, e))?;
+        let base = dest.file_name().unwrap().to_string_lossy();
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}-{base}", std::process::id()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::storage("write", key, e))?;
+        Ok(Box::new(FsWriter {
+            key: key.to_string(),
+            tmp,
+            dest,
+            file: Some(BufWriter::with_capacity(256 * 1024, file)),
+            written: 0,
+        }))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        // Start at the deepest directory the prefix names, then filter by the full prefix.
+        let dir_part = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        let start = if dir_part.is_empty() { self.root.clone() } else { self.root.join(dir_part) };
+        let mut out = Vec::new();
+        let mut stack = vec![(start, dir_part.to_string())];
+        while let Some((dir, rel)) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::storage("list", rel, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::storage("list", rel.clone(), e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(TMP_PREFIX) {
+                    continue;
+                }
+                let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+                let meta = match fs::metadata(entry.path()) {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // deleted meanwhile
+                    Err(e) => return Err(Error::storage("list", key, e)),
+                };
+                if meta.is_dir() {
+                    // Only descend where keys below could still match the prefix.
+                    let as_dir = format!("{key}/");
+                    if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
+                        stack.push((entry.path(), key));
+                    }
+                } else if key.starts_with(prefix) {
+                    let modified = meta.modified().map_err(|e| Error::storage("list", key.clone(), e))?;
+                    out.push(ObjectInfo { key, size: meta.len(), modified });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn exists(&self, key: &str) -> Result<bool> {
+        let path = self.path("stat", key)?;
+        match fs::metadata(&path) {
+            Ok(m) => Ok(m.is_file()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::storage("stat", key, e)),
+        }
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path("delete", key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::storage("delete", key, e)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::get_bytes;
+
+    #[test]
+    fn put_get_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStorage::new(dir.path().join("store"));
+        assert!(get_bytes(&s, "a/b.json").unwrap().is_none());
+        assert!(!s.exists("a/b.json").unwrap());
+        s.put("a/b.json", b"hello").unwrap();
+        s.put("a/c/d", b"x").unwrap();
+        s.put("ab", b"y").unwrap();
+        s.put("a/b.json", b"hello2").unwrap(); // atomic replace
+        assert_eq!(get_bytes(&s, "a/b.json").unwrap().unwrap(), b"hello2");
+        assert!(s.exists("a/c/d").unwrap());
+        assert!(!s.exists("a/c").unwrap(), "a directory is not an object");
+        let keys: Vec<_> = s.list("a/").unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(keys, vec!["a/b.json", "a/c/d"]);
+        let keys: Vec<_> = s.list("a").unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(keys, vec!["a/b.json", "a/c/d", "ab"]);
+        let all = s.list("").unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all.iter().find(|o| o.key == "a/b.json").unwrap().size, 6);
+        assert!(s.list("zzz/").unwrap().is_empty());
+        s.delete("a/b.json").unwrap();
+        s.delete("a/b.json").unwrap(); // missing is Ok
+        assert!(!s.exists("a/b.json").unwrap());
+        assert!(s.put("../escape", b"no").is_err());
+        assert!(s.put("/abs", b"no").is_err());
+        assert!(s.describe().starts_with("file://"));
+    }
+
+    #[test]
+    fn aborted_writer_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStorage::new(dir.path());
+        let mut w = s.writer("x/part_001.tar.lz4").unwrap();
+        w.write_all(&vec![7u8; 100_000]).unwrap();
+        // While writing, nothing is visible either.
+        assert!(!s.exists("x/part_001.tar.lz4").unwrap());
+        assert!(s.list("").unwrap().is_empty());
+        drop(w);
+        assert!(s.list("").unwrap().is_empty());
+        let leftover: Vec<_> = fs::read_dir(dir.path().join("x")).unwrap().collect();
+        assert!(leftover.is_empty(), "temp file left behind: {leftover:?}");
+
+        let mut w = s.writer("x/ok").unwrap();
+        w.write_all(b"abc").unwrap();
+        assert_eq!(w.finish().unwrap(), 3);
+        assert_eq!(get_bytes(&s, "x/ok").unwrap().unwrap(), b"abc");
+    }
+}

@@ -1,0 +1,50 @@
+//! Object storage abstraction. Keys are `/`-separated and relative to the storage root/prefix.
+//! File storage now; S3 and others implement the same trait later.
+
+mod fs;
+
+pub use fs::FsStorage;
+
+use std::io::{Read, Write};
+use std::time::SystemTime;
+
+use crate::error::Result;
+
+/// One listed object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
+/// A streaming upload. Dropping it without `finish()` aborts: nothing becomes visible.
+pub trait ObjectWriter: Write + Send {
+    /// Commit: make the object visible (durably). Returns bytes stored (for a compressing
+    /// writer, the compressed size).
+    fn finish(self: Box<Self>) -> Result<u64>;
+}
+
+pub trait Storage: Send + Sync {
+    /// Open an object for reading; `None` when there is no such object.
+    fn get(&self, key: &str) -> Result<Option<Box<dyn Read + Send>>>;
+    /// Store `data` durably, atomically replacing any previous object.
+    fn put(&self, key: &str, data: &[u8]) -> Result<()>;
+    /// Streaming put.
+    fn writer(&self, key: &str) -> Result<Box<dyn ObjectWriter>>;
+    /// Every object whose key starts with `prefix` (recursive), keys relative to the root, sorted.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+    fn exists(&self, key: &str) -> Result<bool>;
+    /// Remove an object; a missing object is not an error.
+    fn delete(&self, key: &str) -> Result<()>;
+    /// Human-readable location, e.g. "file:///backups".
+    fn describe(&self) -> String;
+}
+
+/// Read a whole (small) object; `None` when missing.
+pub fn get_bytes(storage: &dyn Storage, key: &str) -> Result<Option<Vec<u8>>> {
+    let Some(mut r) = storage.get(key)? else { return Ok(None) };
+    let mut buf = Vec::new();
+    r.read_to_end(&mut buf).map_err(|e| crate::Error::storage("read", key, e))?;
+    Ok(Some(buf))
+}

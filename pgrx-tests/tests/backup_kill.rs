@@ -1,0 +1,124 @@
+//! Killing the backup worker mid-way leaves no listed backup, the caller gets an error, and the
+//! next backup works. Case 1: pg_terminate_backend. Case 2: kill -9 (crash restart).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use walg_e2e::{require_installed, wait_until, Cluster, Storage};
+
+/// Bytes per second: with pgbench scale 5 (~110 MB of data files) the backup takes ~25 s.
+const SLOW_RATE: u64 = 4 * 1024 * 1024;
+
+#[derive(Clone, Copy, Debug)]
+enum Kill {
+    Terminate,
+    Sigkill,
+}
+
+fn worker_pid(a: &Cluster) -> Option<i32> {
+    a.try_psql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'walg_ext backup'")
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
+}
+
+fn kill_backup(how: Kill) {
+    require_installed();
+    let label = format!("kill-{how:?}").to_lowercase();
+    let storage = Storage::new(&label, "lz4");
+    let mut a = Cluster::init(
+        &format!("{label}-a"),
+        &format!("{}walg.disk_rate_limit = {SLOW_RATE}\n", storage.extension_conf()),
+    );
+    a.start();
+    a.pgbench_init(5);
+    a.psql("CREATE EXTENSION walg_ext");
+    assert_ne!(a.psql("SHOW walg.disk_rate_limit"), "0", "the rate limit is in effect");
+
+    let mut caller = a.psql_background("SELECT walg_backup_push()");
+    let started = Instant::now();
+    let pid = wait_until("the 'walg_ext backup' worker in pg_stat_activity", Duration::from_secs(60), || {
+        if caller.is_finished() {
+            let out = caller.wait_timeout(Duration::from_secs(5)).unwrap();
+            panic!(
+                "walg_backup_push() finished before the worker could be killed \
+                 (is walg.disk_rate_limit honoured?)\n{}",
+                out.describe()
+            );
+        }
+        worker_pid(&a)
+    });
+    // Let it upload something: until a part object appears, or 5 s.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while storage.part_objects().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !caller.is_finished(),
+        "the backup finished within {:?}: too fast to kill; lower SLOW_RATE",
+        started.elapsed()
+    );
+    assert_eq!(worker_pid(&a), Some(pid), "the worker is still the same process");
+
+    match how {
+        Kill::Terminate => {
+            assert_eq!(a.psql(&format!("SELECT pg_terminate_backend({pid})")), "t");
+        }
+        Kill::Sigkill => {
+            let st = Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+            assert!(st.success(), "kill -9 {pid}");
+        }
+    }
+
+    let out = caller.wait(Duration::from_secs(120));
+    assert!(
+        !out.success(),
+        "the caller of walg_backup_push() must get an error when its worker dies\n{}",
+        out.describe()
+    );
+    if let Kill::Sigkill = how {
+        // The postmaster restarts every backend after a crash; wait for it to be back.
+        a.wait_ready(Duration::from_secs(120));
+        let log = a.log_text();
+        assert!(
+            log.contains("terminated by signal 9"),
+            "the postmaster should have seen the worker die by signal 9; log tail:\n{}",
+            a.log_tail(40)
+        );
+    }
+    wait_until("the backup worker to be gone", Duration::from_secs(60), || {
+        worker_pid(&a).is_none().then_some(())
+    });
+
+    assert_eq!(
+        storage.sentinel_backups(),
+        Vec::<String>::new(),
+        "a killed backup must not leave a sentinel"
+    );
+    assert_eq!(a.psql("SELECT count(*) FROM walg_backup_list()"), "0", "nothing listed");
+    let out = storage.walg_ext(&["backup-list"]);
+    assert!(
+        !out.stdout.contains("base_"),
+        "walg-ext backup-list must not show the killed backup\n{}",
+        out.describe()
+    );
+
+    // A new backup at full speed works and is the only one listed.
+    a.set_and_reload("walg.disk_rate_limit", "0");
+    a.wait_for_value("SHOW walg.disk_rate_limit", "0", Duration::from_secs(30));
+    let name = a.psql("SELECT walg_backup_push()");
+    assert!(name.starts_with("base_"), "walg_backup_push() returned {name:?}");
+    assert_eq!(a.psql("SELECT backup_name FROM walg_backup_list()"), name);
+    assert_eq!(storage.sentinel_backups(), vec![name.clone()]);
+
+    a.stop();
+}
+
+#[test]
+fn backup_worker_terminated() {
+    kill_backup(Kill::Terminate);
+}
+
+#[test]
+fn backup_worker_killed_with_sigkill() {
+    kill_backup(Kill::Sigkill);
+}

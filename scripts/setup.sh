@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs everything walg_ext needs on a fresh Debian 12 machine (run as root).
+# Quick when everything is already there: each step checks before it installs.
+set -euo pipefail
+
+PGRX_VERSION=0.18.1
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib clang libclang-dev sudo pkg-config
+              lz4 zstd python3 python3-pip)
+
+log() { echo "setup: $*"; }
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  # rustup installs here; a non-login shell may not have it on PATH yet
+  [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+fi
+command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found: install the Rust toolchain (rustup) first" >&2; exit 1; }
+
+if ! cargo pgrx --version 2>/dev/null | grep -q " ${PGRX_VERSION}\$"; then
+  log "installing cargo-pgrx ${PGRX_VERSION} (a few minutes, once)"
+  cargo install cargo-pgrx --version "${PGRX_VERSION}" --locked
+fi
+
+PGRX_HOME="${PGRX_HOME:-$HOME/.pgrx}"
+if ! grep -qs '^pg15 *=' "$PGRX_HOME/config.toml"; then
+  log "cargo pgrx init --pg15 ${PG_CONFIG}"
+  cargo pgrx init --pg15 "${PG_CONFIG}"
+fi
+
+# cargo pgrx test --runas postgres: the postgres user must be able to reach the build tree
+# and write the extension's test install; and end-to-end clusters live under /tmp.
+id postgres >/dev/null 2>&1 || { echo "setup: no postgres user (postgresql-15 should create it)" >&2; exit 1; }
+log "ok"

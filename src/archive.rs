@@ -1,0 +1,64 @@
+//! archive_library callbacks. They run in the archiver process and must never raise an ERROR
+//! (on PostgreSQL 15 that kills the archiver): every failure becomes a WARNING and `false`, and
+//! PostgreSQL keeps the WAL file and retries.
+use crate::settings;
+use pgrx::prelude::*;
+use std::ffi::{c_char, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use walg_core::wal::{self, PushOutcome};
+
+#[no_mangle]
+#[allow(non_snake_case)]
+pub unsafe extern "C-unwind" fn _PG_archive_module_init(cb: *mut pg_sys::ArchiveModuleCallbacks) {
+    unsafe {
+        (*cb).check_configured_cb = Some(check_configured);
+        (*cb).archive_file_cb = Some(archive_file);
+        (*cb).shutdown_cb = None;
+    }
+}
+
+unsafe extern "C-unwind" fn check_configured() -> bool {
+    match catch_unwind(settings::load_config) {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => {
+            warning!("walg_ext: WAL archiving is not configured: {e}");
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+unsafe extern "C-unwind" fn archive_file(file: *const c_char, path: *const c_char) -> bool {
+    let file = unsafe { CStr::from_ptr(file) }.to_string_lossy().into_owned();
+    let path = unsafe { CStr::from_ptr(path) }.to_string_lossy().into_owned();
+    let result = catch_unwind(AssertUnwindSafe(|| push(&file, &path)));
+    match result {
+        Ok(Ok(PushOutcome::Uploaded { key, bytes })) => {
+            debug1!("walg_ext: archived {file} as {key} ({bytes} bytes)");
+            true
+        }
+        Ok(Ok(PushOutcome::AlreadyArchived { key })) => {
+            log!("walg_ext: {file} was already archived as {key} with identical content");
+            true
+        }
+        Ok(Err(e)) => {
+            warning!("walg_ext: could not archive {file}: {e}");
+            false
+        }
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            warning!("walg_ext: could not archive {file}: internal error: {msg}");
+            false
+        }
+    }
+}
+
+fn push(file: &str, path: &str) -> walg_core::Result<PushOutcome> {
+    let cfg = settings::load_config()?;
+    let storage = cfg.open_storage()?;
+    wal::push(&cfg, storage.as_ref(), file, std::path::Path::new(path))
+}

@@ -1,0 +1,118 @@
+//! The walg.* settings (GUCs) and their translation into one `walg_core::Config`.
+//!
+//! Every setting is server-wide (PGC_SIGHUP): the archiver, the backup worker and SQL callers
+//! must all see the same storage. A setting left at its default defers to `walg.config_file`
+//! (WAL-G's file format and key names), then to walg_core's defaults.
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::{CStr, CString};
+use walg_core::config::{Config, Settings};
+
+static CONFIG_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static FILE_PREFIX: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static COMPRESSION_METHOD: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static TAR_SIZE_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(-1);
+static UPLOAD_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(-1);
+static DISK_RATE_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(-1);
+
+/// (GUC, WAL-G key) pairs for string settings.
+const STRING_SETTINGS: &[(&GucSetting<Option<CString>>, &str)] = &[
+    (&FILE_PREFIX, "WALG_FILE_PREFIX"),
+    (&COMPRESSION_METHOD, "WALG_COMPRESSION_METHOD"),
+];
+
+/// (GUC, WAL-G key) pairs for integer settings; -1 means "not set here".
+const INT_SETTINGS: &[(&GucSetting<i32>, &str)] = &[
+    (&TAR_SIZE_THRESHOLD, "WALG_TAR_SIZE_THRESHOLD"),
+    (&UPLOAD_CONCURRENCY, "WALG_UPLOAD_CONCURRENCY"),
+    (&DISK_RATE_LIMIT, "WALG_DISK_RATE_LIMIT"),
+];
+
+pub fn register() {
+    let ctx = || GucContext::Sighup;
+    let none = GucFlags::default;
+    GucRegistry::define_string_guc(
+        c"walg.config_file",
+        c"WAL-G configuration file (JSON or YAML, WAL-G key names) read by walg_ext.",
+        c"Settings given here in postgresql.conf override the file. The file may hold secrets: make it readable by the server user only.",
+        &CONFIG_FILE,
+        ctx(),
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"walg.file_prefix",
+        c"Local or mounted directory holding the backups and WAL (WALG_FILE_PREFIX).",
+        c"",
+        &FILE_PREFIX,
+        ctx(),
+        none(),
+    );
+    GucRegistry::define_string_guc(
+        c"walg.compression_method",
+        c"Compression for WAL and backups: lz4 (default), zstd or none (WALG_COMPRESSION_METHOD).",
+        c"",
+        &COMPRESSION_METHOD,
+        ctx(),
+        none(),
+    );
+    GucRegistry::define_int_guc(
+        c"walg.tar_size_threshold",
+        c"Size in bytes after which a backup tar part is closed (WALG_TAR_SIZE_THRESHOLD); -1: file or default (1 GiB - 1).",
+        c"",
+        &TAR_SIZE_THRESHOLD,
+        -1,
+        i32::MAX,
+        ctx(),
+        none(),
+    );
+    GucRegistry::define_int_guc(
+        c"walg.upload_concurrency",
+        c"Parallel tar streams (read, compress, upload) of a backup (WALG_UPLOAD_CONCURRENCY); -1: file or number of cores.",
+        c"",
+        &UPLOAD_CONCURRENCY,
+        -1,
+        1024,
+        ctx(),
+        none(),
+    );
+    GucRegistry::define_int_guc(
+        c"walg.disk_rate_limit",
+        c"Limit on backup reads from PGDATA in bytes per second (WALG_DISK_RATE_LIMIT); 0: unlimited; -1: file or unlimited.",
+        c"",
+        &DISK_RATE_LIMIT,
+        -1,
+        i32::MAX,
+        ctx(),
+        none(),
+    );
+}
+
+fn guc_str(s: &GucSetting<Option<CString>>) -> Option<String> {
+    s.get().map(|c| c.to_string_lossy().into_owned()).filter(|v| !v.is_empty())
+}
+
+/// The effective configuration: `walg.config_file`, overridden by the walg.* settings.
+pub fn load_config() -> walg_core::Result<Config> {
+    let mut settings = match guc_str(&CONFIG_FILE) {
+        Some(path) => Settings::from_file(std::path::Path::new(&path))?,
+        None => Settings::default(),
+    };
+    let mut over = Settings::default();
+    for (guc, key) in STRING_SETTINGS {
+        if let Some(v) = guc_str(guc) {
+            over.set(*key, v);
+        }
+    }
+    for (guc, key) in INT_SETTINGS {
+        let v = guc.get();
+        if v >= 0 {
+            over.set(*key, v.to_string());
+        }
+    }
+    settings.merge(&over);
+    Config::from_settings(&settings)
+}
+
+/// Data directory of this server.
+pub fn data_dir() -> std::path::PathBuf {
+    unsafe { CStr::from_ptr(pgrx::pg_sys::DataDir) }.to_string_lossy().into_owned().into()
+}

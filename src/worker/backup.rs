@@ -1,0 +1,294 @@
+//! One base backup in a dynamic background worker.
+//!
+//! `pg_backup_start` and `pg_backup_stop` run through SPI in the worker's own session; between
+//! them walg_core copies PGDATA on its own threads while this process's main thread only polls
+//! for interrupts and publishes progress. The caller (a SQL backend) waits on its latch; if it is
+//! cancelled it terminates the worker, and a terminated worker never writes the sentinel
+//! (PostgreSQL aborts the backup when the worker's session ends).
+use crate::settings;
+use crate::shmem::{self, BackupJob, JobState, BACKUP_JOB};
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus};
+use pgrx::prelude::*;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use walg_core::backup::push::{self, BackupStart, BackupStop, Progress};
+use walg_core::format::names::{backup_name, parse_lsn};
+
+pub const WORKER_TYPE: &str = "walg_ext backup";
+
+/// Start a backup job and wait for it; returns the backup name. Raises an ERROR on failure.
+pub fn run_and_wait() -> String {
+    if !shmem::available() {
+        error_with(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "walg_ext is not loaded through shared_preload_libraries",
+            "Add walg_ext to shared_preload_libraries in postgresql.conf and restart the server.",
+        );
+    }
+    // Fail early, in the caller, on a configuration the worker could not use.
+    if let Err(e) = settings::load_config().and_then(|c| c.open_storage().map(|_| ())) {
+        error_with(PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR, &e.to_string(), "Check the walg.* settings and walg.config_file.");
+    }
+
+    let generation = match claim_slot() {
+        Ok(g) => g,
+        Err(pid) => error_with(
+            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+            &format!("a walg_ext backup is already running (process {pid})"),
+            "Wait for it to finish; walg_ext runs one backup at a time.",
+        ),
+    };
+
+    let db = unsafe { pg_sys::MyDatabaseId };
+    let worker = BackgroundWorkerBuilder::new(&format!("walg_ext backup job {generation}"))
+        .set_type(WORKER_TYPE)
+        .set_library("walg_ext")
+        .set_function("walg_ext_backup_worker_main")
+        .set_argument(Some(pg_sys::Datum::from(db.to_u32())))
+        .set_extra(&generation.to_string())
+        .enable_spi_access()
+        .set_notify_pid(shmem::my_pid())
+        .set_restart_time(None)
+        .load_dynamic();
+    let worker = match worker {
+        Ok(w) => w,
+        Err(_) => {
+            settle(generation, Err("could not register the backup worker".into()));
+            error_with(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
+                "could not start the walg_ext backup worker",
+                "Raise max_worker_processes.",
+            );
+        }
+    };
+
+    loop {
+        match worker.pid() {
+            Err(BackgroundWorkerStatus::Stopped) => break,
+            Err(BackgroundWorkerStatus::PostmasterDied) => {
+                error!("walg_ext: the postmaster died during the backup")
+            }
+            _ => {}
+        }
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                500,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+            if pg_sys::QueryCancelPending != 0 || pg_sys::ProcDiePending != 0 {
+                // The caller gives up, so the backup stops too: nothing finishes unobserved.
+                let _ = worker.terminate();
+                pg_sys::check_for_interrupts!();
+                ereport!(
+                    PgLogLevel::ERROR,
+                    PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+                    "walg_ext backup cancelled"
+                );
+                unreachable!();
+            }
+        }
+    }
+
+    let job: BackupJob = *BACKUP_JOB.share();
+    if job.generation != generation {
+        error!("walg_ext: the backup job was replaced by another one while waiting");
+    }
+    match job.state() {
+        JobState::Succeeded => job.name(),
+        JobState::Failed => error_with(
+            PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+            &format!("walg_ext backup failed: {}", job.error()),
+            "Nothing was committed to storage: the backup has no sentinel and is not listed.",
+        ),
+        _ => {
+            let msg = "the backup worker exited before finishing (terminated or crashed; see the server log)";
+            settle(generation, Err(msg.into()));
+            error_with(
+                PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+                &format!("walg_ext backup failed: {msg}"),
+                "Nothing was committed to storage: the backup has no sentinel and is not listed.",
+            )
+        }
+    }
+}
+
+fn error_with(code: PgSqlErrorCode, msg: &str, hint: &str) -> ! {
+    pgrx::pg_sys::panic::ErrorReport::new(code, msg.to_string(), function_name!()).set_hint(hint).report(PgLogLevel::ERROR);
+    unreachable!()
+}
+
+/// Take the job slot for a new backup; Err(pid) if one is active.
+fn claim_slot() -> Result<u64, i32> {
+    let mut job = BACKUP_JOB.exclusive();
+    if job.is_active() {
+        return Err(if job.worker_pid != 0 { job.worker_pid } else { job.owner_pid });
+    }
+    let generation = job.generation + 1;
+    *job = BackupJob::starting(generation, shmem::my_pid());
+    Ok(generation)
+}
+
+/// Record the outcome of job `generation` (ignored if the slot moved on).
+fn settle(generation: u64, result: Result<&str, String>) {
+    let mut job = BACKUP_JOB.exclusive();
+    if job.generation != generation {
+        return;
+    }
+    match result {
+        Ok(name) => {
+            job.set_name(name);
+            job.set_state(JobState::Succeeded);
+        }
+        Err(e) => {
+            job.set_error(&e);
+            job.set_state(JobState::Failed);
+        }
+    }
+}
+
+// PostgreSQL's own SIGTERM handler for backends (pgrx only exposes a Rust wrapper of it).
+unsafe extern "C-unwind" {
+    fn die(postgres_signal_arg: std::ffi::c_int);
+}
+
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn walg_ext_backup_worker_main(arg: pg_sys::Datum) {
+    // SIGTERM (pg_terminate_backend, the caller's cancel, shutdown) sets ProcDiePending; the
+    // copy loop sees it within its poll interval, and PostgreSQL aborts the backup on exit.
+    unsafe {
+        pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(die));
+        pg_sys::BackgroundWorkerUnblockSignals();
+    }
+    let generation: u64 = BackgroundWorker::get_extra().parse().unwrap_or(0);
+    {
+        let mut job = BACKUP_JOB.exclusive();
+        if job.generation != generation || job.state() != JobState::Starting {
+            return; // a stale registration: its caller is gone
+        }
+        job.worker_pid = shmem::my_pid();
+        job.set_state(JobState::Running);
+    }
+    let db = pg_sys::Oid::from(arg.value() as u32);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
+
+    let result = take_backup();
+    match &result {
+        Ok(name) => log!("walg_ext: backup {name} completed"),
+        Err(e) => log!("walg_ext: backup failed: {e}"),
+    }
+    settle(generation, result.as_deref().map_err(|e| e.clone()));
+    // A pending termination request ends the process here, after the outcome is recorded.
+    pg_sys::check_for_interrupts!();
+}
+
+struct StartInfo {
+    lsn: String,
+    timeline: i32,
+    system_identifier: i64,
+}
+
+fn take_backup() -> Result<String, String> {
+    let cfg = settings::load_config().map_err(|e| e.to_string())?;
+    let storage = cfg.open_storage().map_err(|e| e.to_string())?;
+    let start_time = chrono::Utc::now();
+
+    let info = BackgroundWorker::transaction(|| {
+        Spi::connect(|client| {
+            let lsn: String = client
+                .select("SELECT pg_backup_start('walg_ext', true)::text", None, &[])?
+                .first()
+                .get_one()?
+                .unwrap_or_default();
+            let row = client
+                .select(
+                    "SELECT (SELECT timeline_id FROM pg_control_checkpoint()), \
+                            (SELECT system_identifier FROM pg_control_system())",
+                    None,
+                    &[],
+                )?
+                .first();
+            let (timeline, sysid): (Option<i32>, Option<i64>) = row.get_two()?;
+            Ok::<_, pgrx::spi::Error>(StartInfo {
+                lsn,
+                timeline: timeline.unwrap_or(1),
+                system_identifier: sysid.unwrap_or(0),
+            })
+        })
+    })
+    .map_err(|e| format!("pg_backup_start: {e}"))?;
+
+    let start_lsn = parse_lsn(&info.lsn).map_err(|e| e.to_string())?;
+    let seg_size = unsafe { pg_sys::wal_segment_size } as u64;
+    let name = backup_name(info.timeline as u32, start_lsn, seg_size);
+    log!("walg_ext: backup {name} started at {}", info.lsn);
+
+    let start = BackupStart {
+        name: name.clone(),
+        pgdata: settings::data_dir(),
+        start_lsn,
+        timeline: info.timeline as u32,
+        wal_segment_size: seg_size,
+        pg_version: pg_sys::PG_VERSION_NUM as i32,
+        system_identifier: info.system_identifier as u64,
+        start_time,
+        hostname: hostname(),
+        is_permanent: false,
+        user_data: None,
+    };
+    let progress = Arc::new(Progress::default());
+    let mut poll = || -> walg_core::Result<()> {
+        publish(&progress);
+        unsafe {
+            if pg_sys::ProcDiePending != 0 || libc::getppid() != pg_sys::PostmasterPid {
+                return Err(walg_core::Error::Cancelled("the backup worker was asked to stop".into()));
+            }
+        }
+        Ok(())
+    };
+    let data = push::push_data(&cfg, &storage, &start, &progress, &mut poll).map_err(|e| e.to_string())?;
+    publish(&progress);
+
+    let stop = BackgroundWorker::transaction(|| {
+        Spi::connect(|client| {
+            let row = client
+                .select("SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(true)", None, &[])?
+                .first();
+            let (lsn, label, map): (Option<String>, Option<String>, Option<String>) = row.get_three()?;
+            Ok::<_, pgrx::spi::Error>((lsn.unwrap_or_default(), label.unwrap_or_default(), map.unwrap_or_default()))
+        })
+    })
+    .map_err(|e| format!("pg_backup_stop: {e}"))?;
+    let stop = BackupStop {
+        finish_lsn: parse_lsn(&stop.0).map_err(|e| e.to_string())?,
+        backup_label: stop.1,
+        tablespace_map: stop.2,
+        finish_time: chrono::Utc::now(),
+    };
+    unsafe {
+        if pg_sys::ProcDiePending != 0 {
+            return Err("the backup worker was asked to stop".into());
+        }
+    }
+    push::finish(&cfg, &storage, &start, data, &stop).map_err(|e| e.to_string())?;
+    Ok(name)
+}
+
+fn publish(p: &Progress) {
+    let mut job = BACKUP_JOB.exclusive();
+    job.phase = p.phase.load(Ordering::Relaxed);
+    job.bytes_done = p.bytes_done.load(Ordering::Relaxed);
+    job.bytes_total = p.bytes_total.load(Ordering::Relaxed);
+    job.files_done = p.files_done.load(Ordering::Relaxed);
+    job.files_total = p.files_total.load(Ordering::Relaxed);
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(0);
+    if ok { String::from_utf8_lossy(&buf[..end]).into_owned() } else { String::new() }
+}
