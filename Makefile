@@ -14,7 +14,7 @@ build: setup
 
 # Release build of the extension into the system PostgreSQL 15, and walg-ext into /usr/local/bin.
 install: setup
-	$(CARGO) pgrx install --release --pg-config $(PG_CONFIG)
+	$(CARGO) pgrx install -p walg_ext --release --pg-config $(PG_CONFIG)
 	$(CARGO) build --release -p walg-cli
 	install -m 0755 target/release/walg-ext /usr/local/bin/walg-ext
 
@@ -22,7 +22,7 @@ test-core: setup
 	$(CARGO) test -p walg-core -p walg-cli
 
 test-pg: setup
-	$(CARGO) pgrx test pg15 --runas postgres --pgdata $(PGRX_TEST_PGDATA)
+	$(CARGO) pgrx test pg15 -p walg_ext --runas postgres --pgdata $(PGRX_TEST_PGDATA)
 
 test-e2e: install
 	$(CARGO) test -p walg-e2e -- --test-threads=1
