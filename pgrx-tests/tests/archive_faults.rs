@@ -135,3 +135,39 @@ fn extension_reads_walg_config_file() {
     assert!(obj.to_string_lossy().ends_with(".lz4"), "the GUC overrides the file: {}", obj.display());
     a.stop();
 }
+
+#[test]
+fn backup_is_committed_only_once_its_wal_is_archived() {
+    require_installed();
+    let storage = Storage::new("faults-backup-wal", "lz4");
+    let mut a = Cluster::init("faults-backup-wal-a", &storage.extension_conf());
+    a.start();
+    a.psql("CREATE EXTENSION walg_ext");
+    a.pgbench_init(1);
+    let seg = a.switch_wal();
+    a.wait_archived(&seg, Duration::from_secs(60));
+
+    // WAL cannot be archived: the data is copied, but the backup must not be committed.
+    let wal_dir = storage.wal_dir();
+    std::fs::set_permissions(&wal_dir, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let mut caller = a.psql_background("SELECT walg_backup_push()");
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(!caller.is_finished(), "walg_backup_push() must wait for the WAL the backup needs");
+    assert!(storage.sentinel_backups().is_empty(), "no sentinel before the backup's WAL is archived");
+
+    std::fs::set_permissions(&wal_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // After repeated failures PostgreSQL's archiver sleeps up to a minute; a reload wakes it.
+    a.psql("SELECT pg_reload_conf()");
+    let out = caller.wait(Duration::from_secs(120));
+    assert!(out.success(), "the backup completes once archiving works\n{}", out.describe());
+    let name = out.stdout.trim().to_string();
+    assert_eq!(storage.sentinel_backups(), vec![name.clone()]);
+    // Everything the backup needs is in storage: a restore with nothing more archived works.
+    let dump = a.dumpall();
+    a.stop();
+    let mut b = Cluster::restore_into("faults-backup-wal-b", &storage, &name, "");
+    b.start();
+    b.wait_recovery_done(Duration::from_secs(120));
+    walg_e2e::assert_dumps_equal(&dump, &b.dumpall(), "restored from a backup committed after a WAL outage");
+    b.stop();
+}

@@ -13,7 +13,7 @@ use pgrx::prelude::*;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use walg_core::backup::push::{self, BackupStart, BackupStop, Progress};
-use walg_core::format::names::{backup_name, parse_lsn};
+use walg_core::format::names::{backup_name, parse_lsn, wal_file_name};
 
 pub const WORKER_TYPE: &str = "walg_ext backup";
 
@@ -267,7 +267,7 @@ fn take_backup() -> Result<String, String> {
     let stop = BackgroundWorker::transaction(|| {
         Spi::connect(|client| {
             let row = client
-                .select("SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(true)", None, &[])?
+                .select("SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)", None, &[])?
                 .first();
             let (lsn, label, map): (Option<String>, Option<String>, Option<String>) = row.get_three()?;
             Ok::<_, pgrx::spi::Error>((lsn.unwrap_or_default(), label.unwrap_or_default(), map.unwrap_or_default()))
@@ -280,13 +280,50 @@ fn take_backup() -> Result<String, String> {
         tablespace_map: stop.2,
         finish_time: chrono::Utc::now(),
     };
-    unsafe {
-        if pg_sys::ProcDiePending != 0 {
-            return Err("the backup worker was asked to stop".into());
-        }
-    }
+    let last_needed = wal_file_name(start.timeline, stop.finish_lsn - 1, seg_size);
+    wait_for_wal_archived(&last_needed)?;
     push::finish(&cfg, &storage, &start, data, &stop).map_err(|e| e.to_string())?;
     Ok(name)
+}
+
+/// A backup is committed (sentinel written) only once the WAL it needs to be consistent is
+/// archived. PostgreSQL's own wait in pg_backup_stop polls once a second; this polls the
+/// archiver's `.done` marker every 20 ms. Without archiving there is nothing to wait for, as in
+/// pg_backup_stop: the WAL must then reach the restore by other means.
+fn wait_for_wal_archived(segment: &str) -> Result<(), String> {
+    if unsafe { pg_sys::XLogArchiveMode } == pg_sys::ArchiveMode::ARCHIVE_MODE_OFF as i32 {
+        warning!("walg_ext: archive_mode is off: backup needs WAL up to {segment} from elsewhere");
+        return Ok(());
+    }
+    let pg_wal = settings::data_dir().join("pg_wal");
+    let status = pg_wal.join("archive_status");
+    // Archived: marked .done, or (as PostgreSQL's XLogArchiveIsBusy reasons) neither .ready nor
+    // the segment itself is left, because a checkpoint already removed it after archiving.
+    let archived = || {
+        status.join(format!("{segment}.done")).exists()
+            || (!status.join(format!("{segment}.ready")).exists() && !pg_wal.join(segment).exists())
+    };
+    let started = std::time::Instant::now();
+    let mut next_notice = 60;
+    while !archived() {
+        unsafe {
+            if pg_sys::ProcDiePending != 0 {
+                return Err("the backup worker was asked to stop".into());
+            }
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                20,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        if started.elapsed().as_secs() >= next_notice {
+            warning!("walg_ext: still waiting for {segment} to be archived ({next_notice} s); check the archiver");
+            next_notice += 60;
+        }
+    }
+    Ok(())
 }
 
 fn publish(p: &Progress) {
