@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::codec::Compression;
+use crate::codec::crypto::Key;
+use crate::codec::{zstd_level_from_name, Compression, Pipeline};
 use crate::error::{Error, Result};
 use crate::storage::{FsStorage, Storage};
 
@@ -117,8 +118,10 @@ pub enum StorageConfig {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub storage: StorageConfig,
-    /// WALG_COMPRESSION_METHOD, default lz4.
+    /// WALG_COMPRESSION_METHOD, default lz4, at WALG_COMPRESSION_LEVEL (or WALG_ZSTD_LEVEL).
     pub compression: Compression,
+    /// libsodium key from WALG_LIBSODIUM_KEY or WALG_LIBSODIUM_KEY_PATH; None = no encryption.
+    pub encryption: Option<Key>,
     /// WALG_TAR_SIZE_THRESHOLD, default 1 GiB - 1.
     pub tar_size_threshold: u64,
     /// WALG_UPLOAD_CONCURRENCY, default = available cores (min 1).
@@ -139,6 +142,54 @@ fn parse_u64(settings: &Settings, key: &str, min: u64) -> Result<Option<u64>> {
         Ok(v) if v >= min => Ok(Some(v)),
         Ok(_) => Err(Error::Config(format!("{key}: value {raw:?} must be at least {min}"))),
         Err(_) => Err(Error::Config(format!("{key}: value {raw:?} is not a non-negative integer"))),
+    }
+}
+
+/// WALG_COMPRESSION_LEVEL (a number, any method with levels), else WAL-G's WALG_ZSTD_LEVEL
+/// (fastest, default, better, best, or a number) for zstd.
+fn with_level(s: &Settings, c: Compression) -> Result<Compression> {
+    let level = |key: &str, raw: &str| -> Result<i32> {
+        raw.parse::<i32>().map_err(|_| Error::Config(format!("{key}: value {raw:?} is not an integer")))
+    };
+    if let Some(raw) = s.value("WALG_COMPRESSION_LEVEL") {
+        let l = level("WALG_COMPRESSION_LEVEL", raw)?;
+        return c.with_level(l).map_err(|e| Error::Config(format!("WALG_COMPRESSION_LEVEL: {e}")));
+    }
+    match (c, s.value("WALG_ZSTD_LEVEL")) {
+        (Compression::Zstd { .. }, Some(raw)) => {
+            let l = match zstd_level_from_name(raw) {
+                Some(l) => l,
+                None => level("WALG_ZSTD_LEVEL", raw).map_err(|_| {
+                    Error::Config(format!(
+                        "WALG_ZSTD_LEVEL: value {raw:?} is not fastest, default, better, best or a level 1..22"
+                    ))
+                })?,
+            };
+            c.with_level(l).map_err(|e| Error::Config(format!("WALG_ZSTD_LEVEL: {e}")))
+        }
+        _ => Ok(c),
+    }
+}
+
+/// WALG_LIBSODIUM_KEY (wins, as in WAL-G) or WALG_LIBSODIUM_KEY_PATH, transformed by
+/// WALG_LIBSODIUM_KEY_TRANSFORM. Other WAL-G encryption settings are refused rather than ignored,
+/// so nothing is uploaded unencrypted by mistake.
+fn encryption_key(s: &Settings) -> Result<Option<Key>> {
+    for k in ["WALG_PGP_KEY", "WALG_PGP_KEY_PATH", "WALE_GPG_KEY_ID", "WALG_GPG_KEY_ID", "WALG_CSE_KMS_ID", "WALG_ENVELOPE_PGP_KEY"] {
+        if s.value(k).is_some() {
+            return Err(Error::Config(format!(
+                "{k} is set, but only libsodium encryption (WALG_LIBSODIUM_KEY / WALG_LIBSODIUM_KEY_PATH) is supported"
+            )));
+        }
+    }
+    let transform = s.value("WALG_LIBSODIUM_KEY_TRANSFORM").unwrap_or("none");
+    // The key itself is not trimmed (WAL-G takes it as is); an empty value means unset.
+    if let Some(text) = s.get("WALG_LIBSODIUM_KEY").filter(|v| !v.is_empty()) {
+        return Key::from_text(text, transform).map(Some);
+    }
+    match s.value("WALG_LIBSODIUM_KEY_PATH") {
+        Some(path) => Key::from_file(Path::new(path), transform).map(Some),
+        None => Ok(None),
     }
 }
 
@@ -166,6 +217,8 @@ impl Config {
             Some(m) => Compression::parse(m)
                 .map_err(|e| Error::Config(format!("WALG_COMPRESSION_METHOD: {e}")))?,
         };
+        let compression = with_level(s, compression)?;
+        let encryption = encryption_key(s)?;
         let tar_size_threshold =
             parse_u64(s, "WALG_TAR_SIZE_THRESHOLD", 1)?.unwrap_or(DEFAULT_TAR_SIZE_THRESHOLD);
         let upload_concurrency =
@@ -176,6 +229,7 @@ impl Config {
         Ok(Config {
             storage,
             compression,
+            encryption,
             tar_size_threshold,
             upload_concurrency,
             download_concurrency,
@@ -188,11 +242,17 @@ impl Config {
         Config {
             storage: StorageConfig::File { prefix: prefix.into() },
             compression: Compression::Lz4,
+            encryption: None,
             tar_size_threshold: DEFAULT_TAR_SIZE_THRESHOLD,
             upload_concurrency: cores(),
             download_concurrency: cores(),
             disk_rate_limit: None,
         }
+    }
+
+    /// How objects are encoded: compression, then encryption.
+    pub fn pipeline(&self) -> Pipeline {
+        Pipeline::new(self.compression, self.encryption.clone())
     }
 
     pub fn open_storage(&self) -> Result<Arc<dyn Storage>> {
