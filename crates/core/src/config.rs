@@ -314,4 +314,52 @@ mod tests {
         assert_eq!(c.tar_size_threshold, 1000);
         assert_eq!(c.disk_rate_limit, Some(5000));
     }
+
+    #[test]
+    fn compression_levels_and_libsodium_key_settings() {
+        let mut s = Settings::new();
+        s.set("WALG_FILE_PREFIX", "/tmp/x");
+        let with = |pairs: &[(&str, &str)]| {
+            let mut t = s.clone();
+            for (k, v) in pairs {
+                t.set(*k, *v);
+            }
+            Config::from_settings(&t)
+        };
+        let c = with(&[("WALG_COMPRESSION_METHOD", "zstd"), ("WALG_ZSTD_LEVEL", "best")]).unwrap();
+        assert_eq!(c.compression, Compression::Zstd { level: 11 });
+        let c = with(&[("WALG_COMPRESSION_METHOD", "zstd"), ("WALG_ZSTD_LEVEL", "fastest"), ("WALG_COMPRESSION_LEVEL", "9")]).unwrap();
+        assert_eq!(c.compression, Compression::Zstd { level: 9 }, "WALG_COMPRESSION_LEVEL wins");
+        let c = with(&[("WALG_COMPRESSION_METHOD", "brotli"), ("WALG_COMPRESSION_LEVEL", "5")]).unwrap();
+        assert_eq!(c.compression, Compression::Brotli { quality: 5 });
+        let c = with(&[("WALG_COMPRESSION_METHOD", "lz4"), ("WALG_ZSTD_LEVEL", "best")]).unwrap();
+        assert_eq!(c.compression, Compression::Lz4);
+        let err = with(&[("WALG_COMPRESSION_METHOD", "lzma"), ("WALG_COMPRESSION_LEVEL", "10")]).unwrap_err().to_string();
+        assert!(err.contains("WALG_COMPRESSION_LEVEL") && err.contains("0..=9"), "{err}");
+        let err = with(&[("WALG_COMPRESSION_METHOD", "zstd"), ("WALG_ZSTD_LEVEL", "ultra")]).unwrap_err().to_string();
+        assert!(err.contains("WALG_ZSTD_LEVEL") && err.contains("ultra"), "{err}");
+        assert!(with(&[("WALG_COMPRESSION_LEVEL", "x")]).is_err());
+
+        assert_eq!(with(&[]).unwrap().encryption, None);
+        let secret = "this is my long libsodium secret key";
+        let c = with(&[("WALG_LIBSODIUM_KEY", secret)]).unwrap();
+        assert_eq!(c.encryption, Some(Key::from_text(secret, "none").unwrap()));
+        assert!(c.pipeline().is_encrypted());
+        assert!(!format!("{c:?}").contains("libsodium secret"), "Debug must not show the key");
+        let err = with(&[("WALG_LIBSODIUM_KEY", secret), ("WALG_LIBSODIUM_KEY_TRANSFORM", "hex")]).unwrap_err().to_string();
+        assert!(err.contains("hex") && !err.contains(secret), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        std::fs::write(&path, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n").unwrap();
+        let p = path.display().to_string();
+        let c = with(&[("WALG_LIBSODIUM_KEY_PATH", &p), ("WALG_LIBSODIUM_KEY_TRANSFORM", "hex")]).unwrap();
+        assert!(c.encryption.is_some());
+        // WALG_LIBSODIUM_KEY wins over the path, as in WAL-G.
+        let c = with(&[("WALG_LIBSODIUM_KEY_PATH", "/nonexistent"), ("WALG_LIBSODIUM_KEY", secret)]).unwrap();
+        assert_eq!(c.encryption, Some(Key::from_text(secret, "none").unwrap()));
+        let err = with(&[("WALG_LIBSODIUM_KEY_PATH", "/nonexistent/key")]).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/key"), "{err}");
+        let err = with(&[("WALG_PGP_KEY_PATH", "/k.asc")]).unwrap_err().to_string();
+        assert!(err.contains("WALG_PGP_KEY_PATH") && err.contains("only libsodium"), "{err}");
+    }
 }

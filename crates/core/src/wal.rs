@@ -103,7 +103,7 @@ pub fn fetch_with(pipeline: &Pipeline, storage: &dyn Storage, file_name: &str, d
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.map(|()| true)
+    result.map(|()| true).map_err(|e| pipeline.explain(e))
 }
 
 #[cfg(test)]
@@ -177,5 +177,42 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("0000000100000000000000DD.br") && msg.contains("maybe the object is encrypted"), "{msg}");
         assert!(fetch(&cfg, &s, "../etc", &dir.path().join("x")).is_err());
+    }
+
+    #[test]
+    fn encrypted_push_fetch_and_clear_errors() {
+        use crate::codec::crypto::Key;
+        let (dir, s, cfg) = setup();
+        let seg = dir.path().join("seg");
+        let content: Vec<u8> = (0..200_000u32).map(|i| (i % 13) as u8).collect();
+        fs::write(&seg, &content).unwrap();
+        let key = Key::from_text("an encryption key for the WAL archive", "none").unwrap();
+        for (i, c) in [Compression::Brotli { quality: 3 }, Compression::Lzma { preset: 1 }, Compression::None].into_iter().enumerate() {
+            let ecfg = Config { compression: c, encryption: Some(key.clone()), ..cfg.clone() };
+            let name = format!("0000000100000000000000{:02X}", 0x30 + i);
+            let out = push(&ecfg, &s, &name, &seg).unwrap();
+            let PushOutcome::Uploaded { key: object, .. } = out else { panic!("{out:?}") };
+            assert_eq!(object, c.object_name(&format!("wal_005/{name}")));
+            // Stored bytes are not the plain compressed stream.
+            let raw = crate::storage::get_bytes(&s, &object).unwrap().unwrap();
+            assert_ne!(raw, crate::codec::compress_bytes(c, &content).unwrap());
+            // Pushing again with the key recognises the identical content.
+            assert!(matches!(push(&ecfg, &s, &name, &seg).unwrap(), PushOutcome::AlreadyArchived { .. }));
+            let dest = dir.path().join(format!("r-{}", c.name()));
+            assert!(fetch(&ecfg, &s, &name, &dest).unwrap());
+            assert_eq!(fs::read(&dest).unwrap(), content);
+            // Wrong key: error names the object, nothing at dest.
+            let other = Config { encryption: Some(Key::from_bytes([1; 32])), ..ecfg.clone() };
+            let dest = dir.path().join(format!("w-{}", c.name()));
+            let err = fetch(&other, &s, &name, &dest).unwrap_err().to_string();
+            assert!(err.contains("wrong key") && err.contains(&object), "{err}");
+            assert!(!dest.exists() && !temp_path(&dest).exists());
+            if c != Compression::None {
+                // No key: the decompressor fails and the error says the object may be encrypted.
+                let err = fetch(&cfg, &s, &name, &dest).unwrap_err().to_string();
+                assert!(err.contains("maybe the object is encrypted") && err.contains(&object), "{err}");
+                assert!(!dest.exists() && !temp_path(&dest).exists());
+            }
+        }
     }
 }

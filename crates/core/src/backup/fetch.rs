@@ -69,6 +69,10 @@ fn prepare_target(target: &Path) -> Result<()> {
 
 /// Download, decompress and extract one tar object.
 fn extract_part(pipeline: &Pipeline, storage: &dyn Storage, key: &str, target: &Path) -> Result<ExtractStats> {
+    extract_decoded(pipeline, storage, key, target).map_err(|e| pipeline.explain(e))
+}
+
+fn extract_decoded(pipeline: &Pipeline, storage: &dyn Storage, key: &str, target: &Path) -> Result<ExtractStats> {
     let mut r = pipeline.open(storage, key)?.ok_or_else(|| Error::NotFound(key.to_string()))?;
     let stats = extract_tar_from(&mut r, target, true, key)?;
     // Read to the end of the stream so frame checksums are verified.

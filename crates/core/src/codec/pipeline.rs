@@ -71,6 +71,18 @@ impl Pipeline {
         Ok(decoded)
     }
 
+    /// A decoding error of an object read through this pipeline, with the missing-key hint when
+    /// there is no key: garbage from decrypting nothing may also first fail in the consumer
+    /// (e.g. the tar reader) rather than in the decompressor.
+    pub fn explain(&self, e: Error) -> Error {
+        match e {
+            Error::Codec { object, msg } if self.key.is_none() && !msg.contains(KEY_HINT) => {
+                Error::Codec { object, msg: format!("{msg} (maybe the object is encrypted: {KEY_HINT})") }
+            }
+            other => other,
+        }
+    }
+
     /// Open and decode `object`; `None` when it does not exist.
     pub fn open(&self, storage: &dyn Storage, object: &str) -> Result<Option<Box<dyn Read + Send>>> {
         match storage.get(object)? {
