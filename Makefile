@@ -4,7 +4,7 @@ PGRX_TEST_PGDATA ?= /tmp/walg-ext-pgrx-test
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup build install test test-core test-pg test-e2e demo clean
+.PHONY: setup build install test test-core test-pg test-e2e demo clean bench-codec
 
 setup:
 	bash scripts/setup.sh
@@ -31,6 +31,10 @@ test: test-core test-pg test-e2e
 
 demo: install
 	bash scripts/demo.sh
+
+# Codec pipeline throughput per method next to the Debian zstd/lz4 tools (bench/codec.sh).
+bench-codec: setup
+	bash bench/codec.sh
 
 clean:
 	$(CARGO) clean
