@@ -40,9 +40,11 @@ echo
 echo "== walg-core pipeline =="
 target/release/examples/codec_bench "$input" "${BENCH_THREADS:-$(nproc)}"
 echo
-echo "== Debian zstd $(zstd --version | grep -o 'v[0-9.]*'), one thread (zstd -b1 -e3) =="
-zstd -q -b1 -e3 -T1 "$input" 2>&1 | tr '\r' '\n' | grep -v '^ *$' | tail -n 3
+# The tools print progress with \r; keep each level's final line: level, size, (ratio), compress, decompress.
+results() { tr '\r' '\n' | grep -E '^ *-?[0-9]+#? .*MB/s.*MB/s' | awk '{ last[$1] = $0 } END { for (l in last) print last[l] }' | sort -t- -k2 -n; }
+echo "== Debian zstd $(zstd --version | grep -o 'v[0-9.]*'), one thread: level, bytes, (ratio), compress, decompress =="
+zstd -q -b1 -e3 -T1 "$input" 2>&1 | results
 echo "== Debian zstd, all cores (-T0) =="
-zstd -q -b1 -e3 -T0 "$input" 2>&1 | tr '\r' '\n' | grep -v '^ *$' | tail -n 3
-echo "== Debian lz4 $(lz4 --version 2>&1 | grep -o 'v[0-9.]*' | head -1) (lz4 -b1) =="
-lz4 -q -b1 "$input" 2>&1 | tr '\r' '\n' | grep -v '^ *$' | tail -n 1
+zstd -q -b1 -e3 -T0 "$input" 2>&1 | results
+echo "== Debian lz4 $(lz4 --version 2>&1 | grep -o 'v[0-9.]*' | head -1), one thread =="
+lz4 -q -b1 "$input" 2>&1 | results
