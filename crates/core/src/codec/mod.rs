@@ -141,7 +141,7 @@ impl<W: Write + Send> Encoder<W> for Plain<W> {
 pub fn encoder<W: Write + Send + 'static>(c: Compression, w: W) -> io::Result<Box<dyn Encoder<W>>> {
     Ok(match c {
         Compression::None => Box::new(Plain(w)),
-        Compression::Lz4 => lz4::encoder(w),
+        Compression::Lz4 => lz4::encoder(w)?,
         Compression::Zstd { level } => zstd::encoder(level, w)?,
         Compression::Brotli { quality } => self::brotli::encoder(quality, w),
         Compression::Lzma { preset } => self::lzma::encoder(preset, w)?,
