@@ -59,7 +59,7 @@ fn main() {
         ("zstd -1", Compression::Zstd { level: 1 }, false, data.len()),
         ("zstd -3", Compression::Zstd { level: 3 }, false, data.len()),
         ("brotli -3", Compression::Brotli { quality: 3 }, false, data.len()),
-        ("lzma -1", Compression::Lzma { preset: 1 }, false, data.len().min(32 << 20)),
+        ("lzma -1", Compression::Lzma { preset: 1 }, false, data.len().min(16 << 20)),
         ("lzma -6", Compression::Lzma { preset: 6 }, false, data.len().min(16 << 20)),
         ("none+libsodium", Compression::None, true, data.len()),
         ("lz4+libsodium", Compression::Lz4, true, data.len()),
