@@ -21,7 +21,10 @@ install: setup
 test-core: setup
 	$(CARGO) test -p walg-core -p walg-cli
 
+# A fresh test cluster and storage each run: a storage left by an earlier run holds a backup
+# with the name the fresh cluster's first backup gets, which is refused as a conflict.
 test-pg: setup
+	rm -rf $(PGRX_TEST_PGDATA) /tmp/walg-ext-pgrx-storage
 	$(CARGO) pgrx test pg15 -p walg_ext --runas postgres --pgdata $(PGRX_TEST_PGDATA)
 
 test-e2e: install
