@@ -1,5 +1,6 @@
 //! lz4: the LZ4 frame format (magic 0x184D2204) with content checksum, as WAL-G writes it.
-//! Written by the lz4 C library (about twice lz4_flex's speed, and lz4 is the default method);
+//! Written by the lz4 C library (the reference implementation; it streams as fast as the `lz4`
+//! tool, see bench/codec.sh);
 //! read by lz4_flex, whose decoder reports a truncated frame (the C binding's reader returns a
 //! silent end of file) and reads concatenated frames.
 
