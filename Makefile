@@ -4,7 +4,7 @@ PGRX_TEST_PGDATA ?= /tmp/walg-ext-pgrx-test
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup build install test test-core test-pg test-e2e demo bench clean
+.PHONY: setup build install test test-core test-pg test-e2e demo bench bench-codec clean
 
 setup:
 	bash scripts/setup.sh
@@ -21,7 +21,10 @@ install: setup
 test-core: setup
 	$(CARGO) test -p walg-core -p walg-cli
 
+# A fresh test cluster and storage each run: a storage left by an earlier run holds a backup
+# with the name the fresh cluster's first backup gets, which is refused as a conflict.
 test-pg: setup
+	rm -rf $(PGRX_TEST_PGDATA) /tmp/walg-ext-pgrx-storage
 	$(CARGO) pgrx test pg15 -p walg_ext --runas postgres --pgdata $(PGRX_TEST_PGDATA)
 
 test-e2e: install
@@ -36,6 +39,10 @@ demo: install
 bench: install
 	bash scripts/setup-bench.sh
 	/usr/bin/python3 bench/bench.py
+
+# Codec pipeline throughput per method next to the Debian zstd/lz4 tools (bench/codec.sh).
+bench-codec: setup
+	bash bench/codec.sh
 
 clean:
 	$(CARGO) clean

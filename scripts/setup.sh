@@ -6,7 +6,7 @@ set -euo pipefail
 PGRX_VERSION=0.18.1
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib clang libclang-dev sudo pkg-config
-              lz4 zstd python3 python3-pip)
+              lz4 zstd brotli xz-utils python3 python3-pip python3-venv)
 
 log() { echo "setup: $*"; }
 
@@ -35,6 +35,15 @@ PGRX_HOME="${PGRX_HOME:-$HOME/.pgrx}"
 if ! grep -qs '^pg15 *=' "$PGRX_HOME/config.toml"; then
   log "cargo pgrx init --pg15 ${PG_CONFIG}"
   cargo pgrx init --pg15 "${PG_CONFIG}"
+fi
+
+# Python test tools (PyNaCl: reference libsodium secretstream for the codec interop tests).
+# Other test tools may share this venv: create it once, install each package only if missing.
+TEST_VENV=/opt/walg-test-venv
+[ -x "$TEST_VENV/bin/python" ] || { log "creating $TEST_VENV"; python3 -m venv "$TEST_VENV"; }
+if ! "$TEST_VENV/bin/python" -c 'import nacl.bindings' 2>/dev/null; then
+  log "installing PyNaCl into $TEST_VENV"
+  "$TEST_VENV/bin/pip" install -q pynacl
 fi
 
 # cargo pgrx test --runas postgres: the postgres user must be able to reach the build tree

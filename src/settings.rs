@@ -10,6 +10,9 @@ use walg_core::config::{Config, Settings};
 static CONFIG_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static FILE_PREFIX: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static COMPRESSION_METHOD: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(-1);
+static LIBSODIUM_KEY_PATH: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static LIBSODIUM_KEY_TRANSFORM: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static TAR_SIZE_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(-1);
 static UPLOAD_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(-1);
 static DISK_RATE_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(-1);
@@ -18,10 +21,17 @@ static DISK_RATE_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(-1);
 const STRING_SETTINGS: &[(&GucSetting<Option<CString>>, &str)] = &[
     (&FILE_PREFIX, "WALG_FILE_PREFIX"),
     (&COMPRESSION_METHOD, "WALG_COMPRESSION_METHOD"),
+    (&LIBSODIUM_KEY_PATH, "WALG_LIBSODIUM_KEY_PATH"),
+    (&LIBSODIUM_KEY_TRANSFORM, "WALG_LIBSODIUM_KEY_TRANSFORM"),
 ];
+
+/// Secrets taken from the server's environment (never from a GUC): they override the file, as
+/// WAL-G's environment overrides its file.
+const SECRET_ENV: &[&str] = &["WALG_LIBSODIUM_KEY"];
 
 /// (GUC, WAL-G key) pairs for integer settings; -1 means "not set here".
 const INT_SETTINGS: &[(&GucSetting<i32>, &str)] = &[
+    (&COMPRESSION_LEVEL, "WALG_COMPRESSION_LEVEL"),
     (&TAR_SIZE_THRESHOLD, "WALG_TAR_SIZE_THRESHOLD"),
     (&UPLOAD_CONCURRENCY, "WALG_UPLOAD_CONCURRENCY"),
     (&DISK_RATE_LIMIT, "WALG_DISK_RATE_LIMIT"),
@@ -48,9 +58,35 @@ pub fn register() {
     );
     GucRegistry::define_string_guc(
         c"walg.compression_method",
-        c"Compression for WAL and backups: lz4 (default), zstd or none (WALG_COMPRESSION_METHOD).",
+        c"Compression for WAL and backups: lz4 (default), zstd, brotli, lzma or none (WALG_COMPRESSION_METHOD).",
         c"",
         &COMPRESSION_METHOD,
+        ctx(),
+        none(),
+    );
+    GucRegistry::define_int_guc(
+        c"walg.compression_level",
+        c"Compression level (WALG_COMPRESSION_LEVEL): zstd 1..22, brotli 0..11, lzma 0..9; -1: file, WALG_ZSTD_LEVEL or the method's default.",
+        c"",
+        &COMPRESSION_LEVEL,
+        -1,
+        22,
+        ctx(),
+        none(),
+    );
+    GucRegistry::define_string_guc(
+        c"walg.libsodium_key_path",
+        c"File holding the libsodium encryption key (WALG_LIBSODIUM_KEY_PATH); empty: no encryption unless the key is in walg.config_file or the environment.",
+        c"The key itself (WALG_LIBSODIUM_KEY) is never a setting: put it in walg.config_file or the server's environment.",
+        &LIBSODIUM_KEY_PATH,
+        ctx(),
+        none(),
+    );
+    GucRegistry::define_string_guc(
+        c"walg.libsodium_key_transform",
+        c"How the libsodium key text is turned into 32 bytes: none (default), hex or base64 (WALG_LIBSODIUM_KEY_TRANSFORM).",
+        c"",
+        &LIBSODIUM_KEY_TRANSFORM,
         ctx(),
         none(),
     );
@@ -97,6 +133,11 @@ pub fn load_config() -> walg_core::Result<Config> {
         None => Settings::default(),
     };
     let mut over = Settings::default();
+    for key in SECRET_ENV {
+        if let Some(v) = std::env::var(key).ok().filter(|v| !v.is_empty()) {
+            over.set(*key, v);
+        }
+    }
     for (guc, key) in STRING_SETTINGS {
         if let Some(v) = guc_str(guc) {
             over.set(*key, v);

@@ -22,8 +22,16 @@ pub fn walg_ext(args: &[&str], env: &[(&str, &str)]) -> Outcome {
     // The working directory must be readable by postgres.
     cmd.current_dir("/tmp");
     // Never inherit a storage prefix from the developer's shell.
-    for var in ["WALG_FILE_PREFIX", "WALG_COMPRESSION_METHOD", "WALG_S3_PREFIX", "WALG_CONFIG_FILE"]
-    {
+    for var in [
+        "WALG_FILE_PREFIX",
+        "WALG_COMPRESSION_METHOD",
+        "WALG_COMPRESSION_LEVEL",
+        "WALG_S3_PREFIX",
+        "WALG_CONFIG_FILE",
+        "WALG_LIBSODIUM_KEY",
+        "WALG_LIBSODIUM_KEY_PATH",
+        "WALG_LIBSODIUM_KEY_TRANSFORM",
+    ] {
         cmd.env_remove(var);
     }
     for (k, v) in env {
@@ -52,23 +60,39 @@ pub struct Storage {
     pub config: PathBuf,
     /// Compression method the cluster and the CLI are configured with.
     pub compression: String,
+    /// Compression level (walg.compression_level / WALG_COMPRESSION_LEVEL), if set.
+    pub level: Option<i32>,
+    /// libsodium key file (hex), when this storage is encrypted.
+    pub key_path: Option<PathBuf>,
 }
+
+/// The hex key of encrypted test storages (32 bytes).
+pub const TEST_KEY_HEX: &str = "6b9f3d2c1a0e4f5d8c7b6a5948372615f4e3d2c1b0a998877665544332211000";
 
 impl Storage {
     /// A new empty storage prefix, with `compression` (`lz4`, `zstd`, `none`, ...).
     pub fn new(label: &str, compression: &str) -> Storage {
+        Storage::with_options(label, compression, None, false)
+    }
+
+    /// A storage with a compression `level` and, if `encrypted`, libsodium encryption with
+    /// `TEST_KEY_HEX` from a key file (WALG_LIBSODIUM_KEY_PATH, transform hex).
+    pub fn with_options(label: &str, compression: &str, level: Option<i32>, encrypted: bool) -> Storage {
         let dir = ScratchDir::new(&format!("{label}-storage"));
         let prefix = dir.subdir("bucket");
         let config = dir.path().join("walg.yaml");
-        write_as_postgres(
-            &config,
-            &format!(
-                "WALG_FILE_PREFIX: {}\nWALG_COMPRESSION_METHOD: {}\n",
-                prefix.display(),
-                compression
-            ),
-        );
-        Storage { dir, prefix, config, compression: compression.to_string() }
+        let mut yaml = format!("WALG_FILE_PREFIX: {}\nWALG_COMPRESSION_METHOD: {}\n", prefix.display(), compression);
+        if let Some(l) = level {
+            yaml.push_str(&format!("WALG_COMPRESSION_LEVEL: {l}\n"));
+        }
+        let key_path = encrypted.then(|| {
+            let p = dir.path().join("libsodium.key");
+            write_as_postgres(&p, &format!("{TEST_KEY_HEX}\n"));
+            yaml.push_str(&format!("WALG_LIBSODIUM_KEY_PATH: {}\nWALG_LIBSODIUM_KEY_TRANSFORM: hex\n", p.display()));
+            p
+        });
+        write_as_postgres(&config, &yaml);
+        Storage { dir, prefix, config, compression: compression.to_string(), level, key_path }
     }
 
     pub fn root(&self) -> &Path {
@@ -77,7 +101,7 @@ impl Storage {
 
     /// postgresql.conf lines that load the extension, archive through it into this storage.
     pub fn extension_conf(&self) -> String {
-        format!(
+        let mut conf = format!(
             "shared_preload_libraries = 'walg_ext'\n\
              archive_mode = on\n\
              archive_library = 'walg_ext'\n\
@@ -85,15 +109,34 @@ impl Storage {
              walg.compression_method = '{}'\n",
             self.prefix.display(),
             self.compression
-        )
+        );
+        if let Some(l) = self.level {
+            conf.push_str(&format!("walg.compression_level = {l}\n"));
+        }
+        if let Some(k) = &self.key_path {
+            conf.push_str(&format!(
+                "walg.libsodium_key_path = '{}'\nwalg.libsodium_key_transform = 'hex'\n",
+                k.display()
+            ));
+        }
+        conf
     }
 
     /// Environment for the CLI, equivalent to the config file.
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![
+        let mut env = vec![
             ("WALG_FILE_PREFIX".to_string(), self.prefix.display().to_string()),
             ("WALG_COMPRESSION_METHOD".to_string(), self.compression.clone()),
-        ]
+        ];
+        if let Some(l) = self.level {
+            env.push(("WALG_COMPRESSION_LEVEL".to_string(), l.to_string()));
+        }
+        if self.key_path.is_some() {
+            // The key itself through the environment (the config file names the key file).
+            env.push(("WALG_LIBSODIUM_KEY".to_string(), TEST_KEY_HEX.to_string()));
+            env.push(("WALG_LIBSODIUM_KEY_TRANSFORM".to_string(), "hex".to_string()));
+        }
+        env
     }
 
     /// `walg-ext --config <this storage's file> <args>`.

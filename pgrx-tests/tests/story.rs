@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use walg_e2e::{assert_dumps_equal, require_installed, Cluster, Storage};
 
-fn story(compression: &str) {
+fn story(compression: &str, level: Option<i32>, encrypted: bool) {
     require_installed();
     let ext = walg_e2e::storage::extension_for(compression);
-    let storage = Storage::new(&format!("story-{compression}"), compression);
-    let mut a = Cluster::init(&format!("story-{compression}-a"), &storage.extension_conf());
+    let label = if encrypted { format!("story-{compression}-enc") } else { format!("story-{compression}") };
+    let storage = Storage::with_options(&label, compression, level, encrypted);
+    let mut a = Cluster::init(&format!("{label}-a"), &storage.extension_conf());
     a.start();
 
     // Data before the backup.
@@ -108,13 +109,16 @@ fn story(compression: &str) {
     assert!(out.success() && out.stdout.contains(&name), "backup-list via WALG_FILE_PREFIX\n{}", out.describe());
 
     // Restore LATEST into B and replay.
-    let mut b = Cluster::restore_into(&format!("story-{compression}-b"), &storage, "LATEST", "");
+    if encrypted {
+        check_encrypted(&a, &storage, &seg0, &name);
+    }
+    let mut b = Cluster::restore_into(&format!("{label}-b"), &storage, "LATEST", "");
     b.start();
     b.wait_recovery_done(Duration::from_secs(300));
     assert_eq!(b.psql("SELECT count(*) FROM pgbench_history"), history_a);
     assert_eq!(b.psql("SELECT count(*) FROM after_backup"), "5000");
     assert_eq!(b.psql("SELECT count(*) FROM pgbench_accounts"), "200000");
-    assert_dumps_equal(&dump_a, &b.dumpall(), &format!("story {compression}: A vs restored B"));
+    assert_dumps_equal(&dump_a, &b.dumpall(), &format!("{label}: A vs restored B"));
     // The restored server promoted to a new timeline and is writable.
     assert_ne!(
         b.psql("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"),
@@ -127,12 +131,71 @@ fn story(compression: &str) {
     a.stop();
 }
 
-#[test]
-fn story_lz4() {
-    story("lz4");
+/// What an encrypted storage must show: objects the reference tool cannot decompress as they
+/// are, clear errors without the key, sentinels readable without it, no key in any setting.
+fn check_encrypted(a: &Cluster, storage: &Storage, seg0: &str, backup: &str) {
+    let obj = storage.expected_wal_object(seg0);
+    let tool: &[&str] = match storage.compression.as_str() {
+        "zstd" => &["zstd", "-d", "-c", "-q"],
+        "lzma" => &["xz", "--format=lzma", "-d", "-c"],
+        "brotli" => &["brotli", "-d", "-c"],
+        _ => &["lz4", "-d", "-c", "-q"],
+    };
+    let out = std::process::Command::new(tool[0]).args(&tool[1..]).arg(&obj).output().expect("run the decompressor");
+    assert!(!out.status.success(), "{} decoded the encrypted {} as is", tool[0], obj.display());
+
+    // No key: wal-fetch fails with 126 (not "missing"), naming the object and the key settings.
+    let prefix = storage.prefix.display().to_string();
+    let env = [("WALG_FILE_PREFIX", prefix.as_str()), ("WALG_COMPRESSION_METHOD", storage.compression.as_str())];
+    let out = walg_e2e::storage::walg_ext(&["wal-fetch", seg0, "/tmp/walg-e2e-nokey-wal"], &env);
+    assert_eq!(out.code, Some(126), "wal-fetch without the key\n{}", out.describe());
+    assert!(
+        out.stderr.contains(seg0) && out.stderr.contains("WALG_LIBSODIUM_KEY"),
+        "wal-fetch without the key must name the object and the key setting\n{}",
+        out.describe()
+    );
+    assert!(!std::path::Path::new("/tmp/walg-e2e-nokey-wal").exists(), "no file may be left behind");
+    // Listing reads only plain JSON: works without the key.
+    let out = walg_e2e::storage::walg_ext(&["backup-list"], &env);
+    assert!(out.success() && out.stdout.contains(backup), "backup-list without the key\n{}", out.describe());
+    // The key through the environment (WALG_LIBSODIUM_KEY) works as well as the key file.
+    let out = storage.walg_ext_env(&["wal-fetch", seg0, "/tmp/walg-e2e-envkey-wal"]);
+    assert!(out.success(), "wal-fetch with WALG_LIBSODIUM_KEY\n{}", out.describe());
+    let _ = std::fs::remove_file("/tmp/walg-e2e-envkey-wal");
+
+    // The path is a setting; the key is in no setting and not in the server log.
+    assert_eq!(
+        a.psql("SHOW walg.libsodium_key_path"),
+        storage.key_path.as_ref().unwrap().display().to_string()
+    );
+    let key = walg_e2e::storage::TEST_KEY_HEX;
+    assert_eq!(a.psql(&format!("SELECT count(*) FROM pg_settings WHERE setting LIKE '%{key}%'")), "0");
+    assert!(!a.log_text().contains(key), "the key appears in the server log");
 }
 
 #[test]
-fn story_zstd() {
-    story("zstd");
+fn story_lz4() {
+    story("lz4", None, false);
+}
+
+/// zstd at a chosen level, encrypted with libsodium.
+#[test]
+fn story_zstd_encrypted() {
+    story("zstd", Some(5), true);
+}
+
+#[test]
+fn story_brotli() {
+    story("brotli", None, false);
+}
+
+/// lzma at level 1 (the default, 6, is slow for a test), encrypted.
+#[test]
+fn story_lzma_encrypted() {
+    story("lzma", Some(1), true);
+}
+
+#[test]
+fn story_none() {
+    story("none", None, false);
 }

@@ -115,13 +115,13 @@ pub fn wal_fetch(config: Option<&Path>, file: &str, dest: &Path) -> ExitCode {
         }
         let r = load_config(config).and_then(|cfg| {
             let storage = cfg.open_storage()?;
-            wal::fetch(storage.as_ref(), file, dest)
+            wal::fetch(&cfg, storage.as_ref(), file, dest)
         });
         match r {
             Ok(true) => return ExitCode::SUCCESS,
             Ok(false) => return ExitCode::from(1),
-            // A bad configuration will not get better by retrying.
-            Err(e @ Error::Config(_)) => {
+            // A bad configuration, key or object will not get better by retrying.
+            Err(e @ (Error::Config(_) | Error::Codec { .. })) => {
                 last = Some(e);
                 break;
             }

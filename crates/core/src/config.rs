@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::codec::Compression;
+use crate::codec::crypto::Key;
+use crate::codec::{zstd_level_from_name, Compression, Pipeline};
 use crate::error::{Error, Result};
 use crate::storage::{FsStorage, Storage};
 
@@ -117,8 +118,10 @@ pub enum StorageConfig {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub storage: StorageConfig,
-    /// WALG_COMPRESSION_METHOD, default lz4.
+    /// WALG_COMPRESSION_METHOD, default lz4, at WALG_COMPRESSION_LEVEL (or WALG_ZSTD_LEVEL).
     pub compression: Compression,
+    /// libsodium key from WALG_LIBSODIUM_KEY or WALG_LIBSODIUM_KEY_PATH; None = no encryption.
+    pub encryption: Option<Key>,
     /// WALG_TAR_SIZE_THRESHOLD, default 1 GiB - 1.
     pub tar_size_threshold: u64,
     /// WALG_UPLOAD_CONCURRENCY, default = available cores (min 1).
@@ -139,6 +142,54 @@ fn parse_u64(settings: &Settings, key: &str, min: u64) -> Result<Option<u64>> {
         Ok(v) if v >= min => Ok(Some(v)),
         Ok(_) => Err(Error::Config(format!("{key}: value {raw:?} must be at least {min}"))),
         Err(_) => Err(Error::Config(format!("{key}: value {raw:?} is not a non-negative integer"))),
+    }
+}
+
+/// WALG_COMPRESSION_LEVEL (a number, any method with levels), else WAL-G's WALG_ZSTD_LEVEL
+/// (fastest, default, better, best, or a number) for zstd.
+fn with_level(s: &Settings, c: Compression) -> Result<Compression> {
+    let level = |key: &str, raw: &str| -> Result<i32> {
+        raw.parse::<i32>().map_err(|_| Error::Config(format!("{key}: value {raw:?} is not an integer")))
+    };
+    if let Some(raw) = s.value("WALG_COMPRESSION_LEVEL") {
+        let l = level("WALG_COMPRESSION_LEVEL", raw)?;
+        return c.with_level(l).map_err(|e| Error::Config(format!("WALG_COMPRESSION_LEVEL: {e}")));
+    }
+    match (c, s.value("WALG_ZSTD_LEVEL")) {
+        (Compression::Zstd { .. }, Some(raw)) => {
+            let l = match zstd_level_from_name(raw) {
+                Some(l) => l,
+                None => level("WALG_ZSTD_LEVEL", raw).map_err(|_| {
+                    Error::Config(format!(
+                        "WALG_ZSTD_LEVEL: value {raw:?} is not fastest, default, better, best or a level 1..22"
+                    ))
+                })?,
+            };
+            c.with_level(l).map_err(|e| Error::Config(format!("WALG_ZSTD_LEVEL: {e}")))
+        }
+        _ => Ok(c),
+    }
+}
+
+/// WALG_LIBSODIUM_KEY (wins, as in WAL-G) or WALG_LIBSODIUM_KEY_PATH, transformed by
+/// WALG_LIBSODIUM_KEY_TRANSFORM. Other WAL-G encryption settings are refused rather than ignored,
+/// so nothing is uploaded unencrypted by mistake.
+fn encryption_key(s: &Settings) -> Result<Option<Key>> {
+    for k in ["WALG_PGP_KEY", "WALG_PGP_KEY_PATH", "WALE_GPG_KEY_ID", "WALG_GPG_KEY_ID", "WALG_CSE_KMS_ID", "WALG_ENVELOPE_PGP_KEY"] {
+        if s.value(k).is_some() {
+            return Err(Error::Config(format!(
+                "{k} is set, but only libsodium encryption (WALG_LIBSODIUM_KEY / WALG_LIBSODIUM_KEY_PATH) is supported"
+            )));
+        }
+    }
+    let transform = s.value("WALG_LIBSODIUM_KEY_TRANSFORM").unwrap_or("none");
+    // The key itself is not trimmed (WAL-G takes it as is); an empty value means unset.
+    if let Some(text) = s.get("WALG_LIBSODIUM_KEY").filter(|v| !v.is_empty()) {
+        return Key::from_text(text, transform).map(Some);
+    }
+    match s.value("WALG_LIBSODIUM_KEY_PATH") {
+        Some(path) => Key::from_file(Path::new(path), transform).map(Some),
+        None => Ok(None),
     }
 }
 
@@ -166,6 +217,8 @@ impl Config {
             Some(m) => Compression::parse(m)
                 .map_err(|e| Error::Config(format!("WALG_COMPRESSION_METHOD: {e}")))?,
         };
+        let compression = with_level(s, compression)?;
+        let encryption = encryption_key(s)?;
         let tar_size_threshold =
             parse_u64(s, "WALG_TAR_SIZE_THRESHOLD", 1)?.unwrap_or(DEFAULT_TAR_SIZE_THRESHOLD);
         let upload_concurrency =
@@ -176,6 +229,7 @@ impl Config {
         Ok(Config {
             storage,
             compression,
+            encryption,
             tar_size_threshold,
             upload_concurrency,
             download_concurrency,
@@ -188,11 +242,17 @@ impl Config {
         Config {
             storage: StorageConfig::File { prefix: prefix.into() },
             compression: Compression::Lz4,
+            encryption: None,
             tar_size_threshold: DEFAULT_TAR_SIZE_THRESHOLD,
             upload_concurrency: cores(),
             download_concurrency: cores(),
             disk_rate_limit: None,
         }
+    }
+
+    /// How objects are encoded: compression, then encryption.
+    pub fn pipeline(&self) -> Pipeline {
+        Pipeline::new(self.compression, self.encryption.clone())
     }
 
     pub fn open_storage(&self) -> Result<Arc<dyn Storage>> {
@@ -253,5 +313,53 @@ mod tests {
         assert!(matches!(c.compression, Compression::Zstd { .. }));
         assert_eq!(c.tar_size_threshold, 1000);
         assert_eq!(c.disk_rate_limit, Some(5000));
+    }
+
+    #[test]
+    fn compression_levels_and_libsodium_key_settings() {
+        let mut s = Settings::new();
+        s.set("WALG_FILE_PREFIX", "/tmp/x");
+        let with = |pairs: &[(&str, &str)]| {
+            let mut t = s.clone();
+            for (k, v) in pairs {
+                t.set(*k, *v);
+            }
+            Config::from_settings(&t)
+        };
+        let c = with(&[("WALG_COMPRESSION_METHOD", "zstd"), ("WALG_ZSTD_LEVEL", "best")]).unwrap();
+        assert_eq!(c.compression, Compression::Zstd { level: 11 });
+        let c = with(&[("WALG_COMPRESSION_METHOD", "zstd"), ("WALG_ZSTD_LEVEL", "fastest"), ("WALG_COMPRESSION_LEVEL", "9")]).unwrap();
+        assert_eq!(c.compression, Compression::Zstd { level: 9 }, "WALG_COMPRESSION_LEVEL wins");
+        let c = with(&[("WALG_COMPRESSION_METHOD", "brotli"), ("WALG_COMPRESSION_LEVEL", "5")]).unwrap();
+        assert_eq!(c.compression, Compression::Brotli { quality: 5 });
+        let c = with(&[("WALG_COMPRESSION_METHOD", "lz4"), ("WALG_ZSTD_LEVEL", "best")]).unwrap();
+        assert_eq!(c.compression, Compression::Lz4);
+        let err = with(&[("WALG_COMPRESSION_METHOD", "lzma"), ("WALG_COMPRESSION_LEVEL", "10")]).unwrap_err().to_string();
+        assert!(err.contains("WALG_COMPRESSION_LEVEL") && err.contains("0..=9"), "{err}");
+        let err = with(&[("WALG_COMPRESSION_METHOD", "zstd"), ("WALG_ZSTD_LEVEL", "ultra")]).unwrap_err().to_string();
+        assert!(err.contains("WALG_ZSTD_LEVEL") && err.contains("ultra"), "{err}");
+        assert!(with(&[("WALG_COMPRESSION_LEVEL", "x")]).is_err());
+
+        assert_eq!(with(&[]).unwrap().encryption, None);
+        let secret = "this is my long libsodium secret key";
+        let c = with(&[("WALG_LIBSODIUM_KEY", secret)]).unwrap();
+        assert_eq!(c.encryption, Some(Key::from_text(secret, "none").unwrap()));
+        assert!(c.pipeline().is_encrypted());
+        assert!(!format!("{c:?}").contains("libsodium secret"), "Debug must not show the key");
+        let err = with(&[("WALG_LIBSODIUM_KEY", secret), ("WALG_LIBSODIUM_KEY_TRANSFORM", "hex")]).unwrap_err().to_string();
+        assert!(err.contains("hex") && !err.contains(secret), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        std::fs::write(&path, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n").unwrap();
+        let p = path.display().to_string();
+        let c = with(&[("WALG_LIBSODIUM_KEY_PATH", &p), ("WALG_LIBSODIUM_KEY_TRANSFORM", "hex")]).unwrap();
+        assert!(c.encryption.is_some());
+        // WALG_LIBSODIUM_KEY wins over the path, as in WAL-G.
+        let c = with(&[("WALG_LIBSODIUM_KEY_PATH", "/nonexistent"), ("WALG_LIBSODIUM_KEY", secret)]).unwrap();
+        assert_eq!(c.encryption, Some(Key::from_text(secret, "none").unwrap()));
+        let err = with(&[("WALG_LIBSODIUM_KEY_PATH", "/nonexistent/key")]).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/key"), "{err}");
+        let err = with(&[("WALG_PGP_KEY_PATH", "/k.asc")]).unwrap_err().to_string();
+        assert!(err.contains("WALG_PGP_KEY_PATH") && err.contains("only libsodium"), "{err}");
     }
 }

@@ -4,7 +4,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::codec::{compress_bytes, decompress_reader, extension_of, read_error, READ_EXTENSIONS};
+use crate::codec::{read_error, Pipeline};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::format::names::WAL_PREFIX;
@@ -27,19 +27,7 @@ fn check_file_name(file_name: &str) -> Result<()> {
 /// The existing object for `prefix_and_name` (e.g. "wal_005/000000010000000000000001"), probing
 /// every known compression extension, then the bare name.
 pub fn find_object(storage: &dyn Storage, prefix_and_name: &str) -> Result<Option<String>> {
-    for ext in READ_EXTENSIONS {
-        let key = if ext.is_empty() { prefix_and_name.to_string() } else { format!("{prefix_and_name}.{ext}") };
-        if storage.exists(&key)? {
-            return Ok(Some(key));
-        }
-    }
-    Ok(None)
-}
-
-/// Open an object and decompress it according to its key's extension; `None` if it vanished.
-fn open_decoded(storage: &dyn Storage, key: &str) -> Result<Option<Box<dyn Read + Send>>> {
-    let Some(raw) = storage.get(key)? else { return Ok(None) };
-    decompress_reader(extension_of(key), key, raw).map(Some)
+    crate::codec::find_object(storage, prefix_and_name)
 }
 
 /// Archive `path` as `wal_005/<file_name>.<ext>`. An existing object with the same content is a
@@ -49,8 +37,9 @@ pub fn push(cfg: &Config, storage: &dyn Storage, file_name: &str, path: &Path) -
     // WAL segments are 16 MiB by default: reading them whole is fine.
     let local = fs::read(path).map_err(|e| Error::io(path, e))?;
     let name = format!("{WAL_PREFIX}{file_name}");
+    let pipeline = cfg.pipeline();
     if let Some(key) = find_object(storage, &name)? {
-        if let Some(mut r) = open_decoded(storage, &key)? {
+        if let Some(mut r) = pipeline.open(storage, &key)? {
             let mut stored = Vec::with_capacity(local.len());
             r.read_to_end(&mut stored).map_err(|e| read_error(&key, e))?;
             if stored == local {
@@ -62,10 +51,10 @@ pub fn push(cfg: &Config, storage: &dyn Storage, file_name: &str, path: &Path) -
             )));
         }
     }
-    let key = cfg.compression.object_name(&name);
-    let packed = compress_bytes(cfg.compression, &local)?;
-    storage.put(&key, &packed)?;
-    Ok(PushOutcome::Uploaded { key, bytes: packed.len() as u64 })
+    let (key, mut w) = pipeline.create(storage, &name)?;
+    w.write_all(&local).map_err(|e| Error::storage("write", key.clone(), e))?;
+    let bytes = w.finish()?;
+    Ok(PushOutcome::Uploaded { key, bytes })
 }
 
 fn temp_path(dest: &Path) -> PathBuf {
@@ -74,12 +63,17 @@ fn temp_path(dest: &Path) -> PathBuf {
     dest.with_file_name(name)
 }
 
-/// Restore `wal_005/<file_name>` to `dest` (atomically: temp file, fsync, rename).
-/// Ok(false) only when no object with that name (any extension) exists.
-pub fn fetch(storage: &dyn Storage, file_name: &str, dest: &Path) -> Result<bool> {
+/// Restore `wal_005/<file_name>` to `dest` (atomically: temp file, fsync, rename), decoded with
+/// `cfg`'s key. Ok(false) only when no object with that name (any extension) exists.
+pub fn fetch(cfg: &Config, storage: &dyn Storage, file_name: &str, dest: &Path) -> Result<bool> {
+    fetch_with(&cfg.pipeline(), storage, file_name, dest)
+}
+
+/// `fetch` with an explicit pipeline (only its key matters for reading).
+pub fn fetch_with(pipeline: &Pipeline, storage: &dyn Storage, file_name: &str, dest: &Path) -> Result<bool> {
     check_file_name(file_name)?;
     let Some(key) = find_object(storage, &format!("{WAL_PREFIX}{file_name}"))? else { return Ok(false) };
-    let Some(mut r) = open_decoded(storage, &key)? else { return Ok(false) };
+    let Some(mut r) = pipeline.open(storage, &key)? else { return Ok(false) };
     let tmp = temp_path(dest);
     let result = (|| -> Result<()> {
         let mut f = OpenOptions::new()
@@ -109,7 +103,7 @@ pub fn fetch(storage: &dyn Storage, file_name: &str, dest: &Path) -> Result<bool
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.map(|()| true)
+    result.map(|()| true).map_err(|e| pipeline.explain(e))
 }
 
 #[cfg(test)]
@@ -164,23 +158,61 @@ mod tests {
             let name = format!("0000000100000000000000{:02X}", c.name().len());
             push(&Config { compression: c, ..cfg.clone() }, &s, &name, &seg).unwrap();
             let dest = dir.path().join(format!("restored-{}", c.name()));
-            assert!(fetch(&s, &name, &dest).unwrap());
+            assert!(fetch(&cfg, &s, &name, &dest).unwrap());
             assert_eq!(fs::read(&dest).unwrap(), content, "{c:?}");
             assert!(!temp_path(&dest).exists());
         }
         let dest = dir.path().join("missing");
-        assert!(!fetch(&s, "0000000100000000000000FF", &dest).unwrap());
+        assert!(!fetch(&cfg, &s, "0000000100000000000000FF", &dest).unwrap());
         assert!(!dest.exists());
 
         s.put("wal_005/0000000100000000000000EE.lz4", b"not lz4 at all").unwrap();
         let dest = dir.path().join("corrupt");
-        let err = fetch(&s, "0000000100000000000000EE", &dest).unwrap_err();
+        let err = fetch(&cfg, &s, "0000000100000000000000EE", &dest).unwrap_err();
         assert!(err.to_string().contains("0000000100000000000000EE"), "{err}");
         assert!(!dest.exists() && !temp_path(&dest).exists());
 
         s.put("wal_005/0000000100000000000000DD.br", b"x").unwrap();
-        let err = fetch(&s, "0000000100000000000000DD", &dir.path().join("br")).unwrap_err();
-        assert!(err.to_string().contains("brotli not supported yet"), "{err}");
-        assert!(fetch(&s, "../etc", &dir.path().join("x")).is_err());
+        let err = fetch(&cfg, &s, "0000000100000000000000DD", &dir.path().join("br")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("0000000100000000000000DD.br") && msg.contains("maybe the object is encrypted"), "{msg}");
+        assert!(fetch(&cfg, &s, "../etc", &dir.path().join("x")).is_err());
+    }
+
+    #[test]
+    fn encrypted_push_fetch_and_clear_errors() {
+        use crate::codec::crypto::Key;
+        let (dir, s, cfg) = setup();
+        let seg = dir.path().join("seg");
+        let content: Vec<u8> = (0..200_000u32).map(|i| (i % 13) as u8).collect();
+        fs::write(&seg, &content).unwrap();
+        let key = Key::from_text("an encryption key for the WAL archive", "none").unwrap();
+        for (i, c) in [Compression::Brotli { quality: 3 }, Compression::Lzma { preset: 1 }, Compression::None].into_iter().enumerate() {
+            let ecfg = Config { compression: c, encryption: Some(key.clone()), ..cfg.clone() };
+            let name = format!("0000000100000000000000{:02X}", 0x30 + i);
+            let out = push(&ecfg, &s, &name, &seg).unwrap();
+            let PushOutcome::Uploaded { key: object, .. } = out else { panic!("{out:?}") };
+            assert_eq!(object, c.object_name(&format!("wal_005/{name}")));
+            // Stored bytes are not the plain compressed stream.
+            let raw = crate::storage::get_bytes(&s, &object).unwrap().unwrap();
+            assert_ne!(raw, crate::codec::compress_bytes(c, &content).unwrap());
+            // Pushing again with the key recognises the identical content.
+            assert!(matches!(push(&ecfg, &s, &name, &seg).unwrap(), PushOutcome::AlreadyArchived { .. }));
+            let dest = dir.path().join(format!("r-{}", c.name()));
+            assert!(fetch(&ecfg, &s, &name, &dest).unwrap());
+            assert_eq!(fs::read(&dest).unwrap(), content);
+            // Wrong key: error names the object, nothing at dest.
+            let other = Config { encryption: Some(Key::from_bytes([1; 32])), ..ecfg.clone() };
+            let dest = dir.path().join(format!("w-{}", c.name()));
+            let err = fetch(&other, &s, &name, &dest).unwrap_err().to_string();
+            assert!(err.contains("wrong key") && err.contains(&object), "{err}");
+            assert!(!dest.exists() && !temp_path(&dest).exists());
+            if c != Compression::None {
+                // No key: the decompressor fails and the error says the object may be encrypted.
+                let err = fetch(&cfg, &s, &name, &dest).unwrap_err().to_string();
+                assert!(err.contains("maybe the object is encrypted") && err.contains(&object), "{err}");
+                assert!(!dest.exists() && !temp_path(&dest).exists());
+            }
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use super::{block_signals, catch_panic};
 use crate::catalog::latest_backup;
-use crate::codec::{decompress_reader, extension_of, read_error};
+use crate::codec::{read_error, Pipeline};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::format::names::{sentinel_key, tar_partitions_prefix};
@@ -68,9 +68,12 @@ fn prepare_target(target: &Path) -> Result<()> {
 }
 
 /// Download, decompress and extract one tar object.
-fn extract_part(storage: &dyn Storage, key: &str, target: &Path) -> Result<ExtractStats> {
-    let raw = storage.get(key)?.ok_or_else(|| Error::NotFound(key.to_string()))?;
-    let mut r = decompress_reader(extension_of(key), key, raw)?;
+fn extract_part(pipeline: &Pipeline, storage: &dyn Storage, key: &str, target: &Path) -> Result<ExtractStats> {
+    extract_decoded(pipeline, storage, key, target).map_err(|e| pipeline.explain(e))
+}
+
+fn extract_decoded(pipeline: &Pipeline, storage: &dyn Storage, key: &str, target: &Path) -> Result<ExtractStats> {
+    let mut r = pipeline.open(storage, key)?.ok_or_else(|| Error::NotFound(key.to_string()))?;
     let stats = extract_tar_from(&mut r, target, true, key)?;
     // Read to the end of the stream so frame checksums are verified.
     io::copy(&mut r, &mut io::sink()).map_err(|e| read_error(key, e))?;
@@ -103,6 +106,7 @@ pub fn fetch(
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<FetchSummary> {
     let storage: &dyn Storage = storage.as_ref();
+    let pipeline = cfg.pipeline();
     let backup = resolve_backup_name(storage, name)?;
     let skey = sentinel_key(&backup);
     let data = get_bytes(storage, &skey)?.ok_or_else(|| Error::NotFound(skey.clone()))?;
@@ -155,7 +159,7 @@ pub fn fetch(
     let threads = cfg.download_concurrency.max(1).min(data_parts.len().max(1));
     std::thread::scope(|scope| {
         for i in 0..threads {
-            let (queue, stop, first_err, add) = (queue.clone(), &stop, &first_err, &add);
+            let (queue, stop, first_err, add, pipeline) = (queue.clone(), &stop, &first_err, &add, &pipeline);
             let spawned = std::thread::Builder::new().name(format!("walg-fetch-{i}")).spawn_scoped(scope, move || {
                 block_signals();
                 while let Ok(key) = queue.recv() {
@@ -163,7 +167,7 @@ pub fn fetch(
                         break;
                     }
                     log(&format!("extracting {key}"));
-                    match catch_panic("restore worker", || extract_part(storage, &key, target)) {
+                    match catch_panic("restore worker", || extract_part(pipeline, storage, &key, target)) {
                         Ok(s) => add(&s),
                         Err(e) => {
                             stop.store(true, Ordering::Relaxed);
@@ -186,10 +190,10 @@ pub fn fetch(
 
     if let Some(key) = &label {
         log(&format!("extracting {key}"));
-        add(&extract_part(storage, key, target)?);
+        add(&extract_part(&pipeline, storage, key, target)?);
     }
     log(&format!("extracting {control}"));
-    add(&extract_part(storage, &control, target)?);
+    add(&extract_part(&pipeline, storage, &control, target)?);
     fsync_dirs(target)?;
     let summary = total.into_inner().unwrap_or_else(|e| e.into_inner());
     log(&format!("restored {backup}: {} files, {} bytes", summary.files, summary.bytes));

@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::walk::{walk_pgdata, EntryKind, WalkEntry, PG_CONTROL_NAME};
 use super::{block_signals, catch_panic};
-use crate::codec::{compress_writer, Compression};
+use crate::codec::Pipeline;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::format::names::{files_metadata_key, metadata_key, part_base_name, sentinel_key, tar_partitions_prefix};
@@ -116,7 +116,7 @@ impl RateLimiter {
 struct Ctx<'a> {
     storage: &'a dyn Storage,
     backup: &'a str,
-    compression: Compression,
+    pipeline: Pipeline,
     threshold: u64,
     part_counter: AtomicU32,
     stop: AtomicBool,
@@ -157,10 +157,9 @@ struct PartWriter {
 }
 
 impl PartWriter {
-    fn create(storage: &dyn Storage, backup: &str, base: &str, c: Compression) -> Result<PartWriter> {
-        let name = c.object_name(base);
-        let key = format!("{}{name}", tar_partitions_prefix(backup));
-        let inner = compress_writer(c, storage.writer(&key)?)?;
+    fn create(storage: &dyn Storage, backup: &str, base: &str, pipeline: &Pipeline) -> Result<PartWriter> {
+        let name = pipeline.object_name(base);
+        let (key, inner) = pipeline.create(storage, &format!("{}{base}", tar_partitions_prefix(backup)))?;
         Ok(PartWriter { name, key, builder: tarfmt::builder(Counting { inner, count: 0 }), entries: Vec::new() })
     }
 
@@ -306,7 +305,7 @@ fn worker(ctx: &Ctx, queue: &Receiver<WalkEntry>) -> Result<WorkerOutput> {
         }
         if part.is_none() {
             let n = ctx.part_counter.fetch_add(1, Ordering::SeqCst) + 1;
-            part = Some(PartWriter::create(ctx.storage, ctx.backup, &part_base_name(n), ctx.compression)?);
+            part = Some(PartWriter::create(ctx.storage, ctx.backup, &part_base_name(n), &ctx.pipeline)?);
         }
         let p = part.as_mut().expect("part just opened");
         match item.kind {
@@ -385,7 +384,7 @@ pub fn push_data(
     let ctx = Ctx {
         storage,
         backup: &start.name,
-        compression: cfg.compression,
+        pipeline: cfg.pipeline(),
         threshold: cfg.tar_size_threshold.max(1),
         part_counter: AtomicU32::new(0),
         stop: AtomicBool::new(false),
@@ -449,7 +448,7 @@ pub fn push_data(
     // pg_control last, so a restore of an incomplete upload cannot start.
     progress.phase.store(PHASE_PG_CONTROL, Ordering::Relaxed);
     poll()?;
-    let mut part = PartWriter::create(storage, &start.name, "pg_control.tar", cfg.compression)?;
+    let mut part = PartWriter::create(storage, &start.name, "pg_control.tar", &ctx.pipeline)?;
     if !part.add_file(&ctx, &pg_control)? {
         return Err(Error::NotFound(format!("{}: control file vanished", pg_control.path.display())));
     }
@@ -479,7 +478,7 @@ pub fn finish(
     check_backup_name(&start.name)?;
     let storage: &dyn Storage = storage.as_ref();
     let now = unix_secs(SystemTime::now());
-    let mut part = PartWriter::create(storage, &start.name, "backup_label.tar", cfg.compression)?;
+    let mut part = PartWriter::create(storage, &start.name, "backup_label.tar", &cfg.pipeline())?;
     part.add_bytes("backup_label", stop.backup_label.as_bytes(), 0o600, now)?;
     if !stop.tablespace_map.is_empty() {
         part.add_bytes("tablespace_map", stop.tablespace_map.as_bytes(), 0o600, now)?;
@@ -541,6 +540,7 @@ pub fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::Compression;
     use crate::storage::FsStorage;
 
     #[test]
@@ -551,7 +551,7 @@ mod tests {
         let ctx = Ctx {
             storage: &storage,
             backup: "b",
-            compression: Compression::None,
+            pipeline: Pipeline::new(Compression::None, None),
             threshold: 1 << 30,
             part_counter: AtomicU32::new(0),
             stop: AtomicBool::new(false),
@@ -565,7 +565,7 @@ mod tests {
             }
             WalkEntry { name: format!("/{name}"), path, kind: EntryKind::File, size: stat_size, mode: 0o600, mtime: SystemTime::now() }
         };
-        let mut part = PartWriter::create(&storage, "b", "part_001.tar", Compression::None).unwrap();
+        let mut part = PartWriter::create(&storage, "b", "part_001.tar", &Pipeline::new(Compression::None, None)).unwrap();
         assert!(part.add_file(&ctx, &file("shrunk", b"abc", 10)).unwrap());
         assert!(part.add_file(&ctx, &file("grown", b"abcdefgh", 4)).unwrap());
         assert!(!part.add_file(&ctx, &file("vanished", b"", 5)).unwrap());

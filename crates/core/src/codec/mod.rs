@@ -1,0 +1,253 @@
+//! Streaming compression in WAL-G's formats, one file per method, and libsodium encryption
+//! (`crypto`). `Pipeline` composes them the way WAL-G does: compress, then encrypt on write;
+//! decrypt, then decompress on read. Everything streams through fixed-size buffers, so no object
+//! has to fit in memory.
+
+mod brotli;
+pub mod crypto;
+mod lz4;
+mod lzma;
+mod pipeline;
+pub use pipeline::find_object;
+mod zstd;
+
+use std::io::{self, Read, Write};
+
+pub use pipeline::Pipeline;
+
+use crate::error::{Error, Result};
+use crate::storage::ObjectWriter;
+
+/// zstd's own default level (and WAL-G's).
+pub const DEFAULT_ZSTD_LEVEL: i32 = zstd::DEFAULT_LEVEL;
+pub use self::brotli::DEFAULT_QUALITY as DEFAULT_BROTLI_QUALITY;
+pub use self::lzma::DEFAULT_PRESET as DEFAULT_LZMA_PRESET;
+pub use self::zstd::level_from_name as zstd_level_from_name;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Compression {
+    Lz4,
+    Zstd { level: i32 },
+    Brotli { quality: u32 },
+    Lzma { preset: u32 },
+    None,
+}
+
+/// Extensions a reader probes, in order ("" = the bare name, i.e. no compression).
+pub const READ_EXTENSIONS: &[&str] = &["lz4", "zst", "br", "lzma", ""];
+
+const METHODS: &str = "lz4, zstd, brotli, lzma or none";
+
+impl Compression {
+    /// WALG_COMPRESSION_METHOD value, with each method's default level.
+    pub fn parse(method: &str) -> Result<Compression> {
+        match method.trim().to_ascii_lowercase().as_str() {
+            "lz4" => Ok(Compression::Lz4),
+            "zstd" => Ok(Compression::Zstd { level: DEFAULT_ZSTD_LEVEL }),
+            "brotli" => Ok(Compression::Brotli { quality: DEFAULT_BROTLI_QUALITY }),
+            "lzma" => Ok(Compression::Lzma { preset: DEFAULT_LZMA_PRESET }),
+            "none" | "" => Ok(Compression::None),
+            _ => Err(Error::Config(format!("unknown compression method {method:?} (use {METHODS})"))),
+        }
+    }
+
+    /// The same method at `level` (WALG_COMPRESSION_LEVEL): zstd 1..22, brotli 0..11, lzma
+    /// 0..9 (the dictionary stays 8 MiB). lz4 and none have no levels and ignore it.
+    pub fn with_level(self, level: i32) -> Result<Compression> {
+        let check = |range: std::ops::RangeInclusive<i32>| {
+            if range.contains(&level) {
+                Ok(level)
+            } else {
+                Err(Error::Config(format!(
+                    "compression level {level} is out of range for {} ({}..={})",
+                    self.name(),
+                    range.start(),
+                    range.end()
+                )))
+            }
+        };
+        Ok(match self {
+            Compression::Zstd { .. } => Compression::Zstd { level: check(zstd::LEVELS)? },
+            Compression::Brotli { .. } => Compression::Brotli { quality: check(self::brotli::QUALITIES)? as u32 },
+            Compression::Lzma { .. } => Compression::Lzma { preset: check(self::lzma::PRESETS)? as u32 },
+            Compression::Lz4 | Compression::None => self,
+        })
+    }
+
+    /// Object name extension, without the dot ("" for none).
+    pub fn extension(&self) -> &'static str {
+        match self {
+            Compression::Lz4 => "lz4",
+            Compression::Zstd { .. } => "zst",
+            Compression::Brotli { .. } => "br",
+            Compression::Lzma { .. } => "lzma",
+            Compression::None => "",
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Compression::Lz4 => "lz4",
+            Compression::Zstd { .. } => "zstd",
+            Compression::Brotli { .. } => "brotli",
+            Compression::Lzma { .. } => "lzma",
+            Compression::None => "none",
+        }
+    }
+
+    /// `base` plus ".<ext>" (nothing added for none).
+    pub fn object_name(&self, base: &str) -> String {
+        match self.extension() {
+            "" => base.to_string(),
+            ext => format!("{base}.{ext}"),
+        }
+    }
+}
+
+/// The compression extension of an object key ("" when its last suffix is not one we know).
+pub fn extension_of(key: &str) -> &str {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    match name.rsplit_once('.') {
+        Some((_, ext)) if READ_EXTENSIONS.contains(&ext) => ext,
+        _ => "",
+    }
+}
+
+/// A compressing or encrypting writer over `W`. Its output is only a complete stream once
+/// `finish` has run; `finish` hands back `W`.
+pub trait Encoder<W>: Write + Send {
+    fn finish(self: Box<Self>) -> io::Result<W>;
+}
+
+/// Passthrough for `none`.
+struct Plain<W>(W);
+
+impl<W: Write> Write for Plain<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<W: Write + Send> Encoder<W> for Plain<W> {
+    fn finish(self: Box<Self>) -> io::Result<W> {
+        Ok(self.0)
+    }
+}
+
+/// Compressing encoder for `c` over any writer.
+pub fn encoder<W: Write + Send + 'static>(c: Compression, w: W) -> io::Result<Box<dyn Encoder<W>>> {
+    Ok(match c {
+        Compression::None => Box::new(Plain(w)),
+        Compression::Lz4 => lz4::encoder(w)?,
+        Compression::Zstd { level } => zstd::encoder(level, w)?,
+        Compression::Brotli { quality } => self::brotli::encoder(quality, w),
+        Compression::Lzma { preset } => self::lzma::encoder(preset, w)?,
+    })
+}
+
+/// An `Encoder` over an object writer is itself an object writer: finishing ends the stream, then
+/// commits the object. Dropping it drops the object writer, which aborts the upload.
+struct EncodedObject {
+    enc: Box<dyn Encoder<Box<dyn ObjectWriter>>>,
+    what: &'static str,
+}
+
+impl Write for EncodedObject {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.enc.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.enc.flush()
+    }
+}
+
+impl ObjectWriter for EncodedObject {
+    fn finish(self: Box<Self>) -> Result<u64> {
+        let what = self.what;
+        let inner = self.enc.finish().map_err(|e| Error::Codec {
+            object: format!("({what} writer)"),
+            msg: format!("cannot end the {what} stream: {e}"),
+        })?;
+        inner.finish()
+    }
+}
+
+pub(crate) fn wrap_object(enc: Box<dyn Encoder<Box<dyn ObjectWriter>>>, what: &'static str) -> Box<dyn ObjectWriter> {
+    Box::new(EncodedObject { enc, what })
+}
+
+/// Wrap an object writer so that bytes written are compressed; `finish()` ends the frame, then
+/// finishes `inner` and returns its (compressed) byte count. Dropping aborts `inner`.
+pub fn compress_writer(c: Compression, inner: Box<dyn ObjectWriter>) -> Result<Box<dyn ObjectWriter>> {
+    if c == Compression::None {
+        return Ok(inner);
+    }
+    let enc = encoder(c, inner)
+        .map_err(|e| Error::Codec { object: format!("({} writer)", c.name()), msg: e.to_string() })?;
+    Ok(wrap_object(enc, c.name()))
+}
+
+/// Compress a whole buffer.
+pub fn compress_bytes(c: Compression, data: &[u8]) -> Result<Vec<u8>> {
+    let err = |e: io::Error| Error::Codec { object: "(memory)".into(), msg: e.to_string() };
+    let mut enc = encoder(c, Vec::with_capacity(data.len() / 2 + 64)).map_err(err)?;
+    enc.write_all(data).map_err(err)?;
+    enc.finish().map_err(err)
+}
+
+/// Turns decoder failures into io errors that name the object, keeping the error kind.
+struct NamedReader<R> {
+    inner: R,
+    object: String,
+}
+
+impl<R: Read> Read for NamedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner
+            .read(buf)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot decode {}: {e}", self.object)))
+    }
+}
+
+pub(crate) fn named(object: &str, inner: Box<dyn Read + Send>) -> Box<dyn Read + Send> {
+    Box::new(NamedReader { inner, object: object.to_string() })
+}
+
+/// Decompressing reader for an object whose key has extension `ext` ("" = none).
+pub fn decompress_reader(ext: &str, object: &str, r: Box<dyn Read + Send>) -> Result<Box<dyn Read + Send>> {
+    let err = |e: io::Error| Error::Codec { object: object.to_string(), msg: e.to_string() };
+    let dec: Box<dyn Read + Send> = match ext {
+        "" => return Ok(r),
+        "lz4" => lz4::decoder(r),
+        "zst" => zstd::decoder(r).map_err(err)?,
+        "br" => self::brotli::decoder(r),
+        "lzma" => self::lzma::decoder(r).map_err(err)?,
+        other => {
+            return Err(Error::Codec {
+                object: object.to_string(),
+                msg: format!("unknown compression extension {other:?} (known: lz4, zst, br, lzma)"),
+            })
+        }
+    };
+    Ok(named(object, dec))
+}
+
+/// Map an io error met while reading a (decoded) object: corrupt data is a codec error, the rest
+/// is a storage read error.
+pub fn read_error(object: &str, e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::Other => {
+            let msg = e.to_string();
+            let prefix = format!("cannot decode {object}: ");
+            let msg = msg.strip_prefix(&prefix).map(str::to_string).unwrap_or(msg);
+            Error::Codec { object: object.to_string(), msg }
+        }
+        _ => Error::storage("read", object, e),
+    }
+}
+
+#[cfg(test)]
+mod tests;
