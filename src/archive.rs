@@ -4,8 +4,15 @@
 use crate::settings;
 use pgrx::prelude::*;
 use std::ffi::{c_char, CStr};
+use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use walg_core::wal::{self, PushOutcome};
+use std::path::Path;
+use walg_core::wal::{Archiver, PushOutcome};
+
+thread_local! {
+    /// What this archiver process uploaded ahead of PostgreSQL's requests.
+    static ARCHIVER: RefCell<Archiver> = RefCell::new(Archiver::new());
+}
 
 #[no_mangle]
 #[allow(non_snake_case)]
@@ -37,6 +44,10 @@ unsafe extern "C-unwind" fn archive_file(file: *const c_char, path: *const c_cha
             debug1!("walg_ext: archived {file} as {key} ({bytes} bytes)");
             true
         }
+        Ok(Ok(PushOutcome::UploadedAhead)) => {
+            debug1!("walg_ext: {file} was uploaded ahead");
+            true
+        }
         Ok(Ok(PushOutcome::AlreadyArchived { key })) => {
             log!("walg_ext: {file} was already archived as {key} with identical content");
             true
@@ -60,5 +71,8 @@ unsafe extern "C-unwind" fn archive_file(file: *const c_char, path: *const c_cha
 fn push(file: &str, path: &str) -> walg_core::Result<PushOutcome> {
     let cfg = settings::load_config()?;
     let storage = cfg.open_storage()?;
-    wal::push(&cfg, storage.as_ref(), file, std::path::Path::new(path))
+    let path = Path::new(path);
+    // PostgreSQL passes pg_wal/<file>, relative to the data directory (our working directory).
+    let pg_wal = path.parent().unwrap_or(Path::new("pg_wal"));
+    ARCHIVER.with(|a| a.borrow_mut().archive(&cfg, storage.as_ref(), file, path, pg_wal))
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod format;
 pub mod storage;
+pub(crate) mod threads;
 pub mod wal;
 
 pub use codec::{Compression, READ_EXTENSIONS};

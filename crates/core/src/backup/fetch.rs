@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{block_signals, catch_panic};
+use crate::threads::{block_signals, catch_panic};
 use crate::catalog::latest_backup;
 use crate::codec::{read_error, Pipeline};
 use crate::config::Config;

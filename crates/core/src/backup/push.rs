@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::walk::{walk_pgdata, EntryKind, WalkEntry, PG_CONTROL_NAME};
-use super::{block_signals, catch_panic};
+use crate::threads::{block_signals, catch_panic};
 use crate::codec::Pipeline;
 use crate::config::Config;
 use crate::error::{Error, Result};

@@ -1,0 +1,155 @@
+//! The archiver's look-ahead, as WAL-G's wal-push does it: while archiving the file PostgreSQL
+//! asks for, upload the next `.ready` files in parallel, so that later calls for them return at
+//! once. PostgreSQL's archiver is one process calling one file at a time; this is how it keeps
+//! up with a busy server.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::SystemTime;
+
+use super::{push_with, PushOutcome};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::storage::Storage;
+use crate::threads::{block_signals, catch_panic};
+
+/// Size and modification time of a local WAL file when it was uploaded ahead.
+type Stamp = (u64, SystemTime);
+
+fn stamp_of(path: &Path) -> Result<Stamp> {
+    let m = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    Ok((m.len(), m.modified().map_err(|e| Error::io(path, e))?))
+}
+
+/// State kept by one archiver process between calls.
+#[derive(Default)]
+pub struct Archiver {
+    /// Files already uploaded by look-ahead, not yet asked for by PostgreSQL.
+    ahead: HashMap<String, Stamp>,
+}
+
+impl Archiver {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Archive `file_name` (at `path`), and upload up to `cfg.upload_concurrency - 1` of the next
+    /// files that `pg_wal/archive_status` marks `.ready` alongside it. Returns the outcome for
+    /// `file_name` only: a look-ahead failure is not an error here (that file is archived, and its
+    /// failure reported, when PostgreSQL asks for it).
+    pub fn archive(
+        &mut self,
+        cfg: &Config,
+        storage: &dyn Storage,
+        file_name: &str,
+        path: &Path,
+        pg_wal: &Path,
+    ) -> Result<PushOutcome> {
+        if let Some(stamp) = self.ahead.remove(file_name) {
+            // Segments do not change once .ready; the stamp guards against anything unusual.
+            if stamp_of(path).ok() == Some(stamp) {
+                return Ok(PushOutcome::UploadedAhead);
+            }
+        }
+        let pipeline = cfg.pipeline();
+        let next = self.ready_after(pg_wal, file_name, cfg.upload_concurrency.saturating_sub(1));
+        let (own, ahead) = std::thread::scope(|s| {
+            let handles: Vec<_> = next
+                .iter()
+                .map(|f| {
+                    let pipeline = &pipeline;
+                    s.spawn(move || {
+                        block_signals();
+                        catch_panic("WAL look-ahead upload", || {
+                            let p = pg_wal.join(f);
+                            let stamp = stamp_of(&p)?;
+                            push_with(pipeline, storage, f, &p).map(|_| stamp)
+                        })
+                    })
+                })
+                .collect();
+            let own = push_with(&pipeline, storage, file_name, path);
+            let ahead: Vec<Result<Stamp>> = handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(Error::Format("look-ahead thread died".into()))))
+                .collect();
+            (own, ahead)
+        });
+        for (f, r) in next.into_iter().zip(ahead) {
+            if let Ok(stamp) = r {
+                self.ahead.insert(f, stamp);
+            }
+        }
+        own
+    }
+
+    /// Up to `n` WAL files marked `.ready` that sort after `current` and are not uploaded yet,
+    /// in the order PostgreSQL archives them (by name).
+    fn ready_after(&self, pg_wal: &Path, current: &str, n: usize) -> Vec<String> {
+        if n == 0 {
+            return Vec::new();
+        }
+        let Ok(dir) = std::fs::read_dir(pg_wal.join("archive_status")) else { return Vec::new() };
+        let mut ready: Vec<String> = dir
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().and_then(|s| s.strip_suffix(".ready")).map(str::to_string))
+            .filter(|f| f.as_str() > current && !self.ahead.contains_key(f))
+            .collect();
+        ready.sort();
+        ready.truncate(n);
+        ready
+    }
+
+    /// Number of files uploaded ahead and not yet asked for.
+    pub fn pending(&self) -> usize {
+        self.ahead.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::FsStorage;
+    use std::fs;
+
+    #[test]
+    fn uploads_ready_files_ahead_and_answers_them_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let pg_wal = dir.path().join("pg_wal");
+        fs::create_dir_all(pg_wal.join("archive_status")).unwrap();
+        let names: Vec<String> = (1..=5).map(|i| format!("0000000100000000000000{i:02X}")).collect();
+        for (i, n) in names.iter().enumerate() {
+            fs::write(pg_wal.join(n), vec![i as u8; 100_000]).unwrap();
+            fs::write(pg_wal.join("archive_status").join(format!("{n}.ready")), b"").unwrap();
+        }
+        let storage = FsStorage::new(dir.path().join("bucket"));
+        let cfg = Config { upload_concurrency: 3, ..Config::for_file_storage(dir.path().join("bucket")) };
+        let mut a = Archiver::new();
+
+        let out = a.archive(&cfg, &storage, &names[0], &pg_wal.join(&names[0]), &pg_wal).unwrap();
+        assert!(matches!(out, PushOutcome::Uploaded { .. }), "{out:?}");
+        // The next two .ready files went up with it.
+        assert_eq!(a.pending(), 2);
+        for n in &names[1..3] {
+            assert!(storage.exists(&format!("wal_005/{n}.lz4")).unwrap(), "{n} uploaded ahead");
+        }
+        assert!(!storage.exists(&format!("wal_005/{}.lz4", names[3])).unwrap());
+        // PostgreSQL marks the first one done and asks for the second: answered from memory.
+        fs::rename(
+            pg_wal.join("archive_status").join(format!("{}.ready", names[0])),
+            pg_wal.join("archive_status").join(format!("{}.done", names[0])),
+        )
+        .unwrap();
+        let out = a.archive(&cfg, &storage, &names[1], &pg_wal.join(&names[1]), &pg_wal).unwrap();
+        assert_eq!(out, PushOutcome::UploadedAhead);
+        assert_eq!(a.pending(), 1);
+        // A file changed after its upload ahead is archived again (and found identical or not).
+        fs::write(pg_wal.join(&names[2]), b"changed").unwrap();
+        let err = a.archive(&cfg, &storage, &names[2], &pg_wal.join(&names[2]), &pg_wal).unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{err}");
+        // Every byte that went up ahead is the local file's.
+        let fetched = dir.path().join("fetched");
+        assert!(super::super::fetch(&cfg, &storage, &names[3], &fetched).unwrap());
+        assert_eq!(fs::read(&fetched).unwrap(), fs::read(pg_wal.join(&names[3])).unwrap());
+    }
+}

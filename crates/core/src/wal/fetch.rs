@@ -1,0 +1,62 @@
+//! wal-fetch: restore one WAL file from storage, atomically, for restore_command.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::{check_file_name, find_object};
+use crate::codec::{read_error, Pipeline};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::format::names::WAL_PREFIX;
+use crate::storage::Storage;
+
+pub(crate) fn temp_path(dest: &Path) -> PathBuf {
+    let mut name = dest.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".walg-tmp");
+    dest.with_file_name(name)
+}
+
+/// Restore `wal_005/<file_name>` to `dest` (atomically: temp file, fsync, rename), decoded with
+/// `cfg`'s key. Ok(false) only when no object with that name (any extension) exists.
+pub fn fetch(cfg: &Config, storage: &dyn Storage, file_name: &str, dest: &Path) -> Result<bool> {
+    fetch_with(&cfg.pipeline(), storage, file_name, dest)
+}
+
+/// `fetch` with an explicit pipeline (only its key matters for reading).
+pub fn fetch_with(pipeline: &Pipeline, storage: &dyn Storage, file_name: &str, dest: &Path) -> Result<bool> {
+    check_file_name(file_name)?;
+    let Some(key) = find_object(storage, &format!("{WAL_PREFIX}{file_name}"))? else { return Ok(false) };
+    let Some(mut r) = pipeline.open(storage, &key)? else { return Ok(false) };
+    let tmp = temp_path(dest);
+    let result = (|| -> Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(read_error(&key, e)),
+            };
+            f.write_all(&buf[..n]).map_err(|e| Error::io(&tmp, e))?;
+        }
+        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        drop(f);
+        fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;
+        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map(|()| true).map_err(|e| pipeline.explain(e))
+}
+

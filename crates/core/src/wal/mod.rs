@@ -1,0 +1,36 @@
+//! WAL archive: push (with look-ahead for the archiver), fetch for restore_command.
+
+mod ahead;
+mod fetch;
+mod push;
+#[cfg(test)]
+mod tests;
+
+pub use ahead::Archiver;
+pub use fetch::{fetch, fetch_with};
+pub use push::{push, push_with};
+
+use crate::error::{Error, Result};
+use crate::storage::Storage;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum PushOutcome {
+    Uploaded { key: String, bytes: u64 },
+    /// An object with identical content was already there (e.g. the archiver retried).
+    AlreadyArchived { key: String },
+    /// Uploaded earlier by the look-ahead of an earlier call, unchanged since.
+    UploadedAhead,
+}
+
+fn check_file_name(file_name: &str) -> Result<()> {
+    if file_name.is_empty() || file_name.contains('/') || file_name == "." || file_name == ".." {
+        return Err(Error::Format(format!("invalid WAL file name {file_name:?}")));
+    }
+    Ok(())
+}
+
+/// The existing object for `prefix_and_name` (e.g. "wal_005/000000010000000000000001"), probing
+/// every known compression extension, then the bare name.
+pub fn find_object(storage: &dyn Storage, prefix_and_name: &str) -> Result<Option<String>> {
+    crate::codec::find_object(storage, prefix_and_name)
+}

@@ -1,0 +1,81 @@
+//! wal-push: archive one WAL file (segment, history, .backup, .partial) into wal_005/.
+//! Streams: memory stays small whatever the file size.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use super::{check_file_name, find_object, PushOutcome};
+use crate::codec::{read_error, Pipeline};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::format::names::WAL_PREFIX;
+use crate::storage::Storage;
+
+const CHUNK: usize = 1 << 20;
+
+/// Archive `path` as `wal_005/<file_name>.<ext>`. An existing object with the same content is a
+/// success; with different content a `Conflict` (history files are never overwritten).
+pub fn push(cfg: &Config, storage: &dyn Storage, file_name: &str, path: &Path) -> Result<PushOutcome> {
+    push_with(&cfg.pipeline(), storage, file_name, path)
+}
+
+/// `push` with an explicit pipeline (compression and key).
+pub fn push_with(pipeline: &Pipeline, storage: &dyn Storage, file_name: &str, path: &Path) -> Result<PushOutcome> {
+    check_file_name(file_name)?;
+    let name = format!("{WAL_PREFIX}{file_name}");
+    let open_local = || File::open(path).map_err(|e| Error::io(path, e));
+    if let Some(key) = find_object(storage, &name)? {
+        if let Some(stored) = pipeline.open(storage, &key)? {
+            if same_content(stored, &key, open_local()?, path)? {
+                return Ok(PushOutcome::AlreadyArchived { key });
+            }
+            return Err(Error::Conflict(format!(
+                "{file_name} is already archived with different content as {key} in {}; refusing to overwrite",
+                storage.describe()
+            )));
+        }
+    }
+    let mut local = open_local()?;
+    let (key, mut w) = pipeline.create(storage, &name)?;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = read_full(&mut local, &mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        w.write_all(&buf[..n]).map_err(|e| Error::storage("write", key.clone(), e))?;
+    }
+    let bytes = w.finish()?;
+    Ok(PushOutcome::Uploaded { key, bytes })
+}
+
+/// Compare a stored object's decoded content with a local file, chunk by chunk.
+fn same_content(mut stored: Box<dyn Read + Send>, key: &str, mut local: File, path: &Path) -> Result<bool> {
+    let mut a = vec![0u8; CHUNK];
+    let mut b = vec![0u8; CHUNK];
+    loop {
+        let n = read_full(&mut stored, &mut a).map_err(|e| read_error(key, e))?;
+        let m = read_full(&mut local, &mut b).map_err(|e| Error::io(path, e))?;
+        if n != m || a[..n] != b[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Read until `buf` is full or the stream ends; returns the bytes read.
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}

@@ -1,0 +1,111 @@
+use super::*;
+use super::fetch::temp_path;
+use std::fs;
+use crate::config::Config;
+use crate::error::Error;
+use crate::codec::Compression;
+use crate::storage::FsStorage;
+
+fn setup() -> (tempfile::TempDir, FsStorage, Config) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FsStorage::new(dir.path().join("bucket"));
+    let cfg = Config::for_file_storage(dir.path().join("bucket"));
+    (dir, storage, cfg)
+}
+
+#[test]
+fn push_twice_is_already_archived_and_different_is_conflict() {
+    let (dir, s, cfg) = setup();
+    let seg = dir.path().join("000000010000000000000001");
+    let content: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    fs::write(&seg, &content).unwrap();
+    let out = push(&cfg, &s, "000000010000000000000001", &seg).unwrap();
+    assert!(matches!(&out, PushOutcome::Uploaded { key, .. } if key == "wal_005/000000010000000000000001.lz4"));
+    assert_eq!(
+        push(&cfg, &s, "000000010000000000000001", &seg).unwrap(),
+        PushOutcome::AlreadyArchived { key: "wal_005/000000010000000000000001.lz4".into() }
+    );
+    fs::write(&seg, b"different").unwrap();
+    let err = push(&cfg, &s, "000000010000000000000001", &seg).unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)));
+    assert!(err.to_string().contains("already archived with different content"));
+
+    // History files are never overwritten, whatever the compression of the existing copy.
+    let hist = dir.path().join("00000002.history");
+    fs::write(&hist, b"1\t0/3000000\tno recovery target specified\n").unwrap();
+    let zcfg = Config { compression: Compression::Zstd { level: 3 }, ..cfg.clone() };
+    assert!(matches!(push(&zcfg, &s, "00000002.history", &hist).unwrap(), PushOutcome::Uploaded { .. }));
+    assert!(matches!(push(&cfg, &s, "00000002.history", &hist).unwrap(), PushOutcome::AlreadyArchived { .. }));
+    fs::write(&hist, b"changed").unwrap();
+    assert!(matches!(push(&cfg, &s, "00000002.history", &hist), Err(Error::Conflict(_))));
+    assert!(s.exists("wal_005/00000002.history.zst").unwrap());
+    assert!(!s.exists("wal_005/00000002.history.lz4").unwrap());
+}
+
+#[test]
+fn fetch_round_trip_missing_and_corrupt() {
+    let (dir, s, cfg) = setup();
+    let seg = dir.path().join("src");
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    fs::write(&seg, &content).unwrap();
+    for c in [Compression::Lz4, Compression::Zstd { level: 3 }, Compression::None] {
+        let name = format!("0000000100000000000000{:02X}", c.name().len());
+        push(&Config { compression: c, ..cfg.clone() }, &s, &name, &seg).unwrap();
+        let dest = dir.path().join(format!("restored-{}", c.name()));
+        assert!(fetch(&cfg, &s, &name, &dest).unwrap());
+        assert_eq!(fs::read(&dest).unwrap(), content, "{c:?}");
+        assert!(!temp_path(&dest).exists());
+    }
+    let dest = dir.path().join("missing");
+    assert!(!fetch(&cfg, &s, "0000000100000000000000FF", &dest).unwrap());
+    assert!(!dest.exists());
+
+    s.put("wal_005/0000000100000000000000EE.lz4", b"not lz4 at all").unwrap();
+    let dest = dir.path().join("corrupt");
+    let err = fetch(&cfg, &s, "0000000100000000000000EE", &dest).unwrap_err();
+    assert!(err.to_string().contains("0000000100000000000000EE"), "{err}");
+    assert!(!dest.exists() && !temp_path(&dest).exists());
+
+    s.put("wal_005/0000000100000000000000DD.br", b"x").unwrap();
+    let err = fetch(&cfg, &s, "0000000100000000000000DD", &dir.path().join("br")).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("0000000100000000000000DD.br") && msg.contains("maybe the object is encrypted"), "{msg}");
+    assert!(fetch(&cfg, &s, "../etc", &dir.path().join("x")).is_err());
+}
+
+#[test]
+fn encrypted_push_fetch_and_clear_errors() {
+    use crate::codec::crypto::Key;
+    let (dir, s, cfg) = setup();
+    let seg = dir.path().join("seg");
+    let content: Vec<u8> = (0..200_000u32).map(|i| (i % 13) as u8).collect();
+    fs::write(&seg, &content).unwrap();
+    let key = Key::from_text("an encryption key for the WAL archive", "none").unwrap();
+    for (i, c) in [Compression::Brotli { quality: 3 }, Compression::Lzma { preset: 1 }, Compression::None].into_iter().enumerate() {
+        let ecfg = Config { compression: c, encryption: Some(key.clone()), ..cfg.clone() };
+        let name = format!("0000000100000000000000{:02X}", 0x30 + i);
+        let out = push(&ecfg, &s, &name, &seg).unwrap();
+        let PushOutcome::Uploaded { key: object, .. } = out else { panic!("{out:?}") };
+        assert_eq!(object, c.object_name(&format!("wal_005/{name}")));
+        // Stored bytes are not the plain compressed stream.
+        let raw = crate::storage::get_bytes(&s, &object).unwrap().unwrap();
+        assert_ne!(raw, crate::codec::compress_bytes(c, &content).unwrap());
+        // Pushing again with the key recognises the identical content.
+        assert!(matches!(push(&ecfg, &s, &name, &seg).unwrap(), PushOutcome::AlreadyArchived { .. }));
+        let dest = dir.path().join(format!("r-{}", c.name()));
+        assert!(fetch(&ecfg, &s, &name, &dest).unwrap());
+        assert_eq!(fs::read(&dest).unwrap(), content);
+        // Wrong key: error names the object, nothing at dest.
+        let other = Config { encryption: Some(Key::from_bytes([1; 32])), ..ecfg.clone() };
+        let dest = dir.path().join(format!("w-{}", c.name()));
+        let err = fetch(&other, &s, &name, &dest).unwrap_err().to_string();
+        assert!(err.contains("wrong key") && err.contains(&object), "{err}");
+        assert!(!dest.exists() && !temp_path(&dest).exists());
+        if c != Compression::None {
+            // No key: the decompressor fails and the error says the object may be encrypted.
+            let err = fetch(&cfg, &s, &name, &dest).unwrap_err().to_string();
+            assert!(err.contains("maybe the object is encrypted") && err.contains(&object), "{err}");
+            assert!(!dest.exists() && !temp_path(&dest).exists());
+        }
+    }
+}
