@@ -6,7 +6,7 @@ set -euo pipefail
 PGRX_VERSION=0.18.1
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib clang libclang-dev sudo pkg-config
-              lz4 zstd python3 python3-pip)
+              lz4 zstd python3 python3-pip python3-venv)
 
 log() { echo "setup: $*"; }
 
@@ -35,6 +35,17 @@ PGRX_HOME="${PGRX_HOME:-$HOME/.pgrx}"
 if ! grep -qs '^pg15 *=' "$PGRX_HOME/config.toml"; then
   log "cargo pgrx init --pg15 ${PG_CONFIG}"
   cargo pgrx init --pg15 "${PG_CONFIG}"
+fi
+
+# S3 tests run against moto's S3 server (PyPI), in its own venv; about 30 s to install.
+# (Garage from crates.io was the other candidate: a cargo install builds hundreds of crates,
+# far longer on two cores than the whole test budget allows.)
+TEST_VENV="${WALG_TEST_VENV:-/opt/walg-test-venv}"
+MOTO_VERSION="5.2.*"
+if ! "$TEST_VENV/bin/python" -c 'import moto, boto3, flask' >/dev/null 2>&1 || [ ! -x "$TEST_VENV/bin/moto_server" ]; then
+  log "installing moto[server] into ${TEST_VENV} (S3 test server)"
+  /usr/bin/python3 -m venv "$TEST_VENV"
+  "$TEST_VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==${MOTO_VERSION}"
 fi
 
 # cargo pgrx test --runas postgres: the postgres user must be able to reach the build tree

@@ -4,13 +4,14 @@
 
 use std::time::Duration;
 
-use walg_e2e::{assert_dumps_equal, require_installed, Cluster, Storage};
+use walg_e2e::{assert_dumps_equal, require_installed, Backend, Cluster, Storage};
 
-fn story(compression: &str) {
+fn story(backend: Backend, compression: &str) {
     require_installed();
     let ext = walg_e2e::storage::extension_for(compression);
-    let storage = Storage::new(&format!("story-{compression}"), compression);
-    let mut a = Cluster::init(&format!("story-{compression}-a"), &storage.extension_conf());
+    let label = format!("story-{backend:?}-{compression}").to_lowercase();
+    let storage = Storage::with_backend(backend, &label, compression, &[]);
+    let mut a = Cluster::init(&format!("{label}-a"), &storage.extension_conf());
     a.start();
 
     // Data before the backup.
@@ -22,9 +23,9 @@ fn story(compression: &str) {
     a.wait_archived(&seg0, Duration::from_secs(120));
     let obj0 = storage.expected_wal_object(&seg0);
     assert!(
-        obj0.is_file(),
-        "archived {seg0} should be stored as {} ; wal_005 holds {:?}",
-        obj0.display(),
+        storage.has(&obj0),
+        "archived {seg0} should be stored as {obj0} in {}; wal_005 holds {:?}",
+        storage.describe(),
         storage.wal_objects()
     );
 
@@ -49,13 +50,13 @@ fn story(compression: &str) {
         a.psql("SELECT * FROM walg_backup_list()")
     );
     assert!(
-        storage.sentinel(&name).is_file(),
-        "sentinel {} missing; backups_005 holds {:?}",
-        storage.sentinel(&name).display(),
-        walg_e2e::storage::list_dir(&storage.backups_dir())
+        storage.has(&storage.sentinel(&name)),
+        "sentinel {} missing; basebackups_005 holds {:?}",
+        storage.sentinel(&name),
+        storage.keys("basebackups_005/")
     );
     let sentinel: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(storage.sentinel(&name)).expect("read sentinel"),
+        &storage.read(&storage.sentinel(&name)),
     )
     .expect("the sentinel is plain JSON");
     assert!(sentinel.get("LSN").and_then(|v| v.as_u64()).is_some(), "sentinel LSN: {sentinel}");
@@ -76,9 +77,9 @@ fn story(compression: &str) {
     let last = a.switch_wal();
     a.wait_archived(&last, Duration::from_secs(180));
     assert!(
-        storage.expected_wal_object(&last).is_file(),
+        storage.has(&storage.expected_wal_object(&last)),
         "{last} archived but {} is missing",
-        storage.expected_wal_object(&last).display()
+        storage.expected_wal_object(&last)
     );
     let (_, archived, failed, last_failed) = a.archiver_stats().unwrap();
     assert_eq!(failed, 0, "archiver failures (last failed {last_failed}); archived {archived}");
@@ -99,16 +100,16 @@ fn story(compression: &str) {
     assert!(json.to_string().contains(&name), "backup-list --json lists {name}: {json}");
     // The environment configuration works as well as the config file.
     let out = storage.walg_ext_env(&["backup-list"]);
-    assert!(out.success() && out.stdout.contains(&name), "backup-list via WALG_FILE_PREFIX\n{}", out.describe());
+    assert!(out.success() && out.stdout.contains(&name), "backup-list via the environment\n{}", out.describe());
 
     // Restore LATEST into B and replay.
-    let mut b = Cluster::restore_into(&format!("story-{compression}-b"), &storage, "LATEST", "");
+    let mut b = Cluster::restore_into(&format!("{label}-b"), &storage, "LATEST", "");
     b.start();
     b.wait_recovery_done(Duration::from_secs(300));
     assert_eq!(b.psql("SELECT count(*) FROM pgbench_history"), history_a);
     assert_eq!(b.psql("SELECT count(*) FROM after_backup"), "5000");
     assert_eq!(b.psql("SELECT count(*) FROM pgbench_accounts"), "200000");
-    assert_dumps_equal(&dump_a, &b.dumpall(), &format!("story {compression}: A vs restored B"));
+    assert_dumps_equal(&dump_a, &b.dumpall(), &format!("{label}: A vs restored B"));
     // The restored server promoted to a new timeline and is writable.
     assert_ne!(
         b.psql("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"),
@@ -123,10 +124,20 @@ fn story(compression: &str) {
 
 #[test]
 fn story_lz4() {
-    story("lz4");
+    story(Backend::File, "lz4");
 }
 
 #[test]
 fn story_zstd() {
-    story("zstd");
+    story(Backend::File, "zstd");
+}
+
+#[test]
+fn story_s3_lz4() {
+    story(Backend::S3, "lz4");
+}
+
+#[test]
+fn story_s3_zstd() {
+    story(Backend::S3, "zstd");
 }
