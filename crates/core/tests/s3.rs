@@ -142,6 +142,7 @@ fn multipart_upload_of_a_big_object_streams_both_ways() {
     // An empty object is a valid object.
     s.writer("empty").unwrap().finish().unwrap();
     assert_eq!(get_bytes(&s, "empty").unwrap().unwrap(), b"");
+    assert!(s.exists("empty").unwrap(), "an empty object exists");
 }
 
 #[test]
@@ -203,6 +204,9 @@ fn missing_bucket_and_wrong_credentials_fail_at_once_with_what_to_fix() {
     let err = bad_secret.put("a", b"x").unwrap_err().to_string();
     assert_fast_error("bad secret", t, &err, &["AWS_SECRET_ACCESS_KEY"]);
     assert!(!err.contains("not-the-secret"), "never print secrets: {err}");
+    let t = Instant::now();
+    let err = bad_secret.exists("a").unwrap_err().to_string();
+    assert_fast_error("bad secret (exists)", t, &err, &["AWS_SECRET_ACCESS_KEY"]);
 
     let bad_key = storage(&server, "s3://walg-auth/x", &[("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNKEY000000")]);
     let t = Instant::now();

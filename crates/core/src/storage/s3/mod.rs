@@ -271,17 +271,17 @@ impl Storage for S3Storage {
         check_key("stat", key)?;
         let inner = &self.inner;
         let full = inner.full_key(key);
+        // A one-byte GET rather than HEAD: HEAD answers have no body, so a missing bucket or a
+        // bad key would arrive as a bare 404/403 without the code that says what to fix.
         let r = inner.call("stat", key, |c| {
-            let req = c.head_object().bucket(&inner.cfg.bucket).key(&full);
-            async move { req.send().await.map_err(|e| Failure::from_sdk(&e)) }
+            let req = c.get_object().bucket(&inner.cfg.bucket).key(&full).range("bytes=0-0");
+            async move { req.send().await.map(|_| ()).map_err(|e| Failure::from_sdk(&e)) }
         })?;
         match r {
-            Ok(_) => Ok(true),
-            Err((f, _)) if f.is_not_found() => {
-                // HEAD has no body, so a missing bucket also looks like a plain 404: tell them apart.
-                self.check_bucket("stat", key)?;
-                Ok(false)
-            }
+            Ok(()) => Ok(true),
+            Err((f, _)) if f.is_not_found() => Ok(false),
+            // An empty object has no byte 0.
+            Err((f, _)) if f.status == Some(416) || f.code.as_deref() == Some("InvalidRange") => Ok(true),
             Err(f) => Err(inner.error("stat", key, f)),
         }
     }
@@ -305,26 +305,6 @@ impl Storage for S3Storage {
         match &self.inner.cfg.endpoint {
             Some(e) => format!("{} (endpoint {e})", self.inner.cfg.url()),
             None => self.inner.cfg.url(),
-        }
-    }
-}
-
-impl S3Storage {
-    /// Error unless the bucket exists (HEAD bucket; a 404 there means no such bucket).
-    fn check_bucket(&self, op: &'static str, key: &str) -> Result<()> {
-        let inner = &self.inner;
-        let r = inner.call(op, key, |c| {
-            let req = c.head_bucket().bucket(&inner.cfg.bucket);
-            async move { req.send().await.map(|_| ()).map_err(|e| Failure::from_sdk(&e)) }
-        })?;
-        match r {
-            Ok(()) => Ok(()),
-            Err((mut f, n)) => {
-                if f.status == Some(404) {
-                    f.code = Some("NoSuchBucket".into());
-                }
-                Err(inner.error(op, key, (f, n)))
-            }
         }
     }
 }
