@@ -88,6 +88,11 @@ fn archiving_survives_an_s3_outage_under_load() {
     let (_, to) = segno(&last);
     let missing: Vec<u64> = (from..=to).filter(|s| !stored.contains(&(tli, *s))).collect();
     assert!(missing.is_empty(), "segments missing from storage: {missing:X?}; stored {}", stored.len());
+    eprintln!(
+        "outage: {} segments waited in pg_wal, {} segments {first_needed}..{last} all stored; log: {warning}",
+        failed_segments.len(),
+        to - from + 1
+    );
     for seg in &failed_segments {
         assert!(storage.wal_object(seg).is_some(), "{seg} failed during the outage but was never archived");
     }
@@ -133,6 +138,7 @@ fn backup_fails_clearly_when_s3_stops_and_the_next_one_succeeds() {
         "the SQL caller should get a clear error naming the unreachable endpoint\n{}",
         out.describe()
     );
+    eprintln!("backup during outage: {}", out.stderr.trim());
     wait_until("the backup worker to be gone", Duration::from_secs(60), || worker_pid(&a).is_none().then_some(()));
     assert_eq!(storage.sentinel_backups(), Vec::<String>::new(), "no sentinel for the failed backup");
     assert_eq!(a.psql("SELECT count(*) FROM walg_backup_list()"), "0");

@@ -48,6 +48,14 @@ fn with_create_options(cfg: &S3Config, mut req: CreateMultipartUploadFluentBuild
     req
 }
 
+/// The reason alone: a caller wrapping the io::Error adds "storage write <key>" itself.
+fn cause(e: &crate::Error) -> String {
+    match e {
+        crate::Error::Storage { source, .. } => source.to_string(),
+        other => other.to_string(),
+    }
+}
+
 pub(super) struct S3Writer {
     inner: Arc<Inner>,
     client: Client,
@@ -89,7 +97,7 @@ impl S3Writer {
 
     fn fail(&mut self, op: &'static str, f: (Failure, u32)) -> crate::Error {
         let e = self.inner.error(op, &self.key, f);
-        self.failed = Some(e.to_string());
+        self.failed = Some(cause(&e));
         e
     }
 
@@ -120,9 +128,9 @@ impl S3Writer {
             }
             Ok(Err(f)) => Err(self.fail("write", f)),
             Err(join) => {
-                let e = crate::Error::storage("write", self.key.clone(), io::Error::other(format!("part upload task failed: {join}")));
-                self.failed = Some(e.to_string());
-                Err(e)
+                let msg = format!("part upload task failed: {join}");
+                self.failed = Some(msg.clone());
+                Err(crate::Error::storage("write", self.key.clone(), io::Error::other(msg)))
             }
         }
     }
@@ -161,7 +169,7 @@ impl S3Writer {
     fn commit(&mut self) -> Result<()> {
         if self.upload_id.is_none() {
             let data = std::mem::take(&mut self.buf);
-            return self.inner.put_bytes(&self.key, data).inspect_err(|e| self.failed = Some(e.to_string()));
+            return self.inner.put_bytes(&self.key, data).inspect_err(|e| self.failed = Some(cause(e)));
         }
         if !self.buf.is_empty() {
             self.send_part()?;
@@ -225,7 +233,7 @@ impl Write for S3Writer {
         self.buf.extend_from_slice(&data[..n]);
         self.written += n as u64;
         if self.buf.len() == self.part_size() {
-            self.send_part().map_err(|e| io::Error::other(e.to_string()))?;
+            self.send_part().map_err(|e| io::Error::other(cause(&e)))?;
         }
         Ok(n)
     }
