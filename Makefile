@@ -22,6 +22,9 @@ test-core: setup
 	$(CARGO) test -p walg-core -p walg-cli
 
 test-pg: setup
+	# The test cluster may be re-created with the same LSNs: start from an empty storage, or
+	# its first backup name collides with one left by an earlier run.
+	rm -rf /tmp/walg-ext-pgrx-storage
 	$(CARGO) pgrx test pg15 -p walg_ext --runas postgres --pgdata $(PGRX_TEST_PGDATA)
 
 test-e2e: install
