@@ -4,7 +4,7 @@ PGRX_TEST_PGDATA ?= /tmp/walg-ext-pgrx-test
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup build install test test-core test-pg test-e2e demo clean
+.PHONY: setup build install test test-core test-pg test-e2e demo bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -34,6 +34,11 @@ test: test-core test-pg test-e2e
 
 demo: install
 	bash scripts/demo.sh
+
+# Side by side with pgBackRest and pg_basebackup (BENCH_* settings: see bench/bench.py).
+bench: install
+	bash scripts/setup-bench.sh
+	/usr/bin/python3 bench/bench.py
 
 clean:
 	$(CARGO) clean

@@ -1,5 +1,7 @@
 //! Killing the backup worker mid-way leaves no listed backup, the caller gets an error, and the
-//! next backup works. Case 1: pg_terminate_backend. Case 2: kill -9 (crash restart).
+//! next backup works. Case 1: pg_terminate_backend. Case 2: kill -9 (crash restart). Case 3: the
+//! caller is cancelled (pg_cancel_backend, as Ctrl-C or statement_timeout would), which must stop
+//! the backup too.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,6 +15,7 @@ const SLOW_RATE: u64 = 4 * 1024 * 1024;
 enum Kill {
     Terminate,
     Sigkill,
+    CallerCancel,
 }
 
 fn worker_pid(a: &Cluster) -> Option<i32> {
@@ -67,6 +70,14 @@ fn kill_backup(backend: Backend, how: Kill) {
             let st = Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
             assert!(st.success(), "kill -9 {pid}");
         }
+        Kill::CallerCancel => {
+            let caller_pid = a.psql(
+                "SELECT pid FROM pg_stat_activity \
+                 WHERE backend_type = 'client backend' AND query = 'SELECT walg_backup_push()'",
+            );
+            assert!(!caller_pid.is_empty(), "the waiting caller is visible in pg_stat_activity");
+            assert_eq!(a.psql(&format!("SELECT pg_cancel_backend({caller_pid})")), "t");
+        }
     }
 
     let out = caller.wait(Duration::from_secs(120));
@@ -75,6 +86,13 @@ fn kill_backup(backend: Backend, how: Kill) {
         "the caller of walg_backup_push() must get an error when its worker dies\n{}",
         out.describe()
     );
+    if let Kill::CallerCancel = how {
+        assert!(
+            out.stderr.contains("cancel"),
+            "the cancelled caller says so\n{}",
+            out.describe()
+        );
+    }
     if let Kill::Sigkill = how {
         // The postmaster restarts every backend after a crash; wait for it to be back.
         a.wait_ready(Duration::from_secs(120));
@@ -131,4 +149,9 @@ fn backup_worker_terminated_s3() {
 #[test]
 fn backup_worker_killed_with_sigkill_s3() {
     kill_backup(Backend::S3, Kill::Sigkill);
+}
+
+#[test]
+fn backup_caller_cancelled() {
+    kill_backup(Kill::CallerCancel);
 }

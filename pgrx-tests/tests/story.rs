@@ -81,6 +81,12 @@ fn story(backend: Backend, compression: &str) {
         "{last} archived but {} is missing",
         storage.expected_wal_object(&last)
     );
+    let backup_history = format!(".backup.{ext}");
+    assert!(
+        storage.wal_objects().iter().any(|o| o.ends_with(backup_history.trim_end_matches('.'))),
+        "the backup history file (<segment>.<offset>.backup) is archived too: {:?}",
+        storage.wal_objects()
+    );
     let (_, archived, failed, last_failed) = a.archiver_stats().unwrap();
     assert_eq!(failed, 0, "archiver failures (last failed {last_failed}); archived {archived}");
     let dump_a = a.dumpall();

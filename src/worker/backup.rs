@@ -8,6 +8,7 @@
 use crate::settings;
 use crate::shmem::{self, BackupJob, JobState, BACKUP_JOB};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus};
+use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -175,7 +176,18 @@ pub extern "C-unwind" fn walg_ext_backup_worker_main(arg: pg_sys::Datum) {
     let db = pg_sys::Oid::from(arg.value() as u32);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
 
-    let result = take_backup();
+    // An ERROR raised inside PostgreSQL (pg_backup_start refusing, say) must reach the caller as
+    // a message, not as a worker that silently died.
+    let result = PgTryBuilder::new(take_backup)
+        .catch_others(|e| {
+            let msg = match &e {
+                CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.message().to_string(),
+                CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+            };
+            unsafe { pg_sys::AbortCurrentTransaction() };
+            Err(msg)
+        })
+        .execute();
     match &result {
         Ok(name) => log!("walg_ext: backup {name} completed"),
         Err(e) => log!("walg_ext: backup failed: {e}"),

@@ -1,0 +1,443 @@
+#!/usr/bin/python3
+"""walg_ext side by side with pgBackRest and pg_basebackup, on the same data, in one run.
+
+Run as root through `make bench` (which installs everything first). Clusters and tools run as
+the postgres user. Settings (environment):
+  BENCH_DIR      working directory (default /tmp/walg-bench; wiped at start)
+  BENCH_SCALE    pgbench scale (default 100, about 1.5 GB)
+  BENCH_TEXT_MB  size of the random-text table in MB (default 1500)
+  BENCH_RUNS     repetitions of each timed step (default 3; medians are reported)
+  BENCH_BACKLOG  WAL segments in the archive backlog test (default 160)
+  BENCH_LOAD_MB  WAL written by the bulk-load archiving test, MB (default 3000)
+Output: a table on the terminal, BENCH_DIR/results.json and BENCH_DIR/results.png (also copied
+to bench/results/).
+"""
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+PGBIN = "/usr/lib/postgresql/15/bin"
+BENCH_DIR = Path(os.environ.get("BENCH_DIR", "/tmp/walg-bench"))
+SCALE = int(os.environ.get("BENCH_SCALE", "100"))
+TEXT_MB = int(os.environ.get("BENCH_TEXT_MB", "1500"))
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+BACKLOG = int(os.environ.get("BENCH_BACKLOG", "160"))
+LOAD_MB = int(os.environ.get("BENCH_LOAD_MB", "3000"))
+CORES = os.cpu_count() or 1
+PORT = 5460
+WALG_EXT = os.environ.get("WALG_EXT_BIN", "/usr/local/bin/walg-ext")
+SEG = 16 * 1024 * 1024
+
+
+def log(msg):
+    print(f"bench: {msg}", flush=True)
+
+
+def as_pg(args, check=True, capture=True, env=None, timeout=3600):
+    cmd = ["runuser", "-u", "postgres", "--"] + [str(a) for a in args]
+    r = subprocess.run(cmd, capture_output=capture, text=True, env=env, timeout=timeout, cwd="/tmp")
+    if check and r.returncode != 0:
+        sys.exit(f"bench: failed: {' '.join(cmd)}\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def mkdir_pg(path):
+    path.mkdir(parents=True, exist_ok=True)
+    shutil.chown(path, "postgres", "postgres")
+    os.chmod(path, 0o700)
+
+
+def rm(path):
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class Cluster:
+    def __init__(self, data):
+        self.data = data
+        self.sock = str(BENCH_DIR)
+
+    def psql(self, sql, check=True):
+        r = as_pg([f"{PGBIN}/psql", "-h", self.sock, "-p", PORT, "-d", "postgres", "-AtqX",
+                   "-v", "ON_ERROR_STOP=1", "-c", sql], check=check)
+        return r.stdout.strip()
+
+    def ctl(self, *args):
+        as_pg([f"{PGBIN}/pg_ctl", "-D", self.data, "-l", BENCH_DIR / "server.log", "-w", "-t", "600", *args])
+
+    def reload_with(self, **settings):
+        for k, v in settings.items():
+            self.psql(f"ALTER SYSTEM SET {k} = '{v}'")
+        self.psql("SELECT pg_reload_conf()")
+        time.sleep(0.3)
+
+    def ready_count(self):
+        d = Path(self.data) / "pg_wal" / "archive_status"
+        return sum(1 for f in os.listdir(d) if f.endswith(".ready"))
+
+    def pid_of(self, backend_type):
+        out = self.psql(f"SELECT pid FROM pg_stat_activity WHERE backend_type = '{backend_type}'")
+        return int(out.splitlines()[0]) if out else None
+
+
+def vm_hwm_kb(pid):
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class PeakRss(threading.Thread):
+    """Samples VmHWM (peak resident set) of the process found by `find_pid` until stopped."""
+
+    def __init__(self, find_pid):
+        super().__init__(daemon=True)
+        self.find_pid, self.peak_kb, self.stop_flag = find_pid, 0, False
+
+    def run(self):
+        while not self.stop_flag:
+            pid = self.find_pid()
+            if pid:
+                v = vm_hwm_kb(pid)
+                if v:
+                    self.peak_kb = max(self.peak_kb, v)
+            time.sleep(0.05)
+
+    def stop(self):
+        self.stop_flag = True
+        self.join()
+        return self.peak_kb / 1024.0
+
+
+def du_bytes(path):
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def timed(fn):
+    t = time.monotonic()
+    fn()
+    return time.monotonic() - t
+
+
+# ---------------------------------------------------------------------------------------------
+def setup_cluster():
+    rm(BENCH_DIR)
+    mkdir_pg(BENCH_DIR)
+    data = BENCH_DIR / "data"
+    as_pg([f"{PGBIN}/initdb", "--data-checksums", "-U", "postgres", "--auth=trust", "-D", data])
+    walg_store = BENCH_DIR / "walg-store"
+    mkdir_pg(walg_store)
+    with open(data / "postgresql.conf", "a") as f:
+        f.write(f"""
+port = {PORT}
+listen_addresses = ''
+unix_socket_directories = '{BENCH_DIR}'
+shared_preload_libraries = 'walg_ext'
+shared_buffers = 1GB
+max_wal_size = 16GB
+checkpoint_timeout = 1h
+archive_mode = on
+archive_library = 'walg_ext'
+walg.file_prefix = '{walg_store}'
+walg.compression_method = 'zstd'
+walg.compression_level = 1
+""")
+    c = Cluster(data)
+    c.ctl("start")
+    c.psql("CREATE EXTENSION walg_ext")
+    return c
+
+
+def load_data(c):
+    log(f"loading pgbench scale {SCALE} and {TEXT_MB} MB of random text")
+    as_pg([f"{PGBIN}/pgbench", "-h", c.sock, "-p", PORT, "-i", "-q", "-s", SCALE, "postgres"])
+    # Words drawn at random from a 4096-word vocabulary: text that zstd -1 shrinks a few times,
+    # not 40 times as pgbench's blank-padded rows.
+    c.psql("""
+        CREATE TABLE word_list AS
+          SELECT array_agg(substr(md5(i::text), 1, 3 + i % 7)) AS arr FROM generate_series(0, 4095) i;
+        CREATE TABLE random_text(id bigint, body text);
+    """)
+    rows_per_batch = 20000  # ~ 20000 x 620 B = 12 MB per batch
+    batches = max(1, TEXT_MB * 1024 * 1024 // (rows_per_batch * 620))
+    for b in range(batches):
+        # The inner generate_series refers to g so that every row gets its own 90 random words.
+        c.psql(f"""
+            INSERT INTO random_text
+            SELECT g, (SELECT string_agg(wl.arr[1 + floor(random() * 4096)::int + s * 0], ' ')
+                         FROM generate_series(1, 90 + g * 0) s)
+              FROM generate_series({b * rows_per_batch}, {(b + 1) * rows_per_batch - 1}) g,
+                   word_list wl""")
+    c.psql("VACUUM ANALYZE")
+    c.psql("CHECKPOINT")
+
+
+def zstd_limit(c):
+    """The machine's limit for the backup's work: read + zstd -1 on all cores, nothing else."""
+    data = Path(c.data)
+    size = du_bytes(data)
+    files = [str(p) for p in (data / "base").rglob("*") if p.is_file() and p.stat().st_size > 0]
+    # zstd -b1 on a sample of the data files gives this machine's compression speed per core.
+    sample = sorted(files, key=lambda f: -os.path.getsize(f))[:8]
+    r = subprocess.run(["zstd", "-b1", "-e1", "-i3", *sample], capture_output=True, text=True)
+    speeds = [float(m) for m in re.findall(r"([0-9.]+) MB/s", r.stdout + r.stderr)]
+    mbps = speeds[0] if speeds else float("nan")
+    limit_s = size / (mbps * 1e6 * CORES) if speeds else float("nan")
+    ratio_r = subprocess.run(f"cat {' '.join(sample[:3])} | zstd -1 -c | wc -c", shell=True,
+                             capture_output=True, text=True)
+    raw = sum(os.path.getsize(f) for f in sample[:3])
+    ratio = raw / max(1, int(ratio_r.stdout.strip() or 1))
+    return {"data_bytes": size, "zstd1_mb_per_s_per_core": mbps, "compress_limit_s": limit_s,
+            "zstd1_ratio_sample": ratio}
+
+
+# ---------------------------------------------------------------------------------------------
+PGBR_CONF = BENCH_DIR / "pgbackrest.conf"
+
+
+def pgbr_setup(c):
+    repo = BENCH_DIR / "pgbr-repo"
+    for d in ("pgbr-repo", "pgbr-log", "pgbr-lock", "pgbr-spool"):
+        mkdir_pg(BENCH_DIR / d)
+    PGBR_CONF.write_text(f"""[global]
+repo1-path={repo}
+process-max={CORES}
+compress-type=zst
+compress-level=1
+start-fast=y
+archive-check=n
+archive-async=y
+spool-path={BENCH_DIR}/pgbr-spool
+log-path={BENCH_DIR}/pgbr-log
+lock-path={BENCH_DIR}/pgbr-lock
+log-level-console=warn
+log-level-file=warn
+repo1-retention-full=100
+
+[bench]
+pg1-path={c.data}
+pg1-socket-path={BENCH_DIR}
+pg1-port={PORT}
+""")
+    shutil.chown(PGBR_CONF, "postgres", "postgres")
+    as_pg(["pgbackrest", f"--config={PGBR_CONF}", "--stanza=bench", "stanza-create"])
+
+
+def pgbr(*args, check=True):
+    return as_pg(["pgbackrest", f"--config={PGBR_CONF}", "--stanza=bench", *args], check=check)
+
+
+def bench_backups(c):
+    res = {"walg_ext": [], "pgbackrest": [], "pg_basebackup": []}
+    worker_peak = 0.0
+    for i in range(RUNS):
+        log(f"full backup run {i + 1}/{RUNS}")
+        rss = PeakRss(lambda: c.pid_of("walg_ext backup"))
+        rss.start()
+        res["walg_ext"].append(timed(lambda: c.psql("SELECT walg_backup_push()")))
+        worker_peak = max(worker_peak, rss.stop())
+        res["pgbackrest"].append(timed(lambda: pgbr("--type=full", "backup")))
+        out = BENCH_DIR / "basebackup"
+        rm(out)
+        res["pg_basebackup"].append(timed(lambda: as_pg([
+            f"{PGBIN}/pg_basebackup", "-h", c.sock, "-p", PORT, "-D", out, "-Ft", "-X", "none",
+            "--checkpoint=fast", f"--compress=server-zstd:level=1,workers={CORES}"])))
+        rm(out)
+    return res, worker_peak
+
+
+def bench_restores(c):
+    res = {"walg_ext": [], "pgbackrest": []}
+    target = BENCH_DIR / "restore"
+    env = dict(os.environ, WALG_FILE_PREFIX=str(BENCH_DIR / "walg-store"))
+    for i in range(RUNS):
+        log(f"restore run {i + 1}/{RUNS}")
+        rm(target)
+        res["walg_ext"].append(timed(lambda: as_pg([WALG_EXT, "backup-fetch", target, "LATEST"], env=env)))
+        rm(target)
+        mkdir_pg(target)
+        res["pgbackrest"].append(timed(lambda: pgbr(f"--pg1-path={target}", "restore")))
+        rm(target)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+CP_DIR = BENCH_DIR / "cp-archive"
+
+ARCHIVERS = {
+    "walg_ext": {"archive_library": "walg_ext", "archive_command": ""},
+    "pgbackrest_async": {"archive_library": "",
+                         "archive_command": f"pgbackrest --config={PGBR_CONF} --stanza=bench archive-push %p"},
+    "cp_fsync": {"archive_library": "",
+                 "archive_command": f"cp %p {CP_DIR}/%f.tmp && sync {CP_DIR}/%f.tmp && mv {CP_DIR}/%f.tmp {CP_DIR}/%f"},
+}
+HOLD = {"archive_library": "", "archive_command": "/bin/false"}
+
+
+def write_wal(c, mb, table):
+    rows = mb * 1024 * 1024 // 140  # ~140 B of WAL per row of this shape
+    c.psql(f"DROP TABLE IF EXISTS {table}; "
+           f"CREATE TABLE {table} AS SELECT g, md5(g::text) || md5((g + 1)::text) AS t "
+           f"FROM generate_series(1, {rows}) g")
+
+
+def wait_drained(c, timeout=1800):
+    t0 = time.monotonic()
+    while c.ready_count() > 0:
+        if time.monotonic() - t0 > timeout:
+            sys.exit("bench: archiving did not drain in time")
+        time.sleep(0.02)
+
+
+def bench_archiving(c):
+    mkdir_pg(CP_DIR)
+    results = {}
+    archiver_peak = 0.0
+    for name, conf in ARCHIVERS.items():
+        log(f"archiving: {name}")
+        # (a) backlog drain
+        c.reload_with(**HOLD)
+        while c.ready_count() < BACKLOG:
+            write_wal(c, 160, "backlog")
+        backlog = c.ready_count()
+        rss = PeakRss(lambda: c.pid_of("archiver"))
+        rss.start()
+        t0 = time.monotonic()
+        c.reload_with(**conf)
+        wait_drained(c)
+        drain_s = time.monotonic() - t0
+        # (b) lag under a bulk load
+        peak_lag, samples = 0, []
+        stop = threading.Event()
+
+        def sample():
+            nonlocal peak_lag
+            while not stop.is_set():
+                n = c.ready_count()
+                samples.append(n)
+                peak_lag = max(peak_lag, n)
+                time.sleep(0.05)
+
+        th = threading.Thread(target=sample, daemon=True)
+        th.start()
+        load_s = timed(lambda: write_wal(c, LOAD_MB, "bulk"))
+        final_lag = c.ready_count()
+        stop.set()
+        th.join()
+        wait_drained(c)
+        peak = rss.stop()
+        if name == "walg_ext":
+            archiver_peak = peak
+        results[name] = {"backlog_segments": backlog, "drain_s": drain_s,
+                         "segments_per_s": backlog / drain_s, "bulk_load_s": load_s,
+                         "max_ready": peak_lag, "final_ready": final_lag, "archiver_peak_rss_mb": peak}
+        c.psql("DROP TABLE IF EXISTS backlog; DROP TABLE IF EXISTS bulk; CHECKPOINT")
+    return results, archiver_peak
+
+
+# ---------------------------------------------------------------------------------------------
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def report(r):
+    lim = r["limit"]
+    print()
+    print(f"data: {lim['data_bytes'] / 1e9:.2f} GB, {CORES} cores; zstd -1: "
+          f"{lim['zstd1_mb_per_s_per_core']:.0f} MB/s per core, ratio {lim['zstd1_ratio_sample']:.1f}:1 "
+          f"on a sample; compress-bound limit for a backup: {lim['compress_limit_s']:.2f} s")
+    print()
+    print(f"{'step':<34}{'walg_ext':>10}{'other':>10}{'ratio':>8}   target")
+    b, rs = r["backup_s"], r["restore_s"]
+    rows = [
+        ("full backup vs pgBackRest (s)", median(b["walg_ext"]), median(b["pgbackrest"]), "<= 0.5"),
+        ("full backup vs pg_basebackup (s)", median(b["walg_ext"]), median(b["pg_basebackup"]), "<= 0.7"),
+        ("restore vs pgBackRest (s)", median(rs["walg_ext"]), median(rs["pgbackrest"]), "<= 0.6"),
+    ]
+    for label, ours, other, target in rows:
+        print(f"{label:<34}{ours:>10.2f}{other:>10.2f}{ours / other:>8.2f}   {target}")
+    print()
+    print(f"{'archiver':<20}{'backlog':>8}{'seg/s':>8}{'max .ready':>12}{'final':>7}{'peak RSS MB':>13}")
+    for name, a in r["archiving"].items():
+        print(f"{name:<20}{a['backlog_segments']:>8}{a['segments_per_s']:>8.1f}{a['max_ready']:>12}"
+              f"{a['final_ready']:>7}{a['archiver_peak_rss_mb']:>13.1f}")
+    print()
+    print(f"peak RSS: walg_ext archiver {r['archiver_peak_rss_mb']:.1f} MB (target < 64), "
+          f"backup worker {r['backup_worker_peak_rss_mb']:.1f} MB (target < 256)")
+    print(f"backup runs (s): {json.dumps(b)}")
+    print(f"restore runs (s): {json.dumps(rs)}")
+
+
+def chart(r, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib missing: no chart")
+        return
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.5))
+    b, rs = r["backup_s"], r["restore_s"]
+    ax = axes[0]
+    names = ["walg_ext", "pgbackrest", "pg_basebackup"]
+    ax.bar(names, [median(b[n]) for n in names], color=["#2a7", "#888", "#aaa"])
+    ax.axhline(r["limit"]["compress_limit_s"], ls="--", color="r", label="zstd -1 limit")
+    ax.set_title("full backup (s, median)")
+    ax.legend()
+    ax = axes[1]
+    ax.bar(["walg_ext", "pgbackrest"], [median(rs["walg_ext"]), median(rs["pgbackrest"])],
+           color=["#2a7", "#888"])
+    ax.set_title("restore (s, median)")
+    ax = axes[2]
+    arch = r["archiving"]
+    ax.bar(list(arch), [a["segments_per_s"] for a in arch.values()], color=["#2a7", "#888", "#aaa"])
+    ax.set_title("WAL backlog drain (segments/s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("bench: run as root (make bench); clusters run as postgres")
+    c = setup_cluster()
+    try:
+        load_data(c)
+        limit = zstd_limit(c)
+        log(f"data directory: {limit['data_bytes'] / 1e9:.2f} GB")
+        pgbr_setup(c)
+        backups, worker_peak = bench_backups(c)
+        restores = bench_restores(c)
+        archiving, archiver_peak = bench_archiving(c)
+        r = {"cores": CORES, "runs": RUNS, "scale": SCALE, "text_mb": TEXT_MB, "limit": limit,
+             "backup_s": backups, "restore_s": restores, "archiving": archiving,
+             "archiver_peak_rss_mb": archiver_peak, "backup_worker_peak_rss_mb": worker_peak}
+        (BENCH_DIR / "results.json").write_text(json.dumps(r, indent=2))
+        chart(r, BENCH_DIR / "results.png")
+        out = Path(__file__).resolve().parent / "results"
+        out.mkdir(exist_ok=True)
+        for f in ("results.json", "results.png"):
+            if (BENCH_DIR / f).exists():
+                shutil.copy(BENCH_DIR / f, out / f)
+        report(r)
+    finally:
+        c.ctl("stop", "-m", "fast")
+
+
+if __name__ == "__main__":
+    main()
