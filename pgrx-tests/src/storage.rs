@@ -142,6 +142,22 @@ impl Storage {
         self.dir.path()
     }
 
+    /// The directory of a file storage (WALG_FILE_PREFIX); panics for S3.
+    pub fn file_prefix(&self) -> PathBuf {
+        assert_eq!(self.backend, Backend::File, "file_prefix() of an S3 storage");
+        PathBuf::from(self.setting("WALG_FILE_PREFIX").unwrap())
+    }
+
+    /// `wal_005/` of a file storage, for tests that change its permissions; panics for S3.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.file_prefix().join("wal_005")
+    }
+
+    /// `basebackups_005/` of a file storage; panics for S3.
+    pub fn backups_dir(&self) -> PathBuf {
+        self.file_prefix().join("basebackups_005")
+    }
+
     /// The S3 server behind an S3 storage (to stop and start its endpoint).
     pub fn s3_server(&self) -> &S3Server {
         self.s3.as_ref().expect("not an S3 storage")

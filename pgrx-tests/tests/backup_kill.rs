@@ -153,5 +153,5 @@ fn backup_worker_killed_with_sigkill_s3() {
 
 #[test]
 fn backup_caller_cancelled() {
-    kill_backup(Kill::CallerCancel);
+    kill_backup(Backend::File, Kill::CallerCancel);
 }
