@@ -37,13 +37,20 @@ if ! grep -qs '^pg15 *=' "$PGRX_HOME/config.toml"; then
   cargo pgrx init --pg15 "${PG_CONFIG}"
 fi
 
-# Python test tools (PyNaCl: reference libsodium secretstream for the codec interop tests).
-# Other test tools may share this venv: create it once, install each package only if missing.
-TEST_VENV=/opt/walg-test-venv
-[ -x "$TEST_VENV/bin/python" ] || { log "creating $TEST_VENV"; python3 -m venv "$TEST_VENV"; }
+# Python test tools in one venv: moto's S3 server (PyPI, about 30 s to install; Garage from
+# crates.io was the other candidate, but a cargo install builds hundreds of crates, far longer on
+# two cores than the whole test budget allows) and PyNaCl (reference libsodium secretstream for
+# the codec interop tests). Created once; each package installed only if missing.
+TEST_VENV="${WALG_TEST_VENV:-/opt/walg-test-venv}"
+MOTO_VERSION="5.2.*"
+[ -x "$TEST_VENV/bin/python" ] || { log "creating $TEST_VENV"; /usr/bin/python3 -m venv "$TEST_VENV"; }
+if ! "$TEST_VENV/bin/python" -c 'import moto, boto3, flask' >/dev/null 2>&1 || [ ! -x "$TEST_VENV/bin/moto_server" ]; then
+  log "installing moto[server] into ${TEST_VENV} (S3 test server)"
+  "$TEST_VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==${MOTO_VERSION}"
+fi
 if ! "$TEST_VENV/bin/python" -c 'import nacl.bindings' 2>/dev/null; then
   log "installing PyNaCl into $TEST_VENV"
-  "$TEST_VENV/bin/pip" install -q pynacl
+  "$TEST_VENV/bin/pip" install -q --disable-pip-version-check pynacl
 fi
 
 # cargo pgrx test --runas postgres: the postgres user must be able to reach the build tree

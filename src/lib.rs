@@ -56,6 +56,27 @@ mod tests {
         assert_eq!(lsn_type.as_deref(), Some("pg_lsn"));
     }
 
+    #[pg_test]
+    fn s3_settings_are_registered_and_secrets_are_not() {
+        for name in [
+            "walg.s3_prefix",
+            "walg.aws_endpoint",
+            "walg.aws_region",
+            "walg.aws_s3_force_path_style",
+            "walg.s3_storage_class",
+            "walg.s3_sse",
+            "walg.s3_sse_kms_id",
+            "walg.s3_ca_cert_file",
+        ] {
+            let v = Spi::get_one::<String>(&format!("SELECT current_setting('{name}')")).unwrap();
+            assert_eq!(v.as_deref(), Some(""), "{name} is registered and empty by default");
+        }
+        for secret in ["walg.aws_access_key_id", "walg.aws_secret_access_key", "walg.aws_session_token"] {
+            let v = Spi::get_one::<String>(&format!("SELECT current_setting('{secret}', true)")).unwrap();
+            assert_eq!(v, None, "{secret} must not be a setting");
+        }
+    }
+
     // walg.* are server-wide (SIGHUP): the archiver and the backup worker must see the same.
     #[pg_test(error = "parameter \"walg.compression_method\" cannot be changed now")]
     fn settings_cannot_be_set_per_session() {

@@ -13,6 +13,14 @@ static COMPRESSION_METHOD: GucSetting<Option<CString>> = GucSetting::<Option<CSt
 static COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(-1);
 static LIBSODIUM_KEY_PATH: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static LIBSODIUM_KEY_TRANSFORM: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static S3_PREFIX: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static AWS_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static AWS_REGION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static AWS_S3_FORCE_PATH_STYLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static S3_STORAGE_CLASS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static S3_SSE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static S3_SSE_KMS_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static S3_CA_CERT_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static TAR_SIZE_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(-1);
 static UPLOAD_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(-1);
 static DISK_RATE_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(-1);
@@ -23,6 +31,27 @@ const STRING_SETTINGS: &[(&GucSetting<Option<CString>>, &str)] = &[
     (&COMPRESSION_METHOD, "WALG_COMPRESSION_METHOD"),
     (&LIBSODIUM_KEY_PATH, "WALG_LIBSODIUM_KEY_PATH"),
     (&LIBSODIUM_KEY_TRANSFORM, "WALG_LIBSODIUM_KEY_TRANSFORM"),
+    (&S3_PREFIX, "WALG_S3_PREFIX"),
+    (&AWS_ENDPOINT, "AWS_ENDPOINT"),
+    (&AWS_REGION, "AWS_REGION"),
+    (&AWS_S3_FORCE_PATH_STYLE, "AWS_S3_FORCE_PATH_STYLE"),
+    (&S3_STORAGE_CLASS, "WALG_S3_STORAGE_CLASS"),
+    (&S3_SSE, "WALG_S3_SSE"),
+    (&S3_SSE_KMS_ID, "WALG_S3_SSE_KMS_ID"),
+    (&S3_CA_CERT_FILE, "WALG_S3_CA_CERT_FILE"),
+];
+
+/// S3 string settings: (GUC, variable, WAL-G key, description). No secrets here: keys come only
+/// from walg.config_file or the server's environment.
+const S3_GUCS: &[(&std::ffi::CStr, &GucSetting<Option<CString>>, &std::ffi::CStr)] = &[
+    (c"walg.s3_prefix", &S3_PREFIX, c"S3 location of the backups and WAL, s3://bucket/path (WALG_S3_PREFIX)."),
+    (c"walg.aws_endpoint", &AWS_ENDPOINT, c"Endpoint of an S3-compatible service, e.g. http://minio:9000 (AWS_ENDPOINT); empty: AWS."),
+    (c"walg.aws_region", &AWS_REGION, c"Region of the bucket (AWS_REGION); empty: the AWS default chain, or us-east-1 with walg.aws_endpoint."),
+    (c"walg.aws_s3_force_path_style", &AWS_S3_FORCE_PATH_STYLE, c"true: path-style URLs (endpoint/bucket/key), needed by most S3-compatible services (AWS_S3_FORCE_PATH_STYLE)."),
+    (c"walg.s3_storage_class", &S3_STORAGE_CLASS, c"Storage class of uploaded objects, e.g. STANDARD_IA (WALG_S3_STORAGE_CLASS); empty: STANDARD."),
+    (c"walg.s3_sse", &S3_SSE, c"Server-side encryption: AES256 or aws:kms (WALG_S3_SSE)."),
+    (c"walg.s3_sse_kms_id", &S3_SSE_KMS_ID, c"KMS key id for walg.s3_sse = aws:kms (WALG_S3_SSE_KMS_ID)."),
+    (c"walg.s3_ca_cert_file", &S3_CA_CERT_FILE, c"PEM file with a CA certificate to trust for the endpoint (WALG_S3_CA_CERT_FILE)."),
 ];
 
 /// Secrets taken from the server's environment (never from a GUC): they override the file, as
@@ -56,6 +85,9 @@ pub fn register() {
         ctx(),
         none(),
     );
+    for &(name, setting, short) in S3_GUCS {
+        GucRegistry::define_string_guc(name, short, c"", setting, ctx(), none());
+    }
     GucRegistry::define_string_guc(
         c"walg.compression_method",
         c"Compression for WAL and backups: lz4 (default), zstd, brotli, lzma or none (WALG_COMPRESSION_METHOD).",

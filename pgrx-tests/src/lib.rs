@@ -1,5 +1,6 @@
 //! End-to-end test harness for walg_ext: real PostgreSQL 15 clusters (run as the `postgres` OS
-//! user), a file-system storage prefix, and the `walg-ext` CLI.
+//! user), a storage prefix (a directory, or S3 on a moto server the harness starts), and the
+//! `walg-ext` CLI.
 //!
 //! Tests that need the extension call [`require_installed`] first, so a machine without
 //! `make install` fails loudly instead of passing vacuously.
@@ -10,6 +11,7 @@
 
 pub mod cluster;
 pub mod cmd;
+pub mod s3server;
 pub mod scratch;
 pub mod storage;
 
@@ -19,7 +21,8 @@ use std::time::{Duration, Instant};
 pub use cluster::{assert_dumps_equal, normalize_dump, pg_bin, Cluster, PG_BIN};
 pub use cmd::{as_postgres, is_root, Outcome, Running};
 pub use scratch::{keep_dirs, ScratchDir};
-pub use storage::{walg_ext, walg_ext_bin, Storage};
+pub use s3server::S3Server;
+pub use storage::{walg_ext, walg_ext_bin, Backend, Storage};
 
 /// Where `make install` puts the extension's shared library.
 pub const EXTENSION_SO: &str = "/usr/lib/postgresql/15/lib/walg_ext.so";

@@ -1,9 +1,11 @@
-//! A file-system storage prefix (WALG_FILE_PREFIX) plus the walg-ext config file that points at it.
+//! A storage prefix (file system or S3) plus the walg-ext config file that points at it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cmd::{as_postgres, run, write_as_postgres, Outcome};
+use crate::s3server::S3Server;
 use crate::scratch::ScratchDir;
 
 /// Extensions a stored object may carry, per FORMAT.md; "" is `none`.
@@ -22,17 +24,11 @@ pub fn walg_ext(args: &[&str], env: &[(&str, &str)]) -> Outcome {
     // The working directory must be readable by postgres.
     cmd.current_dir("/tmp");
     // Never inherit a storage prefix from the developer's shell.
-    for var in [
-        "WALG_FILE_PREFIX",
-        "WALG_COMPRESSION_METHOD",
-        "WALG_COMPRESSION_LEVEL",
-        "WALG_S3_PREFIX",
-        "WALG_CONFIG_FILE",
-        "WALG_LIBSODIUM_KEY",
-        "WALG_LIBSODIUM_KEY_PATH",
-        "WALG_LIBSODIUM_KEY_TRANSFORM",
-    ] {
-        cmd.env_remove(var);
+    for (var, _) in std::env::vars_os() {
+        let v = var.to_string_lossy();
+        if v.starts_with("WALG_") || v.starts_with("WALE_") || v.starts_with("AWS_") {
+            cmd.env_remove(&var);
+        }
     }
     for (k, v) in env {
         cmd.env(k, v);
@@ -52,14 +48,32 @@ pub fn extension_for(method: &str) -> &'static str {
     }
 }
 
+/// Which storage backend a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Backend {
+    /// WALG_FILE_PREFIX: a directory.
+    File,
+    /// WALG_S3_PREFIX on a real S3-compatible server (moto) started for this storage.
+    S3,
+}
+
+/// Bucket the S3 storages live in.
+pub const E2E_BUCKET: &str = "walg-e2e";
+
+/// A storage prefix plus the WAL-G config file (`walg-ext --config`, `walg.config_file`) that
+/// points at it. Objects are inspected through walg-core's own `Storage`, so every check reads
+/// the same way for every backend.
 pub struct Storage {
     dir: ScratchDir,
-    /// WALG_FILE_PREFIX / walg.file_prefix.
-    pub prefix: PathBuf,
-    /// A WAL-G style YAML config file for `walg-ext --config`.
+    pub backend: Backend,
+    /// A WAL-G style YAML config file: storage, compression and, for S3, the credentials.
     pub config: PathBuf,
     /// Compression method the cluster and the CLI are configured with.
     pub compression: String,
+    /// The WAL-G settings in the config file (also the CLI's environment in `walg_ext_env`).
+    settings: Vec<(String, String)>,
+    s3: Option<S3Server>,
+    inspect: Arc<dyn walg_core::Storage>,
     /// Compression level (walg.compression_level / WALG_COMPRESSION_LEVEL), if set.
     pub level: Option<i32>,
     /// libsodium key file (hex), when this storage is encrypted.
@@ -70,46 +84,146 @@ pub struct Storage {
 pub const TEST_KEY_HEX: &str = "6b9f3d2c1a0e4f5d8c7b6a5948372615f4e3d2c1b0a998877665544332211000";
 
 impl Storage {
-    /// A new empty storage prefix, with `compression` (`lz4`, `zstd`, `none`, ...).
+    /// A new empty file-system storage prefix, with `compression` (`lz4`, `zstd`, `none`, ...).
     pub fn new(label: &str, compression: &str) -> Storage {
-        Storage::with_options(label, compression, None, false)
+        Storage::with_backend(Backend::File, label, compression, &[])
     }
 
-    /// A storage with a compression `level` and, if `encrypted`, libsodium encryption with
-    /// `TEST_KEY_HEX` from a key file (WALG_LIBSODIUM_KEY_PATH, transform hex).
-    pub fn with_options(label: &str, compression: &str, level: Option<i32>, encrypted: bool) -> Storage {
+    /// A new S3 storage: its own moto server, bucket `walg-e2e`, prefix `s3://walg-e2e/<label>`.
+    pub fn s3(label: &str, compression: &str) -> Storage {
+        Storage::with_backend(Backend::S3, label, compression, &[])
+    }
+
+    /// `backend` storage whose config file gets `overrides` (WAL-G keys) on top of the
+    /// defaults, e.g. a wrong secret key. Inspection always uses the correct settings.
+    pub fn with_backend(backend: Backend, label: &str, compression: &str, overrides: &[(&str, &str)]) -> Storage {
+        Storage::with_options(backend, label, compression, None, false, overrides)
+    }
+
+    /// Like `with_backend`, with a compression `level` and, if `encrypted`, libsodium encryption
+    /// with `TEST_KEY_HEX` from a key file (WALG_LIBSODIUM_KEY_PATH, transform hex).
+    pub fn with_options(
+        backend: Backend,
+        label: &str,
+        compression: &str,
+        level: Option<i32>,
+        encrypted: bool,
+        overrides: &[(&str, &str)],
+    ) -> Storage {
         let dir = ScratchDir::new(&format!("{label}-storage"));
-        let prefix = dir.subdir("bucket");
         let config = dir.path().join("walg.yaml");
-        let mut yaml = format!("WALG_FILE_PREFIX: {}\nWALG_COMPRESSION_METHOD: {}\n", prefix.display(), compression);
+        let (s3, mut settings) = match backend {
+            Backend::File => {
+                let prefix = dir.subdir("bucket");
+                (None, vec![("WALG_FILE_PREFIX".to_string(), prefix.display().to_string())])
+            }
+            Backend::S3 => {
+                let server = S3Server::start();
+                server.create_bucket(E2E_BUCKET);
+                let label: String =
+                    label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
+                let settings = vec![
+                    ("WALG_S3_PREFIX".to_string(), format!("s3://{E2E_BUCKET}/{label}")),
+                    ("AWS_ENDPOINT".to_string(), server.endpoint()),
+                    ("AWS_REGION".to_string(), crate::s3server::REGION.to_string()),
+                    ("AWS_S3_FORCE_PATH_STYLE".to_string(), "true".to_string()),
+                    ("AWS_ACCESS_KEY_ID".to_string(), server.access_key_id.clone()),
+                    ("AWS_SECRET_ACCESS_KEY".to_string(), server.secret_access_key.clone()),
+                    // Small parts keep multipart uploads in play with test-sized backups, and
+                    // few retries make outages show quickly.
+                    ("WALG_S3_MAX_PART_SIZE".to_string(), (5u64 << 20).to_string()),
+                    ("WALG_S3_MAX_RETRIES".to_string(), "2".to_string()),
+                ];
+                (Some(server), settings)
+            }
+        };
+        settings.push(("WALG_COMPRESSION_METHOD".to_string(), compression.to_string()));
         if let Some(l) = level {
-            yaml.push_str(&format!("WALG_COMPRESSION_LEVEL: {l}\n"));
+            settings.push(("WALG_COMPRESSION_LEVEL".to_string(), l.to_string()));
         }
         let key_path = encrypted.then(|| {
             let p = dir.path().join("libsodium.key");
             write_as_postgres(&p, &format!("{TEST_KEY_HEX}\n"));
-            yaml.push_str(&format!("WALG_LIBSODIUM_KEY_PATH: {}\nWALG_LIBSODIUM_KEY_TRANSFORM: hex\n", p.display()));
+            settings.push(("WALG_LIBSODIUM_KEY_PATH".to_string(), p.display().to_string()));
+            settings.push(("WALG_LIBSODIUM_KEY_TRANSFORM".to_string(), "hex".to_string()));
             p
         });
+        let mut inspect_settings = walg_core::Settings::new();
+        for (k, v) in &settings {
+            inspect_settings.set(k.clone(), v.clone());
+        }
+        let inspect = walg_core::Config::from_settings(&inspect_settings)
+            .and_then(|c| c.open_storage())
+            .unwrap_or_else(|e| panic!("harness storage config: {e}"));
+        for (k, v) in overrides {
+            match settings.iter_mut().find(|(key, _)| key == k) {
+                Some(slot) => slot.1 = v.to_string(),
+                None => settings.push((k.to_string(), v.to_string())),
+            }
+        }
+        let yaml: String = settings.iter().map(|(k, v)| format!("{k}: '{}'\n", v.replace('\'', "''"))).collect();
         write_as_postgres(&config, &yaml);
-        Storage { dir, prefix, config, compression: compression.to_string(), level, key_path }
+        // The file holds secrets (as a real one would): only its owner may read it.
+        crate::scratch::set_mode(&config, 0o600);
+        Storage { dir, backend, config, compression: compression.to_string(), settings, s3, inspect, level, key_path }
     }
 
     pub fn root(&self) -> &Path {
         self.dir.path()
     }
 
-    /// postgresql.conf lines that load the extension, archive through it into this storage.
+    /// The directory of a file storage (WALG_FILE_PREFIX); panics for S3.
+    pub fn file_prefix(&self) -> PathBuf {
+        assert_eq!(self.backend, Backend::File, "file_prefix() of an S3 storage");
+        PathBuf::from(self.setting("WALG_FILE_PREFIX").unwrap())
+    }
+
+    /// `wal_005/` of a file storage, for tests that change its permissions; panics for S3.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.file_prefix().join("wal_005")
+    }
+
+    /// `basebackups_005/` of a file storage; panics for S3.
+    pub fn backups_dir(&self) -> PathBuf {
+        self.file_prefix().join("basebackups_005")
+    }
+
+    /// The S3 server behind an S3 storage (to stop and start its endpoint).
+    pub fn s3_server(&self) -> &S3Server {
+        self.s3.as_ref().expect("not an S3 storage")
+    }
+
+    fn setting(&self, key: &str) -> Option<&str> {
+        self.settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// postgresql.conf lines that load the extension and archive through it into this storage.
+    /// File storage is configured by GUCs only; S3 by the walg.s3_* / walg.aws_* GUCs plus
+    /// `walg.config_file` for the keys (secrets never go into a GUC).
     pub fn extension_conf(&self) -> String {
         let mut conf = format!(
             "shared_preload_libraries = 'walg_ext'\n\
              archive_mode = on\n\
              archive_library = 'walg_ext'\n\
-             walg.file_prefix = '{}'\n\
              walg.compression_method = '{}'\n",
-            self.prefix.display(),
             self.compression
         );
+        match self.backend {
+            Backend::File => {
+                conf.push_str(&format!("walg.file_prefix = '{}'\n", self.setting("WALG_FILE_PREFIX").unwrap()));
+            }
+            Backend::S3 => {
+                conf.push_str(&format!("walg.config_file = '{}'\n", self.config.display()));
+                for (guc, key) in [
+                    ("walg.s3_prefix", "WALG_S3_PREFIX"),
+                    ("walg.aws_endpoint", "AWS_ENDPOINT"),
+                    ("walg.aws_region", "AWS_REGION"),
+                    ("walg.aws_s3_force_path_style", "AWS_S3_FORCE_PATH_STYLE"),
+                ] {
+                    conf.push_str(&format!("{guc} = '{}'\n", self.setting(key).unwrap()));
+                }
+            }
+        }
         if let Some(l) = self.level {
             conf.push_str(&format!("walg.compression_level = {l}\n"));
         }
@@ -124,17 +238,10 @@ impl Storage {
 
     /// Environment for the CLI, equivalent to the config file.
     pub fn env(&self) -> Vec<(String, String)> {
-        let mut env = vec![
-            ("WALG_FILE_PREFIX".to_string(), self.prefix.display().to_string()),
-            ("WALG_COMPRESSION_METHOD".to_string(), self.compression.clone()),
-        ];
-        if let Some(l) = self.level {
-            env.push(("WALG_COMPRESSION_LEVEL".to_string(), l.to_string()));
-        }
+        let mut env = self.settings.clone();
         if self.key_path.is_some() {
-            // The key itself through the environment (the config file names the key file).
+            // The key itself through the environment (it wins over the key file, as in WAL-G).
             env.push(("WALG_LIBSODIUM_KEY".to_string(), TEST_KEY_HEX.to_string()));
-            env.push(("WALG_LIBSODIUM_KEY_TRANSFORM".to_string(), "hex".to_string()));
         }
         env
     }
@@ -147,7 +254,7 @@ impl Storage {
         walg_ext(&all, &[])
     }
 
-    /// `walg-ext <args>` configured through WALG_FILE_PREFIX / WALG_COMPRESSION_METHOD.
+    /// `walg-ext <args>` configured through the environment (WALG_* / AWS_*).
     pub fn walg_ext_env(&self, args: &[&str]) -> Outcome {
         let env = self.env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -159,77 +266,84 @@ impl Storage {
         format!("{} --config {} wal-fetch %f %p", walg_ext_bin(), self.config.display())
     }
 
-    pub fn wal_dir(&self) -> PathBuf {
-        self.prefix.join("wal_005")
+    /// Every object key under `prefix` (relative to the storage root), sorted.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        self.inspect
+            .list(prefix)
+            .unwrap_or_else(|e| panic!("list {prefix:?} in {}: {e}", self.inspect.describe()))
+            .into_iter()
+            .map(|o| o.key)
+            .collect()
     }
 
-    pub fn backups_dir(&self) -> PathBuf {
-        self.prefix.join("basebackups_005")
+    pub fn has(&self, key: &str) -> bool {
+        self.inspect.exists(key).unwrap_or_else(|e| panic!("stat {key} in {}: {e}", self.inspect.describe()))
     }
 
-    /// The stored object for WAL file `name` (any known extension), if present.
-    pub fn wal_object(&self, name: &str) -> Option<PathBuf> {
+    /// The bytes of object `key`; panics when it is missing.
+    pub fn read(&self, key: &str) -> Vec<u8> {
+        walg_core::storage::get_bytes(self.inspect.as_ref(), key)
+            .unwrap_or_else(|e| panic!("read {key} in {}: {e}", self.inspect.describe()))
+            .unwrap_or_else(|| panic!("{key} is not in {}", self.inspect.describe()))
+    }
+
+    /// "file:///..." or "s3://bucket/path (endpoint ...)", for messages.
+    pub fn describe(&self) -> String {
+        self.inspect.describe()
+    }
+
+    /// The stored object key for WAL file `name` (any known extension), if present.
+    pub fn wal_object(&self, name: &str) -> Option<String> {
+        let keys = self.keys(&format!("wal_005/{name}"));
         KNOWN_EXTENSIONS.iter().find_map(|ext| {
-            let p = if ext.is_empty() {
-                self.wal_dir().join(name)
-            } else {
-                self.wal_dir().join(format!("{name}.{ext}"))
-            };
-            p.is_file().then_some(p)
+            let k = if ext.is_empty() { format!("wal_005/{name}") } else { format!("wal_005/{name}.{ext}") };
+            keys.contains(&k).then_some(k)
         })
     }
 
-    /// The object path WAL file `name` must have with this storage's compression.
-    pub fn expected_wal_object(&self, name: &str) -> PathBuf {
+    /// The object key WAL file `name` must have with this storage's compression.
+    pub fn expected_wal_object(&self, name: &str) -> String {
         let ext = extension_for(&self.compression);
         if ext.is_empty() {
-            self.wal_dir().join(name)
+            format!("wal_005/{name}")
         } else {
-            self.wal_dir().join(format!("{name}.{ext}"))
+            format!("wal_005/{name}.{ext}")
         }
     }
 
-    pub fn sentinel(&self, backup: &str) -> PathBuf {
-        self.backups_dir().join(format!("{backup}_backup_stop_sentinel.json"))
+    pub fn sentinel(&self, backup: &str) -> String {
+        format!("basebackups_005/{backup}_backup_stop_sentinel.json")
     }
 
     /// Names of the backups that have a sentinel (that is: the backups that exist).
     pub fn sentinel_backups(&self) -> Vec<String> {
-        let mut v: Vec<String> = list_dir(&self.backups_dir())
+        self.keys("basebackups_005/")
             .into_iter()
-            .filter_map(|n| n.strip_suffix("_backup_stop_sentinel.json").map(str::to_string))
-            .collect();
-        v.sort();
-        v
+            .filter_map(|k| {
+                let name = k.strip_prefix("basebackups_005/")?;
+                (!name.contains('/')).then_some(())?;
+                name.strip_suffix("_backup_stop_sentinel.json").map(str::to_string)
+            })
+            .collect()
     }
 
-    /// Every `tar_partitions/part_*` object of every (complete or not) backup.
-    pub fn part_objects(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        for b in list_dir(&self.backups_dir()) {
-            let parts = self.backups_dir().join(&b).join("tar_partitions");
-            for p in list_dir(&parts) {
-                if p.starts_with("part_") {
-                    out.push(parts.join(p));
-                }
-            }
-        }
-        out.sort();
-        out
+    /// Every `tar_partitions/part_*` object key of every (complete or not) backup.
+    pub fn part_objects(&self) -> Vec<String> {
+        self.keys("basebackups_005/")
+            .into_iter()
+            .filter(|k| k.contains("/tar_partitions/part_"))
+            .collect()
     }
 
     /// Names of the objects in `basebackups_005/<backup>/tar_partitions`.
     pub fn tar_partitions(&self, backup: &str) -> Vec<String> {
-        let mut v = list_dir(&self.backups_dir().join(backup).join("tar_partitions"));
-        v.sort();
-        v
+        let prefix = format!("basebackups_005/{backup}/tar_partitions/");
+        self.keys(&prefix).into_iter().map(|k| k[prefix.len()..].to_string()).collect()
     }
 
-    /// All file names in wal_005.
+    /// All object names in wal_005.
     pub fn wal_objects(&self) -> Vec<String> {
-        let mut v = list_dir(&self.wal_dir());
-        v.sort();
-        v
+        self.keys("wal_005/").into_iter().map(|k| k["wal_005/".len()..].to_string()).collect()
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use walg_e2e::cmd::chown_postgres;
-use walg_e2e::{require_installed, wait_until, Cluster, ScratchDir, Storage};
+use walg_e2e::{require_installed, wait_until, Backend, Cluster, ScratchDir, Storage};
 
 fn copy_as_postgres(from: &Path, to: &Path) {
     std::fs::copy(from, to)
@@ -16,11 +16,21 @@ fn copy_as_postgres(from: &Path, to: &Path) {
 
 #[test]
 fn wal_push_identical_different_and_wal_fetch() {
+    archive_rules(Backend::File);
+}
+
+#[test]
+fn wal_push_identical_different_and_wal_fetch_s3() {
+    archive_rules(Backend::S3);
+}
+
+fn archive_rules(backend: Backend) {
     require_installed();
-    let storage = Storage::new("archive", "lz4");
+    let label = format!("archive-{backend:?}").to_lowercase();
+    let storage = Storage::with_backend(backend, &label, "lz4", &[]);
     // No checkpoint during the test, so archived segments stay in pg_wal for us to copy.
     let mut a = Cluster::init(
-        "archive-a",
+        &format!("{label}-a"),
         &format!(
             "{}checkpoint_timeout = '1h'\nmax_wal_size = '4GB'\nwal_keep_size = '1GB'\n",
             storage.extension_conf()
@@ -34,9 +44,9 @@ fn wal_push_identical_different_and_wal_fetch() {
         .wal_object(&seg)
         .unwrap_or_else(|| panic!("{seg} archived but not in storage: {:?}", storage.wal_objects()));
     assert_eq!(obj, storage.expected_wal_object(&seg), "lz4 segments are stored as <name>.lz4");
-    let stored_before = std::fs::read(&obj).unwrap();
+    let stored_before = storage.read(&obj);
 
-    let scratch = ScratchDir::new("archive-scratch");
+    let scratch = ScratchDir::new(&format!("{label}-scratch"));
     let in_pg_wal = a.pg_wal().join(&seg);
     let same = scratch.subdir("same").join(&seg);
     copy_as_postgres(&in_pg_wal, &same);
@@ -76,8 +86,8 @@ fn wal_push_identical_different_and_wal_fetch() {
         "the refusal should say the content is different\n{}",
         out.describe()
     );
-    assert_eq!(storage.wal_object(&seg).as_deref(), Some(obj.as_path()));
-    assert!(std::fs::read(&obj).unwrap() == stored_before, "the stored object must be unchanged");
+    assert_eq!(storage.wal_object(&seg), Some(obj.clone()));
+    assert!(storage.read(&obj) == stored_before, "the stored object must be unchanged");
     let dest2 = fetch_dir.join("again");
     let out = storage.walg_ext(&["wal-fetch", &seg, &dest2.display().to_string()]);
     assert_eq!(out.code, Some(0), "wal-fetch after the refused push\n{}", out.describe());
@@ -103,8 +113,8 @@ fn wal_push_identical_different_and_wal_fetch() {
     });
     let (_, archived, failed, last_failed) = a.archiver_stats().unwrap();
     assert_eq!(failed, 0, "archiver failures: last failed {last_failed:?}, archived {archived}");
-    assert!(std::fs::read(&obj).unwrap() == stored_before, "re-archiving kept the object intact");
-    assert!(storage.expected_wal_object(&seg2).is_file());
+    assert!(storage.read(&obj) == stored_before, "re-archiving kept the object intact");
+    assert!(storage.has(&storage.expected_wal_object(&seg2)));
 
     a.stop();
 }

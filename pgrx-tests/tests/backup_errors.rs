@@ -11,7 +11,7 @@ fn pg_backup_start_error_reaches_the_caller() {
     let conf = format!(
         "shared_preload_libraries = 'walg_ext'\nwal_level = minimal\nmax_wal_senders = 0\n\
          archive_mode = off\nwalg.file_prefix = '{}'\n",
-        storage.prefix.display()
+        storage.file_prefix().display()
     );
     let mut a = Cluster::init("backup-errors-a", &conf);
     a.start();

@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use walg_e2e::{require_installed, wait_until, Cluster, Storage};
+use walg_e2e::{require_installed, wait_until, Backend, Cluster, Storage};
 
 /// Bytes per second: with pgbench scale 5 (~110 MB of data files) the backup takes ~25 s.
 const SLOW_RATE: u64 = 4 * 1024 * 1024;
@@ -24,10 +24,10 @@ fn worker_pid(a: &Cluster) -> Option<i32> {
         .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
 }
 
-fn kill_backup(how: Kill) {
+fn kill_backup(backend: Backend, how: Kill) {
     require_installed();
-    let label = format!("kill-{how:?}").to_lowercase();
-    let storage = Storage::new(&label, "lz4");
+    let label = format!("kill-{backend:?}-{how:?}").to_lowercase();
+    let storage = Storage::with_backend(backend, &label, "lz4", &[]);
     let mut a = Cluster::init(
         &format!("{label}-a"),
         &format!("{}walg.disk_rate_limit = {SLOW_RATE}\n", storage.extension_conf()),
@@ -133,15 +133,25 @@ fn kill_backup(how: Kill) {
 
 #[test]
 fn backup_worker_terminated() {
-    kill_backup(Kill::Terminate);
+    kill_backup(Backend::File, Kill::Terminate);
 }
 
 #[test]
 fn backup_worker_killed_with_sigkill() {
-    kill_backup(Kill::Sigkill);
+    kill_backup(Backend::File, Kill::Sigkill);
+}
+
+#[test]
+fn backup_worker_terminated_s3() {
+    kill_backup(Backend::S3, Kill::Terminate);
+}
+
+#[test]
+fn backup_worker_killed_with_sigkill_s3() {
+    kill_backup(Backend::S3, Kill::Sigkill);
 }
 
 #[test]
 fn backup_caller_cancelled() {
-    kill_backup(Kill::CallerCancel);
+    kill_backup(Backend::File, Kill::CallerCancel);
 }

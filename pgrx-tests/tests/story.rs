@@ -4,13 +4,14 @@
 
 use std::time::Duration;
 
-use walg_e2e::{assert_dumps_equal, require_installed, Cluster, Storage};
+use walg_e2e::{assert_dumps_equal, require_installed, Backend, Cluster, Storage};
 
-fn story(compression: &str, level: Option<i32>, encrypted: bool) {
+fn story(backend: Backend, compression: &str, level: Option<i32>, encrypted: bool) {
     require_installed();
     let ext = walg_e2e::storage::extension_for(compression);
-    let label = if encrypted { format!("story-{compression}-enc") } else { format!("story-{compression}") };
-    let storage = Storage::with_options(&label, compression, level, encrypted);
+    let enc = if encrypted { "-enc" } else { "" };
+    let label = format!("story-{backend:?}-{compression}{enc}").to_lowercase();
+    let storage = Storage::with_options(backend, &label, compression, level, encrypted, &[]);
     let mut a = Cluster::init(&format!("{label}-a"), &storage.extension_conf());
     a.start();
 
@@ -23,9 +24,9 @@ fn story(compression: &str, level: Option<i32>, encrypted: bool) {
     a.wait_archived(&seg0, Duration::from_secs(120));
     let obj0 = storage.expected_wal_object(&seg0);
     assert!(
-        obj0.is_file(),
-        "archived {seg0} should be stored as {} ; wal_005 holds {:?}",
-        obj0.display(),
+        storage.has(&obj0),
+        "archived {seg0} should be stored as {obj0} in {}; wal_005 holds {:?}",
+        storage.describe(),
         storage.wal_objects()
     );
 
@@ -50,13 +51,13 @@ fn story(compression: &str, level: Option<i32>, encrypted: bool) {
         a.psql("SELECT * FROM walg_backup_list()")
     );
     assert!(
-        storage.sentinel(&name).is_file(),
-        "sentinel {} missing; backups_005 holds {:?}",
-        storage.sentinel(&name).display(),
-        walg_e2e::storage::list_dir(&storage.backups_dir())
+        storage.has(&storage.sentinel(&name)),
+        "sentinel {} missing; basebackups_005 holds {:?}",
+        storage.sentinel(&name),
+        storage.keys("basebackups_005/")
     );
     let sentinel: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(storage.sentinel(&name)).expect("read sentinel"),
+        &storage.read(&storage.sentinel(&name)),
     )
     .expect("the sentinel is plain JSON");
     assert!(sentinel.get("LSN").and_then(|v| v.as_u64()).is_some(), "sentinel LSN: {sentinel}");
@@ -77,9 +78,9 @@ fn story(compression: &str, level: Option<i32>, encrypted: bool) {
     let last = a.switch_wal();
     a.wait_archived(&last, Duration::from_secs(180));
     assert!(
-        storage.expected_wal_object(&last).is_file(),
+        storage.has(&storage.expected_wal_object(&last)),
         "{last} archived but {} is missing",
-        storage.expected_wal_object(&last).display()
+        storage.expected_wal_object(&last)
     );
     let backup_history = format!(".backup.{ext}");
     assert!(
@@ -106,7 +107,7 @@ fn story(compression: &str, level: Option<i32>, encrypted: bool) {
     assert!(json.to_string().contains(&name), "backup-list --json lists {name}: {json}");
     // The environment configuration works as well as the config file.
     let out = storage.walg_ext_env(&["backup-list"]);
-    assert!(out.success() && out.stdout.contains(&name), "backup-list via WALG_FILE_PREFIX\n{}", out.describe());
+    assert!(out.success() && out.stdout.contains(&name), "backup-list via the environment\n{}", out.describe());
 
     // Restore LATEST into B and replay.
     if encrypted {
@@ -134,7 +135,8 @@ fn story(compression: &str, level: Option<i32>, encrypted: bool) {
 /// What an encrypted storage must show: objects the reference tool cannot decompress as they
 /// are, clear errors without the key, sentinels readable without it, no key in any setting.
 fn check_encrypted(a: &Cluster, storage: &Storage, seg0: &str, backup: &str) {
-    let obj = storage.expected_wal_object(seg0);
+    let obj = std::path::PathBuf::from(format!("/tmp/walg-e2e-encrypted-{seg0}"));
+    std::fs::write(&obj, storage.read(&storage.expected_wal_object(seg0))).unwrap();
     let tool: &[&str] = match storage.compression.as_str() {
         "zstd" => &["zstd", "-d", "-c", "-q"],
         "lzma" => &["xz", "--format=lzma", "-d", "-c"],
@@ -143,10 +145,12 @@ fn check_encrypted(a: &Cluster, storage: &Storage, seg0: &str, backup: &str) {
     };
     let out = std::process::Command::new(tool[0]).args(&tool[1..]).arg(&obj).output().expect("run the decompressor");
     assert!(!out.status.success(), "{} decoded the encrypted {} as is", tool[0], obj.display());
+    let _ = std::fs::remove_file(&obj);
 
     // No key: wal-fetch fails with 126 (not "missing"), naming the object and the key settings.
-    let prefix = storage.prefix.display().to_string();
-    let env = [("WALG_FILE_PREFIX", prefix.as_str()), ("WALG_COMPRESSION_METHOD", storage.compression.as_str())];
+    let env: Vec<(String, String)> =
+        storage.env().into_iter().filter(|(k, _)| !k.starts_with("WALG_LIBSODIUM_")).collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let out = walg_e2e::storage::walg_ext(&["wal-fetch", seg0, "/tmp/walg-e2e-nokey-wal"], &env);
     assert_eq!(out.code, Some(126), "wal-fetch without the key\n{}", out.describe());
     assert!(
@@ -175,27 +179,38 @@ fn check_encrypted(a: &Cluster, storage: &Storage, seg0: &str, backup: &str) {
 
 #[test]
 fn story_lz4() {
-    story("lz4", None, false);
+    story(Backend::File, "lz4", None, false);
 }
 
 /// zstd at a chosen level, encrypted with libsodium.
 #[test]
 fn story_zstd_encrypted() {
-    story("zstd", Some(5), true);
+    story(Backend::File, "zstd", Some(5), true);
 }
 
 #[test]
 fn story_brotli() {
-    story("brotli", None, false);
+    story(Backend::File, "brotli", None, false);
 }
 
 /// lzma at level 1 (the default, 6, is slow for a test), encrypted.
 #[test]
 fn story_lzma_encrypted() {
-    story("lzma", Some(1), true);
+    story(Backend::File, "lzma", Some(1), true);
 }
 
 #[test]
 fn story_none() {
-    story("none", None, false);
+    story(Backend::File, "none", None, false);
+}
+
+#[test]
+fn story_s3_lz4() {
+    story(Backend::S3, "lz4", None, false);
+}
+
+/// S3 with zstd at level 1 (the benchmark's setting), encrypted.
+#[test]
+fn story_s3_zstd_encrypted() {
+    story(Backend::S3, "zstd", Some(1), true);
 }

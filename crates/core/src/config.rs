@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::codec::crypto::Key;
 use crate::codec::{zstd_level_from_name, Compression, Pipeline};
 use crate::error::{Error, Result};
-use crate::storage::{FsStorage, Storage};
+use crate::storage::{FsStorage, S3Config, S3Storage, Storage};
 
 /// WAL-G's default tar part size: 1 GiB - 1.
 pub const DEFAULT_TAR_SIZE_THRESHOLD: u64 = (1 << 30) - 1;
@@ -112,6 +112,8 @@ impl Settings {
 pub enum StorageConfig {
     /// WALG_FILE_PREFIX: a local (or mounted) directory.
     File { prefix: PathBuf },
+    /// WALG_S3_PREFIX s3://bucket/path and the AWS_* / WALG_S3_* settings.
+    S3(S3Config),
 }
 
 /// Validated configuration shared by the extension and the CLI.
@@ -196,19 +198,23 @@ fn encryption_key(s: &Settings) -> Result<Option<Key>> {
 impl Config {
     /// Validate settings; every bad value gives an error naming the key and the value.
     pub fn from_settings(s: &Settings) -> Result<Config> {
-        let storage = match s.value("WALG_FILE_PREFIX") {
-            Some(prefix) => StorageConfig::File { prefix: PathBuf::from(prefix) },
-            None => {
-                if let Some(key) = ["WALG_S3_PREFIX", "WALE_S3_PREFIX", "WALG_GS_PREFIX", "WALG_AZ_PREFIX"]
-                    .into_iter()
-                    .find(|k| s.value(k).is_some())
-                {
+        let s3 = S3Config::from_settings(s)?;
+        let storage = match (s.value("WALG_FILE_PREFIX"), s3) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "both WALG_FILE_PREFIX and WALG_S3_PREFIX are set: keep only one storage".into(),
+                ))
+            }
+            (Some(prefix), None) => StorageConfig::File { prefix: PathBuf::from(prefix) },
+            (None, Some(s3)) => StorageConfig::S3(s3),
+            (None, None) => {
+                if let Some(key) = ["WALG_GS_PREFIX", "WALG_AZ_PREFIX"].into_iter().find(|k| s.value(k).is_some()) {
                     return Err(Error::Config(format!(
-                        "{key} is set but only file storage (WALG_FILE_PREFIX) is supported so far"
+                        "{key} is set but only file (WALG_FILE_PREFIX) and S3 (WALG_S3_PREFIX) storage are supported so far"
                     )));
                 }
                 return Err(Error::Config(
-                    "no storage configured: set WALG_FILE_PREFIX (walg.file_prefix in the server)".into(),
+                    "no storage configured: set WALG_FILE_PREFIX or WALG_S3_PREFIX (walg.file_prefix or walg.s3_prefix in the server)".into(),
                 ));
             }
         };
@@ -255,9 +261,24 @@ impl Config {
         Pipeline::new(self.compression, self.encryption.clone())
     }
 
+    /// The storage this config names. S3 storages are cached per process by their settings: a
+    /// long-lived process (the archiver asks once per segment) reuses one client and its
+    /// connections instead of building a new one each time.
     pub fn open_storage(&self) -> Result<Arc<dyn Storage>> {
         match &self.storage {
             StorageConfig::File { prefix } => Ok(Arc::new(FsStorage::new(prefix.clone()))),
+            StorageConfig::S3(s3) => {
+                static CACHE: std::sync::Mutex<Option<(S3Config, Arc<S3Storage>)>> = std::sync::Mutex::new(None);
+                let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some((cfg, storage)) = cache.as_ref() {
+                    if cfg == s3 {
+                        return Ok(storage.clone());
+                    }
+                }
+                let storage = Arc::new(S3Storage::new(s3.clone()));
+                *cache = Some((s3.clone(), storage.clone()));
+                Ok(storage)
+            }
         }
     }
 }
@@ -284,6 +305,17 @@ mod tests {
         let mut s = Settings::new();
         let err = Config::from_settings(&s).unwrap_err().to_string();
         assert!(err.contains("no storage configured"), "{err}");
+        let mut both = s.clone();
+        both.set("WALG_FILE_PREFIX", "/tmp/x");
+        both.set("WALG_S3_PREFIX", "s3://bucket/x");
+        assert!(Config::from_settings(&both).unwrap_err().to_string().contains("keep only one"));
+        both.set("WALG_FILE_PREFIX", "");
+        let c = Config::from_settings(&both).unwrap();
+        assert!(matches!(&c.storage, StorageConfig::S3(s3) if s3.bucket == "bucket" && s3.path == "x"));
+        // Opening the same S3 config twice gives the same cached storage (one client).
+        let (a, b) = (c.open_storage().unwrap(), c.open_storage().unwrap());
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(a.describe().starts_with("s3://bucket/x"));
         s.set("WALG_FILE_PREFIX", "/tmp/x");
         s.set("UNKNOWN_KEY", "whatever");
         let c = Config::from_settings(&s).unwrap();

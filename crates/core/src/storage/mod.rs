@@ -1,9 +1,11 @@
 //! Object storage abstraction. Keys are `/`-separated and relative to the storage root/prefix.
-//! File storage now; S3 and others implement the same trait later.
+//! Two implementations: a local directory (fs) and S3 or an S3-compatible service (s3).
 
 mod fs;
+pub mod s3;
 
 pub use fs::FsStorage;
+pub use s3::{S3Config, S3Storage};
 
 use std::io::{Read, Write};
 use std::time::SystemTime;

@@ -1,0 +1,128 @@
+//! Streaming download. The body is read chunk by chunk as the caller reads; if the connection
+//! breaks mid-way the rest is requested again with a Range from where we were, pinned to the
+//! same object version by its ETag.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+
+use super::retry::{retrying, Failure};
+use super::{runtime, Inner};
+use crate::error::Result;
+
+pub(super) struct S3Reader {
+    inner: Arc<Inner>,
+    client: Client,
+    key: String,
+    full_key: String,
+    body: ByteStream,
+    chunk: Bytes,
+    /// Bytes handed to the caller so far.
+    pos: u64,
+    size: Option<u64>,
+    etag: Option<String>,
+    /// Reconnects left for this object (WALG_S3_MAX_RETRIES).
+    reconnects_left: u32,
+}
+
+struct Opened {
+    body: ByteStream,
+    size: Option<u64>,
+    etag: Option<String>,
+}
+
+async fn get_from(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    from: u64,
+    etag: Option<&str>,
+) -> std::result::Result<Opened, Failure> {
+    let mut req = client.get_object().bucket(bucket).key(key);
+    if from > 0 {
+        req = req.range(format!("bytes={from}-"));
+    }
+    if let Some(t) = etag {
+        req = req.if_match(t);
+    }
+    let out = req.send().await.map_err(|e| Failure::from_sdk(&e))?;
+    let size = out.content_length().filter(|&l| l >= 0).map(|l| from + l as u64);
+    let etag = out.e_tag().map(str::to_string);
+    Ok(Opened { body: out.body, size, etag })
+}
+
+/// `None` when the object does not exist.
+pub(super) fn open(inner: Arc<Inner>, key: &str) -> Result<Option<Box<dyn Read + Send>>> {
+    let client = inner.client("get", key)?;
+    let full_key = inner.full_key(key);
+    let r = runtime().block_on(retrying(inner.cfg.max_retries, || get_from(&client, &inner.cfg.bucket, &full_key, 0, None)));
+    let opened = match r {
+        Ok(o) => o,
+        Err((f, _)) if f.is_not_found() => return Ok(None),
+        Err(f) => return Err(inner.error("get", key, f)),
+    };
+    let reconnects_left = inner.cfg.max_retries;
+    Ok(Some(Box::new(S3Reader {
+        inner,
+        client,
+        key: key.to_string(),
+        full_key,
+        body: opened.body,
+        chunk: Bytes::new(),
+        pos: 0,
+        size: opened.size,
+        etag: opened.etag,
+        reconnects_left,
+    })))
+}
+
+impl S3Reader {
+    /// Ask again for the rest of the object after a broken body.
+    fn reconnect(&mut self, why: Failure) -> io::Result<()> {
+        if self.reconnects_left == 0 {
+            return Err(io::Error::other(self.inner.error("get", &self.key, (why, self.inner.cfg.max_retries + 1)).to_string()));
+        }
+        self.reconnects_left -= 1;
+        let (client, bucket, key, pos, etag) =
+            (&self.client, &self.inner.cfg.bucket, &self.full_key, self.pos, self.etag.as_deref());
+        let r = runtime().block_on(retrying(self.inner.cfg.max_retries, || get_from(client, bucket, key, pos, etag)));
+        match r {
+            Ok(o) => {
+                self.body = o.body;
+                Ok(())
+            }
+            Err(f) => Err(io::Error::other(self.inner.error("get", &self.key, f).to_string())),
+        }
+    }
+}
+
+impl Read for S3Reader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if !self.chunk.is_empty() {
+                let n = out.len().min(self.chunk.len());
+                out[..n].copy_from_slice(&self.chunk.split_to(n));
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            match runtime().block_on(self.body.next()) {
+                Some(Ok(b)) => self.chunk = b,
+                Some(Err(e)) => self.reconnect(Failure::body(&e))?,
+                None => {
+                    if self.size.is_some_and(|s| self.pos < s) {
+                        let short = io::Error::new(io::ErrorKind::UnexpectedEof, "body ended early");
+                        self.reconnect(Failure::body(&short))?;
+                    } else {
+                        return Ok(0);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! S3Storage against a real S3-compatible server (moto, started per test; see
+//! pgrx-tests/src/s3server.rs). Needs `make setup` (installs moto into /opt/walg-test-venv).
+
+#[path = "../../../pgrx-tests/src/s3server.rs"]
+mod s3server;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use s3server::S3Server;
+use walg_core::config::Settings;
+use walg_core::storage::{get_bytes, S3Config, S3Storage, Storage};
+
+fn settings(server: &S3Server, prefix: &str, extra: &[(&str, &str)]) -> Settings {
+    let mut s = Settings::new();
+    s.set("WALG_S3_PREFIX", prefix);
+    s.set("AWS_ENDPOINT", server.endpoint());
+    s.set("AWS_REGION", s3server::REGION);
+    s.set("AWS_S3_FORCE_PATH_STYLE", "true");
+    s.set("AWS_ACCESS_KEY_ID", server.access_key_id.clone());
+    s.set("AWS_SECRET_ACCESS_KEY", server.secret_access_key.clone());
+    for (k, v) in extra {
+        s.set(*k, *v);
+    }
+    s
+}
+
+fn storage(server: &S3Server, prefix: &str, extra: &[(&str, &str)]) -> S3Storage {
+    S3Storage::new(S3Config::from_settings(&settings(server, prefix, extra)).unwrap().unwrap())
+}
+
+/// Deterministic incompressible-looking bytes.
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn put_get_exists_delete_and_list_past_one_page() {
+    let server = S3Server::start();
+    server.create_bucket("walg-list");
+    let s = storage(&server, "s3://walg-list/cluster/main", &[]);
+    assert_eq!(s.describe(), format!("s3://walg-list/cluster/main (endpoint {})", server.endpoint()));
+
+    assert!(get_bytes(&s, "basebackups_005/x.json").unwrap().is_none(), "missing object is None");
+    assert!(!s.exists("basebackups_005/x.json").unwrap());
+    s.put("basebackups_005/x.json", b"{\"a\":1}").unwrap();
+    assert!(s.exists("basebackups_005/x.json").unwrap());
+    assert_eq!(get_bytes(&s, "basebackups_005/x.json").unwrap().unwrap(), b"{\"a\":1}");
+    s.put("basebackups_005/x.json", b"replaced").unwrap();
+    assert_eq!(get_bytes(&s, "basebackups_005/x.json").unwrap().unwrap(), b"replaced");
+    s.delete("basebackups_005/x.json").unwrap();
+    s.delete("basebackups_005/x.json").unwrap(); // missing is Ok
+    assert!(!s.exists("basebackups_005/x.json").unwrap());
+    assert!(s.put("../escape", b"no").is_err() && s.put("/abs", b"no").is_err());
+
+    // 1100 objects: more than one ListObjectsV2 page (1000 keys).
+    let n = 1100;
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let s = &s;
+            scope.spawn(move || {
+                for i in (t..n).step_by(4) {
+                    s.put(&format!("wal_005/{i:024X}.lz4"), format!("seg {i}").as_bytes()).unwrap();
+                }
+            });
+        }
+    });
+    eprintln!("{n} PUTs in {:?}", started.elapsed());
+    // Objects outside the storage's path and beside the prefix must not show.
+    let other = storage(&server, "s3://walg-list/cluster/other", &[]);
+    other.put("wal_005/000000010000000000000001.lz4", b"other cluster").unwrap();
+    s.put("wal_005_not/x", b"beside").unwrap();
+
+    let listed = s.list("wal_005/").unwrap();
+    assert_eq!(listed.len(), n, "every object, across pages");
+    let keys: Vec<_> = listed.iter().map(|o| o.key.clone()).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted, "sorted by key");
+    assert_eq!(keys[0], format!("wal_005/{:024X}.lz4", 0));
+    assert_eq!(keys[n - 1], format!("wal_005/{:024X}.lz4", n - 1));
+    let o = listed.iter().find(|o| o.key == format!("wal_005/{:024X}.lz4", 7)).unwrap();
+    assert_eq!(o.size, "seg 7".len() as u64);
+    assert!(o.modified > std::time::UNIX_EPOCH + Duration::from_secs(1_600_000_000));
+    assert_eq!(s.list("wal_005").unwrap().len(), n + 1, "a prefix without '/' matches wal_005_not too");
+    assert_eq!(s.list("").unwrap().len(), n + 1);
+    assert!(s.list("nothing/").unwrap().is_empty());
+    assert_eq!(get_bytes(&s, &format!("wal_005/{:024X}.lz4", 1099)).unwrap().unwrap(), b"seg 1099");
+}
+
+#[test]
+fn multipart_upload_of_a_big_object_streams_both_ways() {
+    let server = S3Server::start();
+    server.create_bucket("walg-big");
+    // 5 MiB parts (S3's minimum), 2 in flight: 42 MB becomes 9 parts.
+    let s = storage(&server, "s3://walg-big/p", &[("WALG_S3_MAX_PART_SIZE", "5242880")]);
+    let body = data(42_000_000, 42);
+    let mut w = s.writer("basebackups_005/base_1/tar_partitions/part_001.tar.lz4").unwrap();
+    // Odd-sized writes, so parts are cut in the middle of writes.
+    for chunk in body.chunks(1_000_003) {
+        w.write_all(chunk).unwrap();
+    }
+    assert!(!s.exists("basebackups_005/base_1/tar_partitions/part_001.tar.lz4").unwrap(), "not visible before finish");
+    assert_eq!(
+        s.pending_uploads().unwrap(),
+        vec!["basebackups_005/base_1/tar_partitions/part_001.tar.lz4".to_string()],
+        "a multipart upload is under way"
+    );
+    assert_eq!(w.finish().unwrap(), body.len() as u64);
+    assert!(s.pending_uploads().unwrap().is_empty(), "completed, nothing pending");
+    let listed = s.list("basebackups_005/").unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].size, body.len() as u64);
+
+    // Read back in small reads (streaming, not one buffer).
+    let mut r = s.get("basebackups_005/base_1/tar_partitions/part_001.tar.lz4").unwrap().unwrap();
+    let mut back = Vec::with_capacity(body.len());
+    let mut buf = vec![0u8; 70_000];
+    loop {
+        let n = r.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        back.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(back.len(), body.len());
+    assert!(back == body, "round trip differs");
+
+    // put() of more than one part goes through the writer too.
+    let mid = data(11 << 20, 7);
+    s.put("big-put", &mid).unwrap();
+    assert!(get_bytes(&s, "big-put").unwrap().unwrap() == mid);
+    // An empty object is a valid object.
+    s.writer("empty").unwrap().finish().unwrap();
+    assert_eq!(get_bytes(&s, "empty").unwrap().unwrap(), b"");
+    assert!(s.exists("empty").unwrap(), "an empty object exists");
+}
+
+#[test]
+fn aborted_writers_leave_nothing() {
+    let server = S3Server::start();
+    server.create_bucket("walg-abort");
+    let s = storage(&server, "s3://walg-abort/p", &[("WALG_S3_MAX_PART_SIZE", "5242880")]);
+
+    // Big enough for a multipart upload with parts already sent.
+    let mut w = s.writer("big").unwrap();
+    w.write_all(&data(12 << 20, 1)).unwrap();
+    assert_eq!(s.pending_uploads().unwrap(), vec!["big".to_string()]);
+    drop(w);
+    assert!(s.pending_uploads().unwrap().is_empty(), "the multipart upload was aborted");
+    assert!(!s.exists("big").unwrap());
+
+    // Small: never reached the server at all.
+    let mut w = s.writer("small").unwrap();
+    w.write_all(b"half a WAL segment").unwrap();
+    drop(w);
+    assert!(s.list("").unwrap().is_empty(), "nothing visible");
+    assert!(s.pending_uploads().unwrap().is_empty());
+}
+
+fn assert_fast_error(what: &str, started: Instant, err: &str, needles: &[&str]) {
+    eprintln!("{what}: {err} ({:?})", started.elapsed());
+    for n in needles {
+        assert!(err.contains(n), "{what}: error should mention {n:?}: {err}");
+    }
+    assert!(!err.contains("attempts"), "{what}: a permanent error is not retried: {err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{what}: took {:?}", started.elapsed());
+}
+
+#[test]
+fn missing_bucket_and_wrong_credentials_fail_at_once_with_what_to_fix() {
+    let server = S3Server::start();
+    server.create_bucket("walg-auth");
+
+    let nobucket = storage(&server, "s3://walg-no-such-bucket/x", &[]);
+    let ops: [(&str, &dyn Fn() -> walg_core::Result<()>); 4] = [
+        ("put", &|| nobucket.put("a", b"x")),
+        ("list", &|| nobucket.list("").map(|_| ())),
+        ("get", &|| nobucket.get("a").map(|_| ())),
+        ("exists", &|| nobucket.exists("a").map(|_| ())),
+    ];
+    for (op, f) in ops {
+        let t = Instant::now();
+        let err = f().unwrap_err().to_string();
+        assert_fast_error(
+            op,
+            t,
+            &err,
+            &[&format!("bucket walg-no-such-bucket does not exist at endpoint {}", server.endpoint()), "WALG_S3_PREFIX"],
+        );
+    }
+
+    let bad_secret = storage(&server, "s3://walg-auth/x", &[("AWS_SECRET_ACCESS_KEY", "not-the-secret")]);
+    let t = Instant::now();
+    let err = bad_secret.put("a", b"x").unwrap_err().to_string();
+    assert_fast_error("bad secret", t, &err, &["AWS_SECRET_ACCESS_KEY"]);
+    assert!(!err.contains("not-the-secret"), "never print secrets: {err}");
+    let t = Instant::now();
+    let err = bad_secret.exists("a").unwrap_err().to_string();
+    assert_fast_error("bad secret (exists)", t, &err, &["AWS_SECRET_ACCESS_KEY"]);
+
+    let bad_key = storage(&server, "s3://walg-auth/x", &[("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNKEY000000")]);
+    let t = Instant::now();
+    let err = bad_key.list("").unwrap_err().to_string();
+    assert_fast_error("unknown key", t, &err, &["AWS_ACCESS_KEY_ID"]);
+
+    let bad_host = storage(&server, "s3://walg-auth/x", &[("AWS_ENDPOINT", "http://no-such-host.invalid:9000")]);
+    let t = Instant::now();
+    let err = bad_host.list("").unwrap_err().to_string();
+    assert_fast_error("bad endpoint host", t, &err, &["AWS_ENDPOINT", "no-such-host.invalid"]);
+
+    // The good credentials still work.
+    storage(&server, "s3://walg-auth/x", &[]).put("a", b"x").unwrap();
+}
+
+#[test]
+fn endpoint_down_is_retried_then_reported_and_recovers() {
+    let server = S3Server::start();
+    server.create_bucket("walg-down");
+    let s = storage(&server, "s3://walg-down/x", &[("WALG_S3_MAX_RETRIES", "2")]);
+    s.put("before", b"1").unwrap();
+
+    server.stop_endpoint();
+    let t = Instant::now();
+    let err = s.put("during", b"2").unwrap_err().to_string();
+    assert!(err.contains("cannot reach endpoint") && err.contains("after 3 attempts"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(10), "bounded: {:?}", t.elapsed());
+    assert!(s.get("before").is_err(), "reads fail too while the endpoint is down");
+    server.start_endpoint();
+    assert_eq!(get_bytes(&s, "before").unwrap().unwrap(), b"1");
+
+    // A short outage is ridden out by the retries: the endpoint comes back within the backoff.
+    let patient = storage(&server, "s3://walg-down/x", &[("WALG_S3_MAX_RETRIES", "15")]);
+    server.stop_endpoint();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(1500));
+            server.start_endpoint();
+        });
+        patient.put("during", b"2").unwrap();
+    });
+    assert_eq!(get_bytes(&s, "during").unwrap().unwrap(), b"2");
+}
