@@ -37,7 +37,7 @@ pub fn find_object(storage: &dyn Storage, prefix_and_name: &str) -> Result<Optio
 }
 
 /// Open an object and decompress it according to its key's extension; `None` if it vanished.
-fn open_decoded(storage: &dyn Storage, key: &str) -> Result<Option<Box<dyn Read + Send>>> {
+pub fn open_decoded(storage: &dyn Storage, key: &str) -> Result<Option<Box<dyn Read + Send>>> {
     let Some(raw) = storage.get(key)? else { return Ok(None) };
     decompress_reader(extension_of(key), key, raw).map(Some)
 }
