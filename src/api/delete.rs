@@ -5,10 +5,8 @@ use crate::shmem::{self, BACKUP_JOB};
 use pgrx::prelude::*;
 use walg_core::catalog::delete::{self, DeleteRequest, GarbageScope};
 
-type Rows = TableIterator<
-    'static,
-    (name!(object_key, String), name!(backup_name, Option<String>), name!(size_bytes, i64), name!(deleted, bool)),
->;
+// pgrx's SQL generator needs the full return type on each function (no alias).
+type Rows = TableIterator<'static, (String, Option<String>, i64, bool)>;
 
 fn run(req: DeleteRequest, confirm: bool) -> Rows {
     let (_, storage) = open();
@@ -38,37 +36,55 @@ fn walg_delete_retain(
     modifier: default!(Option<&str>, "NULL"),
     after: default!(Option<&str>, "NULL"),
     confirm: default!(bool, false),
-) -> Rows {
+) -> TableIterator<
+    'static,
+    (name!(object_key, String), name!(backup_name, Option<String>), name!(size_bytes, i64), name!(deleted, bool)),
+> {
     run(ok(DeleteRequest::retain(modifier, retain_count, after, now())), confirm)
 }
 
 /// WAL-G's `delete before [FIND_FULL] name|time`.
 #[pg_extern(volatile, parallel_unsafe)]
-fn walg_delete_before(target: &str, find_full: default!(bool, false), confirm: default!(bool, false)) -> Rows {
+fn walg_delete_before(target: &str, find_full: default!(bool, false), confirm: default!(bool, false)) -> TableIterator<
+    'static,
+    (name!(object_key, String), name!(backup_name, Option<String>), name!(size_bytes, i64), name!(deleted, bool)),
+> {
     run(ok(DeleteRequest::before(find_full, target, now())), confirm)
 }
 
 /// WAL-G's `delete everything [FORCE]`.
 #[pg_extern(volatile, parallel_unsafe)]
-fn walg_delete_everything(force: default!(bool, false), confirm: default!(bool, false)) -> Rows {
+fn walg_delete_everything(force: default!(bool, false), confirm: default!(bool, false)) -> TableIterator<
+    'static,
+    (name!(object_key, String), name!(backup_name, Option<String>), name!(size_bytes, i64), name!(deleted, bool)),
+> {
     run(DeleteRequest::Everything { force }, confirm)
 }
 
 /// WAL-G's `delete garbage [ARCHIVES|BACKUPS]`.
 #[pg_extern(volatile, parallel_unsafe)]
-fn walg_delete_garbage(scope: default!(Option<&str>, "NULL"), confirm: default!(bool, false)) -> Rows {
+fn walg_delete_garbage(scope: default!(Option<&str>, "NULL"), confirm: default!(bool, false)) -> TableIterator<
+    'static,
+    (name!(object_key, String), name!(backup_name, Option<String>), name!(size_bytes, i64), name!(deleted, bool)),
+> {
     run(DeleteRequest::Garbage { scope: ok(GarbageScope::parse(scope)) }, confirm)
 }
 
 /// WAL-G's `delete target [FIND_FULL] name`: the backup and the deltas that depend on it.
 #[pg_extern(volatile, parallel_unsafe)]
-fn walg_delete_target(backup_name: &str, find_full: default!(bool, false), confirm: default!(bool, false)) -> Rows {
+fn walg_delete_target(backup_name: &str, find_full: default!(bool, false), confirm: default!(bool, false)) -> TableIterator<
+    'static,
+    (name!(object_key, String), name!(backup_name, Option<String>), name!(size_bytes, i64), name!(deleted, bool)),
+> {
     run(ok(DeleteRequest::target(find_full, backup_name)), confirm)
 }
 
 /// WAL-G's `delete` with its command-line words, e.g. `walg_delete('retain FULL 2')`.
 #[pg_extern(volatile, parallel_unsafe)]
-fn walg_delete(command: &str, after: default!(Option<&str>, "NULL"), confirm: default!(bool, false)) -> Rows {
+fn walg_delete(command: &str, after: default!(Option<&str>, "NULL"), confirm: default!(bool, false)) -> TableIterator<
+    'static,
+    (name!(object_key, String), name!(backup_name, Option<String>), name!(size_bytes, i64), name!(deleted, bool)),
+> {
     let args: Vec<String> = command.split_whitespace().map(String::from).collect();
     run(ok(DeleteRequest::parse_args(&args, after, now())), confirm)
 }
