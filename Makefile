@@ -21,7 +21,9 @@ install: setup
 test-core: setup
 	$(CARGO) test -p walg-core -p walg-cli
 
+# The test cluster is initdb'd afresh, so its LSNs (and backup names) repeat: start with empty storage.
 test-pg: setup
+	rm -rf /tmp/walg-ext-pgrx-storage
 	$(CARGO) pgrx test pg15 -p walg_ext --runas postgres --pgdata $(PGRX_TEST_PGDATA)
 
 test-e2e: install

@@ -136,7 +136,11 @@ mod tests {
 
     #[pg_test]
     fn nothing_for_public_everything_for_walg_admin() {
-        Spi::run("CREATE ROLE walg_t_plain; CREATE ROLE walg_t_admin IN ROLE walg_admin").unwrap();
+        Spi::run(
+            "DROP ROLE IF EXISTS walg_t_plain; DROP ROLE IF EXISTS walg_t_admin; \
+             CREATE ROLE walg_t_plain; CREATE ROLE walg_t_admin IN ROLE walg_admin",
+        )
+        .unwrap();
         assert_eq!(sqlstate("SELECT 1"), "ok");
         let fns = Spi::get_one::<i64>(
             "SELECT count(*) FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e' \
