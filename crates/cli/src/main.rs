@@ -68,7 +68,7 @@ enum Command {
     /// name|time, everything [FORCE], garbage [ARCHIVES|BACKUPS], target [FIND_FULL] name.
     /// Dry run unless --confirm.
     Delete {
-        #[arg(required = true, allow_hyphen_values = true)]
+        #[arg(required = true)]
         args: Vec<String>,
         /// retain only: also keep every backup from this name or time on.
         #[arg(long, value_name = "NAME|TIME")]
