@@ -116,12 +116,12 @@ pub fn wal_show(config: Option<&Path>, json: bool, seg: u64) -> Result<()> {
 }
 
 pub fn wal_verify(config: Option<&Path>, checks: &[String], json: bool, current: Option<&str>, seg: u64) -> Result<bool> {
-    let cfg = load_config(config)?;
-    let storage = cfg.open_storage()?;
     let checks: Vec<Check> = checks.iter().map(|c| Check::parse(c)).collect::<Result<_>>()?;
     if checks.is_empty() {
         return Err(Error::InvalidArgument("no check given: use integrity and/or timeline".into()));
     }
+    let cfg = load_config(config)?;
+    let storage = cfg.open_storage()?;
     let current = match current {
         Some(name) => {
             let (timeline, segno) = parse_wal_file_name_with(name, seg)
@@ -189,9 +189,10 @@ pub fn wal_verify(config: Option<&Path>, checks: &[String], json: bool, current:
 }
 
 pub fn delete(config: Option<&Path>, args: &[String], after: Option<&str>, confirm: bool, json: bool, seg: u64) -> Result<()> {
+    // Bad words are reported before storage is even opened.
+    let req = DeleteRequest::parse_args(args, after, chrono::Utc::now())?;
     let cfg = load_config(config)?;
     let storage = cfg.open_storage()?;
-    let req = DeleteRequest::parse_args(args, after, chrono::Utc::now())?;
     let plan = delete::run(storage.as_ref(), &req, seg, confirm)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&plan).expect("plain"));
