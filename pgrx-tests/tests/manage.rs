@@ -189,7 +189,9 @@ fn manage_backups_from_sql_and_cli() {
     b.wait_archived(&tli2, Duration::from_secs(120));
     let b4 = b.psql("SELECT walg_backup_push()");
     assert!(b4.starts_with("base_00000002"), "{b4}");
-    let l = b.switch_wal();
+    // Write first: right after pg_backup_stop a switch would name the segment already archived
+    // (and the .backup file after it is archived later).
+    let l = write_and_switch(&b, 1);
     b.wait_archived(&l, Duration::from_secs(120));
     let show = b.psql("SELECT tli, parent_tli, switchpoint_lsn > '0/0', backups_count FROM walg_wal_show() ORDER BY tli");
     assert_eq!(show, "1|0|f|2\n2|1|t|1");
