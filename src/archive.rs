@@ -1,7 +1,7 @@
 //! archive_library callbacks. They run in the archiver process and must never raise an ERROR
 //! (on PostgreSQL 15 that kills the archiver): every failure becomes a WARNING and `false`, and
 //! PostgreSQL keeps the WAL file and retries.
-use crate::settings;
+use crate::{settings, shmem};
 use pgrx::prelude::*;
 use std::ffi::{c_char, CStr};
 use std::cell::RefCell;
@@ -42,6 +42,7 @@ unsafe extern "C-unwind" fn archive_file(file: *const c_char, path: *const c_cha
     match result {
         Ok(Ok(PushOutcome::Uploaded { key, bytes })) => {
             debug1!("walg_ext: archived {file} as {key} ({bytes} bytes)");
+            record(|s, now| s.archived(&file, Some(bytes), now));
             true
         }
         Ok(Ok(PushOutcome::UploadedAhead)) => {
@@ -50,10 +51,12 @@ unsafe extern "C-unwind" fn archive_file(file: *const c_char, path: *const c_cha
         }
         Ok(Ok(PushOutcome::AlreadyArchived { key })) => {
             log!("walg_ext: {file} was already archived as {key} with identical content");
+            record(|s, now| s.archived(&file, None, now));
             true
         }
         Ok(Err(e)) => {
             warning!("walg_ext: could not archive {file}: {e}");
+            record(|s, now| s.failed(&file, &e.to_string(), now));
             false
         }
         Err(panic) => {
@@ -63,8 +66,17 @@ unsafe extern "C-unwind" fn archive_file(file: *const c_char, path: *const c_cha
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
             warning!("walg_ext: could not archive {file}: internal error: {msg}");
+            record(|s, now| s.failed(&file, &format!("internal error: {msg}"), now));
             false
         }
+    }
+}
+
+/// Update the archiver statistics in shared memory (only there when preloaded).
+fn record(f: impl FnOnce(&mut shmem::ArchiverStats, i64)) {
+    if shmem::available() {
+        let now = chrono::Utc::now().timestamp_micros();
+        f(&mut shmem::ARCHIVER_STATS.exclusive(), now);
     }
 }
 

@@ -1,5 +1,5 @@
 //! Shared state: the one backup job slot (a backup is a server-wide, one-at-a-time operation)
-//! with its progress, read by callers and the status functions.
+//! with its options and progress, and the archiver's statistics, read by the status function.
 use pgrx::lwlock::PgLwLock;
 use pgrx::shmem::PGRXSharedMemory;
 use pgrx::prelude::*;
@@ -29,9 +29,15 @@ pub struct BackupJob {
     pub bytes_total: u64,
     pub files_done: u64,
     pub files_total: u64,
+    /// Options of the request, for the worker: permanent (0/1) and user data (JSON text).
+    pub permanent: u32,
+    user_data: [u8; USER_DATA_MAX + 1],
     name: [u8; 64],
     error: [u8; 1024],
 }
+
+/// Longest user_data JSON text a backup request can carry through shared memory.
+pub const USER_DATA_MAX: usize = 4095;
 
 impl Default for BackupJob {
     fn default() -> Self {
@@ -45,6 +51,8 @@ impl Default for BackupJob {
             bytes_total: 0,
             files_done: 0,
             files_total: 0,
+            permanent: 0,
+            user_data: [0; USER_DATA_MAX + 1],
             name: [0; 64],
             error: [0; 1024],
         }
@@ -91,6 +99,13 @@ impl BackupJob {
     pub fn set_name(&mut self, s: &str) {
         put_str(&mut self.name, s)
     }
+    pub fn user_data(&self) -> String {
+        get_str(&self.user_data)
+    }
+    /// The caller checks the length (at most USER_DATA_MAX bytes).
+    pub fn set_user_data(&mut self, s: &str) {
+        put_str(&mut self.user_data, s)
+    }
     pub fn error(&self) -> String {
         get_str(&self.error)
     }
@@ -115,10 +130,78 @@ fn process_alive(pid: i32) -> bool {
 
 pub static BACKUP_JOB: PgLwLock<BackupJob> = unsafe { PgLwLock::new(c"walg_ext_backup_job") };
 
+/// What the archive module did since the server started (updated by the archiver process).
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct ArchiverStats {
+    /// Unix microseconds; 0 = never.
+    pub last_archived_at: i64,
+    pub last_failed_at: i64,
+    pub archived_files: u64,
+    pub archived_bytes: u64,
+    /// Files that were already in storage with identical content.
+    pub already_archived_files: u64,
+    pub failed_count: u64,
+    last_archived: [u8; 64],
+    last_failed: [u8; 64],
+    last_error: [u8; 512],
+}
+
+impl Default for ArchiverStats {
+    fn default() -> Self {
+        ArchiverStats {
+            last_archived_at: 0,
+            last_failed_at: 0,
+            archived_files: 0,
+            archived_bytes: 0,
+            already_archived_files: 0,
+            failed_count: 0,
+            last_archived: [0; 64],
+            last_failed: [0; 64],
+            last_error: [0; 512],
+        }
+    }
+}
+
+unsafe impl PGRXSharedMemory for ArchiverStats {}
+
+impl ArchiverStats {
+    pub fn last_archived(&self) -> String {
+        get_str(&self.last_archived)
+    }
+    pub fn last_failed(&self) -> String {
+        get_str(&self.last_failed)
+    }
+    pub fn last_error(&self) -> String {
+        get_str(&self.last_error)
+    }
+    /// A file was archived (`bytes` uploaded; None when it was already there).
+    pub fn archived(&mut self, file: &str, bytes: Option<u64>, now_micros: i64) {
+        put_str(&mut self.last_archived, file);
+        self.last_archived_at = now_micros;
+        match bytes {
+            Some(b) => {
+                self.archived_files += 1;
+                self.archived_bytes += b;
+            }
+            None => self.already_archived_files += 1,
+        }
+    }
+    pub fn failed(&mut self, file: &str, error: &str, now_micros: i64) {
+        put_str(&mut self.last_failed, file);
+        put_str(&mut self.last_error, error);
+        self.last_failed_at = now_micros;
+        self.failed_count += 1;
+    }
+}
+
+pub static ARCHIVER_STATS: PgLwLock<ArchiverStats> = unsafe { PgLwLock::new(c"walg_ext_archiver_stats") };
+
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
 
 pub fn init() {
     pg_shmem_init!(BACKUP_JOB);
+    pg_shmem_init!(ARCHIVER_STATS);
     INITIALIZED.store(true, Ordering::Relaxed);
 }
 

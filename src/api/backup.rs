@@ -1,47 +1,48 @@
-//! walg_backup_push() and walg_backup_list().
-use super::raise;
+//! walg_backup_push, walg_backup_list, walg_backup_mark.
+use super::{chrono_to_tstz, error_with, ok, open, to_tstz};
 use crate::pg_lsn::PgLsn;
-use crate::settings;
-use crate::worker::backup::run_and_wait;
+use crate::shmem::USER_DATA_MAX;
+use crate::worker::backup::{run, BackupOptions};
 use pgrx::prelude::*;
-use std::time::{SystemTime, UNIX_EPOCH};
+use pgrx::JsonB;
 use walg_core::catalog;
 
-/// Take a full base backup now, in a background worker, and return its name once it is
-/// committed (sentinel written). Cancelling the call cancels the backup.
+/// Take a full base backup in a background worker. With `wait` (the default), return its name
+/// once it is committed (sentinel written); cancelling the call cancels the backup. Without,
+/// return NULL at once: the job's progress, name and outcome are in walg_status().
 #[pg_extern(volatile, parallel_unsafe)]
-fn walg_backup_push() -> String {
-    run_and_wait()
+fn walg_backup_push(
+    permanent: default!(bool, false),
+    user_data: default!(Option<JsonB>, "NULL"),
+    wait: default!(bool, true),
+) -> Option<String> {
+    let user_data = user_data.map(|j| j.0.to_string());
+    if let Some(text) = &user_data {
+        if text.len() > USER_DATA_MAX {
+            error_with(
+                PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                &format!("walg_ext: user_data is {} bytes of JSON text; at most {USER_DATA_MAX} are allowed", text.len()),
+                "Store a reference (an id, a URL) instead of the data itself.",
+            );
+        }
+    }
+    run(&BackupOptions { permanent, user_data, wait })
 }
 
-fn to_tstz(t: SystemTime) -> Option<TimestampWithTimeZone> {
-    let micros = match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_micros() as i64,
-        Err(e) => -(e.duration().as_micros() as i64),
-    };
-    to_timestamp_micros(micros)
-}
-
-fn chrono_to_tstz(t: &chrono::DateTime<chrono::Utc>) -> Option<TimestampWithTimeZone> {
-    to_timestamp_micros(t.timestamp_micros())
-}
-
-/// Unix microseconds to timestamptz (PostgreSQL's epoch is 2000-01-01).
-fn to_timestamp_micros(unix_micros: i64) -> Option<TimestampWithTimeZone> {
-    const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
-    TimestampWithTimeZone::try_from(unix_micros - PG_EPOCH_OFFSET_MICROS).ok()
-}
-
-
-
-/// One row per committed backup (one with a sentinel), oldest first.
+/// One row per committed backup (one with a sentinel), oldest start time first. `detail` adds
+/// the host, data directory, version, system identifier, delta chain and user data columns
+/// (NULL without it), like WAL-G's `backup-list --detail`.
 #[pg_extern(volatile, parallel_unsafe)]
-fn walg_backup_list() -> TableIterator<
+#[allow(clippy::type_complexity)]
+fn walg_backup_list(
+    detail: default!(bool, false),
+) -> TableIterator<
     'static,
     (
         name!(backup_name, String),
         name!(modified, Option<TimestampWithTimeZone>),
         name!(wal_file_name, String),
+        name!(storage_name, String),
         name!(start_lsn, PgLsn),
         name!(finish_lsn, PgLsn),
         name!(start_time, Option<TimestampWithTimeZone>),
@@ -49,19 +50,29 @@ fn walg_backup_list() -> TableIterator<
         name!(uncompressed_size, i64),
         name!(compressed_size, i64),
         name!(is_permanent, bool),
+        name!(is_full, bool),
+        name!(delta_from, Option<String>),
+        name!(delta_full_name, Option<String>),
+        name!(delta_count, Option<i64>),
+        name!(hostname, Option<String>),
+        name!(data_dir, Option<String>),
+        name!(pg_version, Option<i32>),
+        name!(system_identifier, Option<i64>),
+        name!(user_data, Option<JsonB>),
     ),
 > {
-    let cfg = settings::load_config().unwrap_or_else(|e| raise(e));
-    let storage = cfg.open_storage().unwrap_or_else(|e| raise(e));
-    let backups = catalog::list_backups(storage.as_ref()).unwrap_or_else(|e| raise(e));
+    let (_, storage) = open();
+    let backups = ok(catalog::list_backups(storage.as_ref()));
     let rows: Vec<_> = backups
         .into_iter()
         .map(|b| {
             let s = &b.sentinel;
+            let d = |v| if detail { Some(v) } else { None };
             (
                 b.name.clone(),
                 to_tstz(b.modified),
                 b.wal_file_name.clone(),
+                "default".to_string(),
                 PgLsn(s.lsn),
                 PgLsn(s.finish_lsn),
                 chrono_to_tstz(&s.start_time),
@@ -69,8 +80,29 @@ fn walg_backup_list() -> TableIterator<
                 s.uncompressed_size,
                 s.compressed_size,
                 b.is_permanent,
+                b.is_full(),
+                s.delta_from.clone(),
+                s.delta_full_name.clone(),
+                s.delta_count,
+                d(s.hostname.clone()),
+                d(s.data_dir.clone()),
+                detail.then_some(s.pg_version),
+                if detail { s.system_identifier.map(|v| v as i64) } else { None },
+                if detail { b.user_data().cloned().map(JsonB) } else { None },
             )
         })
         .collect();
     TableIterator::new(rows)
+}
+
+/// Mark a backup permanent (with its delta ancestors) or not permanent (refused while a
+/// permanent delta depends on it). Returns the backups whose flag changed.
+#[pg_extern(volatile, parallel_unsafe)]
+fn walg_backup_mark(
+    backup_name: &str,
+    permanent: default!(bool, true),
+) -> TableIterator<'static, (name!(backup_name, String), name!(is_permanent, bool))> {
+    let (_, storage) = open();
+    let changed = ok(catalog::mark::mark(storage.as_ref(), backup_name, permanent));
+    TableIterator::new(changed.into_iter().map(move |n| (n, permanent)).collect::<Vec<_>>())
 }

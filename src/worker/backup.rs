@@ -17,8 +17,19 @@ use walg_core::format::names::{backup_name, parse_lsn, wal_file_name};
 
 pub const WORKER_TYPE: &str = "walg_ext backup";
 
-/// Start a backup job and wait for it; returns the backup name. Raises an ERROR on failure.
-pub fn run_and_wait() -> String {
+/// What the caller asks for; travels to the worker through the shared-memory job slot.
+pub struct BackupOptions {
+    pub permanent: bool,
+    /// JSON text, at most shmem::USER_DATA_MAX bytes (checked by the caller).
+    pub user_data: Option<String>,
+    /// Wait for the backup to finish (and cancel it when the caller is cancelled); if false,
+    /// return at once: progress and outcome are in walg_status.
+    pub wait: bool,
+}
+
+/// Start a backup job. With `wait`, wait for it and return the backup name (ERROR on failure);
+/// without, return None as soon as the worker is registered.
+pub fn run(opts: &BackupOptions) -> Option<String> {
     if !shmem::available() {
         error_with(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -31,7 +42,7 @@ pub fn run_and_wait() -> String {
         error_with(PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR, &e.to_string(), "Check the walg.* settings and walg.config_file.");
     }
 
-    let generation = match claim_slot() {
+    let generation = match claim_slot(opts) {
         Ok(g) => g,
         Err(pid) => error_with(
             PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
@@ -63,6 +74,9 @@ pub fn run_and_wait() -> String {
         }
     };
 
+    if !opts.wait {
+        return None;
+    }
     loop {
         match worker.pid() {
             Err(BackgroundWorkerStatus::Stopped) => break,
@@ -98,7 +112,7 @@ pub fn run_and_wait() -> String {
         error!("walg_ext: the backup job was replaced by another one while waiting");
     }
     match job.state() {
-        JobState::Succeeded => job.name(),
+        JobState::Succeeded => Some(job.name()),
         JobState::Failed => error_with(
             PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
             &format!("walg_ext backup failed: {}", job.error()),
@@ -122,13 +136,15 @@ fn error_with(code: PgSqlErrorCode, msg: &str, hint: &str) -> ! {
 }
 
 /// Take the job slot for a new backup; Err(pid) if one is active.
-fn claim_slot() -> Result<u64, i32> {
+fn claim_slot(opts: &BackupOptions) -> Result<u64, i32> {
     let mut job = BACKUP_JOB.exclusive();
     if job.is_active() {
         return Err(if job.worker_pid != 0 { job.worker_pid } else { job.owner_pid });
     }
     let generation = job.generation + 1;
     *job = BackupJob::starting(generation, shmem::my_pid());
+    job.permanent = opts.permanent as u32;
+    job.set_user_data(opts.user_data.as_deref().unwrap_or(""));
     Ok(generation)
 }
 
@@ -165,20 +181,21 @@ pub extern "C-unwind" fn walg_ext_backup_worker_main(arg: pg_sys::Datum) {
         pg_sys::BackgroundWorkerUnblockSignals();
     }
     let generation: u64 = BackgroundWorker::get_extra().parse().unwrap_or(0);
-    {
+    let (permanent, user_data) = {
         let mut job = BACKUP_JOB.exclusive();
         if job.generation != generation || job.state() != JobState::Starting {
             return; // a stale registration: its caller is gone
         }
         job.worker_pid = shmem::my_pid();
         job.set_state(JobState::Running);
-    }
+        (job.permanent != 0, job.user_data())
+    };
     let db = pg_sys::Oid::from(arg.value() as u32);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
 
     // An ERROR raised inside PostgreSQL (pg_backup_start refusing, say) must reach the caller as
     // a message, not as a worker that silently died.
-    let result = PgTryBuilder::new(take_backup)
+    let result = PgTryBuilder::new(|| take_backup(generation, permanent, &user_data))
         .catch_others(|e| {
             let msg = match &e {
                 CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.message().to_string(),
@@ -203,7 +220,11 @@ struct StartInfo {
     system_identifier: i64,
 }
 
-fn take_backup() -> Result<String, String> {
+fn take_backup(generation: u64, permanent: bool, user_data: &str) -> Result<String, String> {
+    let user_data = match user_data {
+        "" => None,
+        text => Some(serde_json::from_str(text).map_err(|e| format!("user_data is not valid JSON: {e}"))?),
+    };
     let cfg = settings::load_config().map_err(|e| e.to_string())?;
     let storage = cfg.open_storage().map_err(|e| e.to_string())?;
     let start_time = chrono::Utc::now();
@@ -237,6 +258,13 @@ fn take_backup() -> Result<String, String> {
     let seg_size = unsafe { pg_sys::wal_segment_size } as u64;
     let name = backup_name(info.timeline as u32, start_lsn, seg_size);
     log!("walg_ext: backup {name} started at {}", info.lsn);
+    {
+        // Visible in walg_status while it runs.
+        let mut job = BACKUP_JOB.exclusive();
+        if job.generation == generation {
+            job.set_name(&name);
+        }
+    }
 
     let start = BackupStart {
         name: name.clone(),
@@ -248,8 +276,8 @@ fn take_backup() -> Result<String, String> {
         system_identifier: info.system_identifier as u64,
         start_time,
         hostname: hostname(),
-        is_permanent: false,
-        user_data: None,
+        is_permanent: permanent,
+        user_data,
     };
     let progress = Arc::new(Progress::default());
     let mut poll = || -> walg_core::Result<()> {

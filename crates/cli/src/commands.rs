@@ -3,8 +3,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 use walg_core::config::{Config, Settings};
-use walg_core::format::names::lsn_to_string;
-use walg_core::{backup, catalog, wal, Error, Result};
+use walg_core::{backup, wal, Error, Result};
 
 /// WAL-G's precedence: the config file, then the environment on top of it.
 pub fn load_config(file: Option<&Path>) -> Result<Config> {
@@ -27,75 +26,11 @@ pub fn backup_fetch(config: Option<&Path>, target: &Path, name: &str) -> Result<
     Ok(())
 }
 
-pub fn backup_list(config: Option<&Path>, json: bool, detail: bool) -> Result<()> {
-    let cfg = load_config(config)?;
-    let storage = cfg.open_storage()?;
-    let backups = catalog::list_backups(storage.as_ref())?;
-    if json {
-        let rows: Vec<serde_json::Value> = backups.iter().map(backup_json).collect();
-        println!("{}", serde_json::to_string_pretty(&rows).expect("JSON of plain values"));
-        return Ok(());
-    }
-    if backups.is_empty() {
-        eprintln!("walg-ext: no backups found in {}", storage.describe());
-        return Ok(());
-    }
-    let mut table: Vec<Vec<String>> = Vec::new();
-    let mut header = vec!["backup_name", "modified", "wal_file_name", "storage_name"];
-    if detail {
-        header.extend([
-            "start_time", "finish_time", "hostname", "data_dir", "pg_version", "start_lsn", "finish_lsn",
-            "is_permanent",
-        ]);
-    }
-    table.push(header.iter().map(|s| s.to_string()).collect());
-    for b in &backups {
-        let s = &b.sentinel;
-        let mut row = vec![b.name.clone(), rfc3339(b.modified), b.wal_file_name.clone(), "default".into()];
-        if detail {
-            row.extend([
-                rfc3339(s.start_time.into()),
-                rfc3339(s.finish_time.into()),
-                s.hostname.clone(),
-                s.data_dir.clone(),
-                s.pg_version.to_string(),
-                lsn_to_string(s.lsn),
-                lsn_to_string(s.finish_lsn),
-                b.is_permanent.to_string(),
-            ]);
-        }
-        table.push(row);
-    }
-    print_table(&table);
-    Ok(())
-}
-
-fn backup_json(b: &catalog::BackupInfo) -> serde_json::Value {
-    let s = &b.sentinel;
-    serde_json::json!({
-        "backup_name": b.name,
-        "time": rfc3339(b.modified),
-        "wal_file_name": b.wal_file_name,
-        "storage_name": "default",
-        "start_time": rfc3339(s.start_time.into()),
-        "finish_time": rfc3339(s.finish_time.into()),
-        "hostname": s.hostname,
-        "data_dir": s.data_dir,
-        "pg_version": s.pg_version,
-        "start_lsn": s.lsn,
-        "finish_lsn": s.finish_lsn,
-        "is_permanent": b.is_permanent,
-        "system_identifier": s.system_identifier,
-        "uncompressed_size": s.uncompressed_size,
-        "compressed_size": s.compressed_size,
-    })
-}
-
-fn rfc3339(t: std::time::SystemTime) -> String {
+pub fn rfc3339(t: std::time::SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-fn print_table(rows: &[Vec<String>]) {
+pub fn print_table(rows: &[Vec<String>]) {
     let cols = rows[0].len();
     let widths: Vec<usize> = (0..cols).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
     for r in rows {

@@ -2,6 +2,7 @@
 //! Configuration: a `--config` file
 //! (WAL-G's JSON/YAML keys) is read first and the environment overrides it, as in WAL-G.
 mod commands;
+mod manage;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -13,6 +14,9 @@ struct Cli {
     /// WAL-G configuration file (JSON or YAML with WAL-G key names, e.g. WALG_FILE_PREFIX).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// WAL segment size of the cluster in bytes (PostgreSQL's default: 16 MiB).
+    #[arg(long, global = true, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    wal_segment_size: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,6 +39,51 @@ enum Command {
         #[arg(long)]
         detail: bool,
     },
+    /// Mark a backup permanent (and its delta ancestors), or not permanent with -i.
+    BackupMark {
+        name: String,
+        /// Mark not permanent (refused while a permanent delta depends on it).
+        #[arg(short = 'i', long)]
+        impermanent: bool,
+    },
+    /// WAL segments in storage per timeline: parent, switch point, range, gaps, backups.
+    WalShow {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the WAL archive: integrity (segments from the earliest backup on) and/or timeline.
+    /// Exit 1 unless every check is OK.
+    WalVerify {
+        /// integrity, timeline, or both.
+        #[arg(required = true)]
+        checks: Vec<String>,
+        #[arg(long)]
+        json: bool,
+        /// The cluster's current segment (pg_walfile_name(pg_current_wal_lsn())); default: the
+        /// segment after the newest one in storage.
+        #[arg(long, value_name = "WAL_FILE_NAME")]
+        current_segment: Option<String>,
+    },
+    /// Delete backups and WAL, WAL-G's modes: retain [FULL|FIND_FULL] N, before [FIND_FULL]
+    /// name|time, everything [FORCE], garbage [ARCHIVES|BACKUPS], target [FIND_FULL] name.
+    /// Dry run unless --confirm.
+    Delete {
+        #[arg(required = true)]
+        args: Vec<String>,
+        /// retain only: also keep every backup from this name or time on.
+        #[arg(long, value_name = "NAME|TIME")]
+        after: Option<String>,
+        /// Really delete (default: show what would be deleted).
+        #[arg(long)]
+        confirm: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Storage tools.
+    St {
+        #[command(subcommand)]
+        command: StCommand,
+    },
     /// Fetch one WAL file (for restore_command = 'walg-ext wal-fetch %f %p').
     /// Exit 0: fetched; 1: not in storage; 126: any other failure (recovery stops).
     WalFetch {
@@ -50,11 +99,38 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum StCommand {
+    /// List objects under a prefix (recursive), e.g. `st ls wal_005/`.
+    Ls {
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let seg = cli.wal_segment_size;
+    if !seg.is_power_of_two() || !(1 << 20..=1 << 30).contains(&seg) {
+        eprintln!("walg-ext: --wal-segment-size {seg}: must be a power of two from 1 MiB to 1 GiB");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::BackupFetch { target, name } => commands::backup_fetch(cli.config.as_deref(), &target, &name),
-        Command::BackupList { json, detail } => commands::backup_list(cli.config.as_deref(), json, detail),
+        Command::BackupList { json, detail } => manage::backup_list(cli.config.as_deref(), json, detail),
+        Command::BackupMark { name, impermanent } => manage::backup_mark(cli.config.as_deref(), &name, impermanent),
+        Command::WalShow { json } => manage::wal_show(cli.config.as_deref(), json, cli.wal_segment_size),
+        Command::WalVerify { checks, json, current_segment } => {
+            match manage::wal_verify(cli.config.as_deref(), &checks, json, current_segment.as_deref(), cli.wal_segment_size) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => Err(e),
+            }
+        }
+        Command::Delete { args, after, confirm, json } => {
+            manage::delete(cli.config.as_deref(), &args, after.as_deref(), confirm, json, cli.wal_segment_size)
+        }
+        Command::St { command: StCommand::Ls { prefix } } => manage::st_ls(cli.config.as_deref(), &prefix),
         Command::WalFetch { file, dest } => return commands::wal_fetch(cli.config.as_deref(), &file, &dest),
         Command::WalPush { path } => commands::wal_push(cli.config.as_deref(), &path),
     };

@@ -36,6 +36,13 @@ pub enum Error {
     /// The poll callback asked to stop.
     #[error("cancelled: {0}")]
     Cancelled(String),
+    /// A caller-supplied argument is invalid (bad count, unknown mode, time in the future).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The operation is refused in the current state (would cut a delta chain, permanent
+    /// backups in the way, ...); nothing was changed.
+    #[error("{0}")]
+    Refused(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -1,4 +1,6 @@
-//! Backup listing: what exists is what has a sentinel.
+//! Backup listing: what exists is what has a sentinel. Order is by start time (from the
+//! sentinel), never by name: a cluster re-initialised into the same prefix starts its WAL names
+//! over, and its new backups must still count as the newest.
 
 use std::time::SystemTime;
 
@@ -47,6 +49,85 @@ fn load(storage: &dyn Storage, name: &str, modified: SystemTime) -> Result<Optio
         metadata,
         is_permanent,
     }))
+}
+
+impl BackupInfo {
+    pub fn is_full(&self) -> bool {
+        !self.sentinel.is_delta()
+    }
+    /// The backup this delta was taken from (None for a full backup).
+    pub fn delta_from(&self) -> Option<&str> {
+        self.sentinel.delta_from.as_deref()
+    }
+    /// User data: metadata.json's when present, else the sentinel's.
+    pub fn user_data(&self) -> Option<&serde_json::Value> {
+        self.metadata.as_ref().and_then(|m| m.user_data.as_ref()).or(self.sentinel.user_data.as_ref())
+    }
+    /// Timeline of the start segment (from the name).
+    pub fn timeline(&self) -> u32 {
+        u32::from_str_radix(self.wal_file_name.get(..8).unwrap_or("0"), 16).unwrap_or(0)
+    }
+
+    /// WAL-G's `backup-list --detail --json` fields, plus walg_ext's (is_full, delta_from,
+    /// delta_full_name, delta_count, user_data). The CLI prints exactly this.
+    pub fn detail_json(&self) -> serde_json::Value {
+        let s = &self.sentinel;
+        let t = |t: SystemTime| {
+            chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        };
+        serde_json::json!({
+            "backup_name": self.name,
+            "time": t(self.modified),
+            "wal_file_name": self.wal_file_name,
+            "storage_name": "default",
+            "start_time": crate::format::sentinel::rfc3339::format(&s.start_time),
+            "finish_time": crate::format::sentinel::rfc3339::format(&s.finish_time),
+            "hostname": s.hostname,
+            "data_dir": s.data_dir,
+            "pg_version": s.pg_version,
+            "start_lsn": s.lsn,
+            "finish_lsn": s.finish_lsn,
+            "is_permanent": self.is_permanent,
+            "system_identifier": s.system_identifier,
+            "uncompressed_size": s.uncompressed_size,
+            "compressed_size": s.compressed_size,
+            "is_full": self.is_full(),
+            "delta_from": s.delta_from,
+            "delta_full_name": s.delta_full_name,
+            "delta_count": s.delta_count,
+            "user_data": self.user_data(),
+        })
+    }
+}
+
+/// The backup named `name` among `all`, or NotFound naming it.
+pub fn find<'a>(all: &'a [BackupInfo], name: &str) -> Result<&'a BackupInfo> {
+    all.iter().find(|b| b.name == name).ok_or_else(|| {
+        crate::Error::NotFound(format!(
+            "backup {name:?} does not exist (no sentinel {}); see backup-list for the names",
+            sentinel_key(name)
+        ))
+    })
+}
+
+/// `name` and its ancestors (delta parents), newest first. A parent that no longer exists ends
+/// the chain.
+pub fn chain<'a>(all: &'a [BackupInfo], name: &str) -> Vec<&'a BackupInfo> {
+    let mut out: Vec<&BackupInfo> = Vec::new();
+    let mut cur = all.iter().find(|b| b.name == name);
+    while let Some(b) = cur {
+        if out.iter().any(|o| o.name == b.name) {
+            break; // a cycle in hand-edited sentinels
+        }
+        out.push(b);
+        cur = b.delta_from().and_then(|p| all.iter().find(|x| x.name == p));
+    }
+    out
+}
+
+/// Every backup whose chain contains `name` (its delta descendants), excluding itself.
+pub fn descendants<'a>(all: &'a [BackupInfo], name: &str) -> Vec<&'a BackupInfo> {
+    all.iter().filter(|b| b.name != name && chain(all, &b.name).iter().any(|c| c.name == name)).collect()
 }
 
 /// Every backup, sorted by start time, then name. A corrupt sentinel or metadata.json is an
