@@ -45,10 +45,6 @@ unsafe extern "C-unwind" fn archive_file(file: *const c_char, path: *const c_cha
             record(|s, now| s.archived(&file, Some(bytes), now));
             true
         }
-        Ok(Ok(PushOutcome::UploadedAhead)) => {
-            debug1!("walg_ext: {file} was uploaded ahead");
-            true
-        }
         Ok(Ok(PushOutcome::AlreadyArchived { key })) => {
             log!("walg_ext: {file} was already archived as {key} with identical content");
             record(|s, now| s.archived(&file, None, now));

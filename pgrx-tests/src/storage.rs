@@ -276,6 +276,11 @@ impl Storage {
             .collect()
     }
 
+    /// Delete an object behind walg_ext's back (a "lost" file).
+    pub fn delete(&self, key: &str) {
+        self.inspect.delete(key).unwrap_or_else(|e| panic!("delete {key}: {e}"));
+    }
+
     pub fn has(&self, key: &str) -> bool {
         self.inspect.exists(key).unwrap_or_else(|e| panic!("stat {key} in {}: {e}", self.inspect.describe()))
     }

@@ -121,7 +121,7 @@ fn manage_backups_from_sql_and_cli() {
         "SELECT pg_walfile_name(start_lsn + 16 * 1024 * 1024) FROM walg_backup_list() WHERE backup_name = '{b2}'"
     ));
     let obj = storage.wal_object(&lost).unwrap_or_else(|| panic!("{lost} should be archived"));
-    std::fs::remove_file(&obj).unwrap();
+    storage.delete(&obj);
     let v = a.psql("SELECT status, start_segment, segments_count FROM walg_wal_verify('integrity') WHERE segment_status = 'MISSING_LOST'");
     assert_eq!(v, format!("FAILURE|{lost}|1"));
     assert_eq!(a.psql("SELECT status, missing_segments::text FROM walg_wal_show()"), format!("LOST_SEGMENTS|{{{lost}}}"));
@@ -139,7 +139,7 @@ fn manage_backups_from_sql_and_cli() {
     assert_eq!(dry.split('|').nth(1), Some("0"), "dry run deletes nothing: {dry}");
     assert_eq!(dry.split('|').nth(2), Some("1"), "only b2's objects: {dry}");
     assert_eq!(dry.split('|').nth(3), Some("f"), "never the permanent b1: {dry}");
-    assert!(storage.sentinel(&b2).is_file(), "dry run left b2");
+    assert!(storage.has(&storage.sentinel(&b2)), "dry run left b2");
     let cli_dry = storage.walg_ext(&["delete", "retain", "1"]);
     assert!(cli_dry.success() && cli_dry.stdout.contains(&format!("{b2}_backup_stop_sentinel.json")), "{}", cli_dry.describe());
     let n_dry: usize = dry.split('|').next().unwrap().parse().unwrap();

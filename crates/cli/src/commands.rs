@@ -78,7 +78,6 @@ pub fn wal_push(config: Option<&Path>, path: &Path) -> Result<()> {
         .ok_or_else(|| Error::Format(format!("{}: not a WAL file path", path.display())))?;
     match wal::push(&cfg, storage.as_ref(), file, path)? {
         wal::PushOutcome::Uploaded { key, bytes } => eprintln!("walg-ext: archived {file} as {key} ({bytes} bytes)"),
-        wal::PushOutcome::UploadedAhead => eprintln!("walg-ext: {file} already uploaded"),
         wal::PushOutcome::AlreadyArchived { key } => {
             eprintln!("walg-ext: {file} already archived as {key} with identical content")
         }

@@ -24,8 +24,9 @@ fn stamp_of(path: &Path) -> Result<Stamp> {
 /// State kept by one archiver process between calls.
 #[derive(Default)]
 pub struct Archiver {
-    /// Files already uploaded by look-ahead, not yet asked for by PostgreSQL.
-    ahead: HashMap<String, Stamp>,
+    /// Files already uploaded by look-ahead, not yet asked for by PostgreSQL: the local file's
+    /// stamp at upload, and the outcome to report when PostgreSQL asks.
+    ahead: HashMap<String, (Stamp, PushOutcome)>,
 }
 
 impl Archiver {
@@ -45,10 +46,10 @@ impl Archiver {
         path: &Path,
         pg_wal: &Path,
     ) -> Result<PushOutcome> {
-        if let Some(stamp) = self.ahead.remove(file_name) {
+        if let Some((stamp, outcome)) = self.ahead.remove(file_name) {
             // Segments do not change once .ready; the stamp guards against anything unusual.
             if stamp_of(path).ok() == Some(stamp) {
-                return Ok(PushOutcome::UploadedAhead);
+                return Ok(outcome);
             }
         }
         let pipeline = cfg.pipeline();
@@ -63,21 +64,21 @@ impl Archiver {
                         catch_panic("WAL look-ahead upload", || {
                             let p = pg_wal.join(f);
                             let stamp = stamp_of(&p)?;
-                            push_with(pipeline, storage, f, &p).map(|_| stamp)
+                            push_with(pipeline, storage, f, &p).map(|outcome| (stamp, outcome))
                         })
                     })
                 })
                 .collect();
             let own = push_with(&pipeline, storage, file_name, path);
-            let ahead: Vec<Result<Stamp>> = handles
+            let ahead: Vec<Result<(Stamp, PushOutcome)>> = handles
                 .into_iter()
                 .map(|h| h.join().unwrap_or_else(|_| Err(Error::Format("look-ahead thread died".into()))))
                 .collect();
             (own, ahead)
         });
         for (f, r) in next.into_iter().zip(ahead) {
-            if let Ok(stamp) = r {
-                self.ahead.insert(f, stamp);
+            if let Ok(done) = r {
+                self.ahead.insert(f, done);
             }
         }
         own
@@ -134,14 +135,17 @@ mod tests {
             assert!(storage.exists(&format!("wal_005/{n}.lz4")).unwrap(), "{n} uploaded ahead");
         }
         assert!(!storage.exists(&format!("wal_005/{}.lz4", names[3])).unwrap());
-        // PostgreSQL marks the first one done and asks for the second: answered from memory.
         fs::rename(
             pg_wal.join("archive_status").join(format!("{}.ready", names[0])),
             pg_wal.join("archive_status").join(format!("{}.done", names[0])),
         )
         .unwrap();
+        // PostgreSQL marks the first one done and asks for the second: answered from memory,
+        // with the outcome of its upload ahead; removing the object proves nothing is re-sent.
+        storage.delete(&format!("wal_005/{}.lz4", names[1])).unwrap();
         let out = a.archive(&cfg, &storage, &names[1], &pg_wal.join(&names[1]), &pg_wal).unwrap();
-        assert_eq!(out, PushOutcome::UploadedAhead);
+        assert!(matches!(&out, PushOutcome::Uploaded { key, .. } if key.ends_with(&format!("{}.lz4", names[1]))), "{out:?}");
+        assert!(!storage.exists(&format!("wal_005/{}.lz4", names[1])).unwrap());
         assert_eq!(a.pending(), 1);
         // A file changed after its upload ahead is archived again (and found identical or not).
         fs::write(pg_wal.join(&names[2]), b"changed").unwrap();

@@ -18,8 +18,6 @@ pub enum PushOutcome {
     Uploaded { key: String, bytes: u64 },
     /// An object with identical content was already there (e.g. the archiver retried).
     AlreadyArchived { key: String },
-    /// Uploaded earlier by the look-ahead of an earlier call, unchanged since.
-    UploadedAhead,
 }
 
 fn check_file_name(file_name: &str) -> Result<()> {
