@@ -12,8 +12,10 @@ the postgres user. Settings (environment):
 Output: a table on the terminal, BENCH_DIR/results.json and BENCH_DIR/results.png (also copied
 to bench/results/).
 """
+import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import statistics
@@ -168,22 +170,27 @@ def load_data(c):
     log(f"loading pgbench scale {SCALE} and {TEXT_MB} MB of random text")
     as_pg([f"{PGBIN}/pgbench", "-h", c.sock, "-p", PORT, "-i", "-q", "-s", SCALE, "postgres"])
     # Words drawn at random from a 4096-word vocabulary: text that zstd -1 shrinks a few times,
-    # not 40 times as pgbench's blank-padded rows.
-    c.psql("""
-        CREATE TABLE word_list AS
-          SELECT array_agg(substr(md5(i::text), 1, 3 + i % 7)) AS arr FROM generate_series(0, 4095) i;
-        CREATE TABLE random_text(id bigint, body text);
-    """)
-    rows_per_batch = 20000  # ~ 20000 x 620 B = 12 MB per batch
-    batches = max(1, TEXT_MB * 1024 * 1024 // (rows_per_batch * 620))
-    for b in range(batches):
-        # The inner generate_series refers to g so that every row gets its own 90 random words.
-        c.psql(f"""
-            INSERT INTO random_text
-            SELECT g, (SELECT string_agg(wl.arr[1 + floor(random() * 4096)::int + s * 0], ' ')
-                         FROM generate_series(1, 90 + g * 0) s)
-              FROM generate_series({b * rows_per_batch}, {(b + 1) * rows_per_batch - 1}) g,
-                   word_list wl""")
+    # not 40 times as pgbench's blank-padded rows. Generated here and streamed in with COPY.
+    c.psql("CREATE TABLE random_text(id bigint, body text)")
+    rng = random.Random(42)
+    vocab = [hashlib.md5(str(i).encode()).hexdigest()[: 3 + i % 7] for i in range(4096)]
+    copy = subprocess.Popen(
+        ["runuser", "-u", "postgres", "--", f"{PGBIN}/psql", "-h", c.sock, "-p", str(PORT), "-d", "postgres",
+         "-qX", "-v", "ON_ERROR_STOP=1", "-c", "COPY random_text FROM STDIN"],
+        stdin=subprocess.PIPE, text=True, cwd="/tmp")
+    written, row = 0, 0
+    while written < TEXT_MB * 1024 * 1024:
+        lines = []
+        for _ in range(10000):
+            body = " ".join(rng.choices(vocab, k=90))
+            lines.append(f"{row}\t{body}\n")
+            row += 1
+        chunk = "".join(lines)
+        copy.stdin.write(chunk)
+        written += len(chunk)
+    copy.stdin.close()
+    if copy.wait() != 0:
+        sys.exit("bench: COPY of the random text failed")
     c.psql("VACUUM ANALYZE")
     c.psql("CHECKPOINT")
 
