@@ -120,9 +120,11 @@ class PeakRss(threading.Thread):
         return self.peak_kb / 1024.0
 
 
-def du_bytes(path):
+def du_bytes(path, skip=("pg_wal",)):
+    """Bytes of the files under `path`, leaving out the directories a backup leaves out."""
     total = 0
-    for root, _, files in os.walk(path):
+    for root, dirs, files in os.walk(path):
+        dirs[:] = [d for d in dirs if d not in skip]
         for f in files:
             try:
                 total += os.lstat(os.path.join(root, f)).st_size
