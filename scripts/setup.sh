@@ -10,15 +10,8 @@ APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib clang li
 
 log() { echo "setup: $*"; }
 
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing Debian packages: ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+. "$(dirname "$0")/apt.sh"
+apt_install_missing "${APT_PACKAGES[@]}"
 
 if ! command -v cargo >/dev/null 2>&1; then
   # rustup installs here; a non-login shell may not have it on PATH yet

@@ -85,14 +85,8 @@ pub fn run(opts: &BackupOptions) -> Option<String> {
             }
             _ => {}
         }
+        sleep_on_latch(500);
         unsafe {
-            pg_sys::WaitLatch(
-                pg_sys::MyLatch,
-                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                500,
-                pg_sys::PG_WAIT_EXTENSION,
-            );
-            pg_sys::ResetLatch(pg_sys::MyLatch);
             if pg_sys::QueryCancelPending != 0 || pg_sys::ProcDiePending != 0 {
                 // The caller gives up, so the backup stops too: nothing finishes unobserved.
                 let _ = worker.terminate();
@@ -127,6 +121,20 @@ pub fn run(opts: &BackupOptions) -> Option<String> {
                 "Nothing was committed to storage: the backup has no sentinel and is not listed.",
             )
         }
+    }
+}
+
+/// Sleep up to `ms` milliseconds or until our latch is set (signals set it); exits with the
+/// postmaster.
+fn sleep_on_latch(ms: i64) {
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            ms as _,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
     }
 }
 
@@ -334,18 +342,10 @@ fn wait_for_wal_archived(segment: &str) -> Result<(), String> {
     let started = std::time::Instant::now();
     let mut next_notice = 60;
     while !archived() {
-        unsafe {
-            if pg_sys::ProcDiePending != 0 {
-                return Err("the backup worker was asked to stop".into());
-            }
-            pg_sys::WaitLatch(
-                pg_sys::MyLatch,
-                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                20,
-                pg_sys::PG_WAIT_EXTENSION,
-            );
-            pg_sys::ResetLatch(pg_sys::MyLatch);
+        if unsafe { pg_sys::ProcDiePending } != 0 {
+            return Err("the backup worker was asked to stop".into());
         }
+        sleep_on_latch(20);
         if started.elapsed().as_secs() >= next_notice {
             warning!("walg_ext: still waiting for {segment} to be archived ({next_notice} s); check the archiver");
             next_notice += 60;
