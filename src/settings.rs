@@ -25,33 +25,25 @@ static TAR_SIZE_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(-1);
 static UPLOAD_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(-1);
 static DISK_RATE_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(-1);
 
-/// (GUC, WAL-G key) pairs for string settings.
+/// (GUC, WAL-G key) pairs for string settings (the S3 ones are in `S3_GUCS`).
 const STRING_SETTINGS: &[(&GucSetting<Option<CString>>, &str)] = &[
     (&FILE_PREFIX, "WALG_FILE_PREFIX"),
     (&COMPRESSION_METHOD, "WALG_COMPRESSION_METHOD"),
     (&LIBSODIUM_KEY_PATH, "WALG_LIBSODIUM_KEY_PATH"),
     (&LIBSODIUM_KEY_TRANSFORM, "WALG_LIBSODIUM_KEY_TRANSFORM"),
-    (&S3_PREFIX, "WALG_S3_PREFIX"),
-    (&AWS_ENDPOINT, "AWS_ENDPOINT"),
-    (&AWS_REGION, "AWS_REGION"),
-    (&AWS_S3_FORCE_PATH_STYLE, "AWS_S3_FORCE_PATH_STYLE"),
-    (&S3_STORAGE_CLASS, "WALG_S3_STORAGE_CLASS"),
-    (&S3_SSE, "WALG_S3_SSE"),
-    (&S3_SSE_KMS_ID, "WALG_S3_SSE_KMS_ID"),
-    (&S3_CA_CERT_FILE, "WALG_S3_CA_CERT_FILE"),
 ];
 
 /// S3 string settings: (GUC, variable, WAL-G key, description). No secrets here: keys come only
 /// from walg.config_file or the server's environment.
-const S3_GUCS: &[(&std::ffi::CStr, &GucSetting<Option<CString>>, &std::ffi::CStr)] = &[
-    (c"walg.s3_prefix", &S3_PREFIX, c"S3 location of the backups and WAL, s3://bucket/path (WALG_S3_PREFIX)."),
-    (c"walg.aws_endpoint", &AWS_ENDPOINT, c"Endpoint of an S3-compatible service, e.g. http://minio:9000 (AWS_ENDPOINT); empty: AWS."),
-    (c"walg.aws_region", &AWS_REGION, c"Region of the bucket (AWS_REGION); empty: the AWS default chain, or us-east-1 with walg.aws_endpoint."),
-    (c"walg.aws_s3_force_path_style", &AWS_S3_FORCE_PATH_STYLE, c"true: path-style URLs (endpoint/bucket/key), needed by most S3-compatible services (AWS_S3_FORCE_PATH_STYLE)."),
-    (c"walg.s3_storage_class", &S3_STORAGE_CLASS, c"Storage class of uploaded objects, e.g. STANDARD_IA (WALG_S3_STORAGE_CLASS); empty: STANDARD."),
-    (c"walg.s3_sse", &S3_SSE, c"Server-side encryption: AES256 or aws:kms (WALG_S3_SSE)."),
-    (c"walg.s3_sse_kms_id", &S3_SSE_KMS_ID, c"KMS key id for walg.s3_sse = aws:kms (WALG_S3_SSE_KMS_ID)."),
-    (c"walg.s3_ca_cert_file", &S3_CA_CERT_FILE, c"PEM file with a CA certificate to trust for the endpoint (WALG_S3_CA_CERT_FILE)."),
+const S3_GUCS: &[(&std::ffi::CStr, &GucSetting<Option<CString>>, &str, &std::ffi::CStr)] = &[
+    (c"walg.s3_prefix", &S3_PREFIX, "WALG_S3_PREFIX", c"S3 location of the backups and WAL, s3://bucket/path (WALG_S3_PREFIX)."),
+    (c"walg.aws_endpoint", &AWS_ENDPOINT, "AWS_ENDPOINT", c"Endpoint of an S3-compatible service, e.g. http://minio:9000 (AWS_ENDPOINT); empty: AWS."),
+    (c"walg.aws_region", &AWS_REGION, "AWS_REGION", c"Region of the bucket (AWS_REGION); empty: the AWS default chain, or us-east-1 with walg.aws_endpoint."),
+    (c"walg.aws_s3_force_path_style", &AWS_S3_FORCE_PATH_STYLE, "AWS_S3_FORCE_PATH_STYLE", c"true: path-style URLs (endpoint/bucket/key), needed by most S3-compatible services (AWS_S3_FORCE_PATH_STYLE)."),
+    (c"walg.s3_storage_class", &S3_STORAGE_CLASS, "WALG_S3_STORAGE_CLASS", c"Storage class of uploaded objects, e.g. STANDARD_IA (WALG_S3_STORAGE_CLASS); empty: STANDARD."),
+    (c"walg.s3_sse", &S3_SSE, "WALG_S3_SSE", c"Server-side encryption: AES256 or aws:kms (WALG_S3_SSE)."),
+    (c"walg.s3_sse_kms_id", &S3_SSE_KMS_ID, "WALG_S3_SSE_KMS_ID", c"KMS key id for walg.s3_sse = aws:kms (WALG_S3_SSE_KMS_ID)."),
+    (c"walg.s3_ca_cert_file", &S3_CA_CERT_FILE, "WALG_S3_CA_CERT_FILE", c"PEM file with a CA certificate to trust for the endpoint (WALG_S3_CA_CERT_FILE)."),
 ];
 
 /// Secrets taken from the server's environment (never from a GUC): they override the file, as
@@ -85,7 +77,7 @@ pub fn register() {
         ctx(),
         none(),
     );
-    for &(name, setting, short) in S3_GUCS {
+    for &(name, setting, _, short) in S3_GUCS {
         GucRegistry::define_string_guc(name, short, c"", setting, ctx(), none());
     }
     GucRegistry::define_string_guc(
@@ -170,9 +162,10 @@ pub fn load_config() -> walg_core::Result<Config> {
             over.set(*key, v);
         }
     }
-    for (guc, key) in STRING_SETTINGS {
+    let s3 = S3_GUCS.iter().map(|&(_, guc, key, _)| (guc, key));
+    for (guc, key) in STRING_SETTINGS.iter().map(|&(guc, key)| (guc, key)).chain(s3) {
         if let Some(v) = guc_str(guc) {
-            over.set(*key, v);
+            over.set(key, v);
         }
     }
     for (guc, key) in INT_SETTINGS {

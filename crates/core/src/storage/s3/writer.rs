@@ -22,30 +22,30 @@ use crate::storage::ObjectWriter;
 
 type PartResult = std::result::Result<CompletedPart, (Failure, u32)>;
 
-pub(super) fn with_put_options(cfg: &S3Config, mut req: PutObjectFluentBuilder) -> PutObjectFluentBuilder {
-    if let Some(class) = &cfg.storage_class {
-        req = req.storage_class(StorageClass::from(class.as_str()));
-    }
-    if let Some(sse) = &cfg.sse {
-        req = req.server_side_encryption(ServerSideEncryption::from(sse.as_str()));
-    }
-    if let Some(kms) = &cfg.sse_kms_id {
-        req = req.ssekms_key_id(kms);
-    }
-    req
+/// Storage class and server-side encryption, set the same way on a PUT and on a multipart
+/// upload's creation (two SDK builder types with no common trait).
+macro_rules! with_object_options {
+    ($cfg:expr, $req:expr) => {{
+        let mut req = $req;
+        if let Some(class) = &$cfg.storage_class {
+            req = req.storage_class(StorageClass::from(class.as_str()));
+        }
+        if let Some(sse) = &$cfg.sse {
+            req = req.server_side_encryption(ServerSideEncryption::from(sse.as_str()));
+        }
+        if let Some(kms) = &$cfg.sse_kms_id {
+            req = req.ssekms_key_id(kms);
+        }
+        req
+    }};
 }
 
-fn with_create_options(cfg: &S3Config, mut req: CreateMultipartUploadFluentBuilder) -> CreateMultipartUploadFluentBuilder {
-    if let Some(class) = &cfg.storage_class {
-        req = req.storage_class(StorageClass::from(class.as_str()));
-    }
-    if let Some(sse) = &cfg.sse {
-        req = req.server_side_encryption(ServerSideEncryption::from(sse.as_str()));
-    }
-    if let Some(kms) = &cfg.sse_kms_id {
-        req = req.ssekms_key_id(kms);
-    }
-    req
+pub(super) fn with_put_options(cfg: &S3Config, req: PutObjectFluentBuilder) -> PutObjectFluentBuilder {
+    with_object_options!(cfg, req)
+}
+
+fn with_create_options(cfg: &S3Config, req: CreateMultipartUploadFluentBuilder) -> CreateMultipartUploadFluentBuilder {
+    with_object_options!(cfg, req)
 }
 
 /// The reason alone: a caller wrapping the io::Error adds "storage write <key>" itself.
