@@ -384,7 +384,8 @@ pub fn push_data(
     let ctx = Ctx {
         storage,
         backup: &start.name,
-        pipeline: cfg.pipeline(),
+        // Every core may compress any part: a big table file then does not leave cores idle.
+        pipeline: cfg.pipeline().with_threads(crate::config::cores()),
         threshold: cfg.tar_size_threshold.max(1),
         part_counter: AtomicU32::new(0),
         stop: AtomicBool::new(false),

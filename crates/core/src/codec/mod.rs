@@ -137,12 +137,13 @@ impl<W: Write + Send> Encoder<W> for Plain<W> {
     }
 }
 
-/// Compressing encoder for `c` over any writer.
-pub fn encoder<W: Write + Send + 'static>(c: Compression, w: W) -> io::Result<Box<dyn Encoder<W>>> {
+/// Compressing encoder for `c` over any writer. `threads` > 1 lets zstd compress that many
+/// chunks of the stream at once (the other methods stream on the caller's thread).
+pub fn encoder<W: Write + Send + 'static>(c: Compression, threads: usize, w: W) -> io::Result<Box<dyn Encoder<W>>> {
     Ok(match c {
         Compression::None => Box::new(Plain(w)),
         Compression::Lz4 => lz4::encoder(w)?,
-        Compression::Zstd { level } => zstd::encoder(level, w)?,
+        Compression::Zstd { level } => zstd::encoder(level, threads, w)?,
         Compression::Brotli { quality } => self::brotli::encoder(quality, w),
         Compression::Lzma { preset } => self::lzma::encoder(preset, w)?,
     })
@@ -185,7 +186,7 @@ pub fn compress_writer(c: Compression, inner: Box<dyn ObjectWriter>) -> Result<B
     if c == Compression::None {
         return Ok(inner);
     }
-    let enc = encoder(c, inner)
+    let enc = encoder(c, 1, inner)
         .map_err(|e| Error::Codec { object: format!("({} writer)", c.name()), msg: e.to_string() })?;
     Ok(wrap_object(enc, c.name()))
 }
@@ -193,7 +194,7 @@ pub fn compress_writer(c: Compression, inner: Box<dyn ObjectWriter>) -> Result<B
 /// Compress a whole buffer.
 pub fn compress_bytes(c: Compression, data: &[u8]) -> Result<Vec<u8>> {
     let err = |e: io::Error| Error::Codec { object: "(memory)".into(), msg: e.to_string() };
-    let mut enc = encoder(c, Vec::with_capacity(data.len() / 2 + 64)).map_err(err)?;
+    let mut enc = encoder(c, 1, Vec::with_capacity(data.len() / 2 + 64)).map_err(err)?;
     enc.write_all(data).map_err(err)?;
     enc.finish().map_err(err)
 }

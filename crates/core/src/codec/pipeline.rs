@@ -12,11 +12,20 @@ use crate::storage::{ObjectWriter, Storage};
 pub struct Pipeline {
     pub compression: Compression,
     key: Option<Key>,
+    /// Threads compressing each object written (zstd only; 1 = the writer's own thread).
+    threads: usize,
 }
 
 impl Pipeline {
     pub fn new(compression: Compression, key: Option<Key>) -> Pipeline {
-        Pipeline { compression, key }
+        Pipeline { compression, key, threads: 1 }
+    }
+
+    /// Compress each object on `threads` threads: for a few big objects written at once (base
+    /// backup parts), so that one large file does not leave the other cores idle.
+    pub fn with_threads(mut self, threads: usize) -> Pipeline {
+        self.threads = threads.max(1);
+        self
     }
 
     pub fn is_encrypted(&self) -> bool {
@@ -42,7 +51,7 @@ impl Pipeline {
         if self.compression == Compression::None {
             return Ok(sealed);
         }
-        let enc = encoder(self.compression, sealed).map_err(|e| Error::Codec {
+        let enc = encoder(self.compression, self.threads, sealed).map_err(|e| Error::Codec {
             object: format!("({} writer)", self.compression.name()),
             msg: e.to_string(),
         })?;

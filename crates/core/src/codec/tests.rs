@@ -95,6 +95,45 @@ fn levels_parse_and_validate() {
     assert!(l19 < l1, "level 19 ({l19}) should beat level 1 ({l1})");
 }
 
+/// The zstd frames in `data`, by walking their sizes.
+fn zstd_frame_count(mut data: &[u8]) -> usize {
+    let mut n = 0;
+    while !data.is_empty() {
+        let len = ::zstd::zstd_safe::find_frame_compressed_size(data).expect("a whole frame");
+        data = &data[len..];
+        n += 1;
+    }
+    n
+}
+
+fn zstd_encode(threads: usize, data: &[u8], piece: usize) -> Vec<u8> {
+    let mut enc = encoder(Compression::Zstd { level: 1 }, threads, Vec::new()).unwrap();
+    for p in data.chunks(piece) {
+        enc.write_all(p).unwrap();
+    }
+    enc.finish().unwrap()
+}
+
+#[test]
+fn zstd_writes_one_frame_per_chunk_the_same_on_any_number_of_threads() {
+    // 3 full 4 MiB chunks and a partial one.
+    let data = sample(3 * (4 << 20) + 12345);
+    let inline = zstd_encode(1, &data, 100_003);
+    assert_eq!(zstd_frame_count(&inline), 4);
+    assert_eq!(decode("zst", inline.clone()).unwrap(), data);
+    for threads in [2, 3, 8] {
+        // Helpers finish chunks in any order; the frames must still come out in input order.
+        assert!(zstd_encode(threads, &data, 65_536 + 7) == inline, "{threads} threads wrote different bytes");
+    }
+    // One chunk or less never needs helpers, and empty input is one empty frame.
+    assert_eq!(zstd_frame_count(&zstd_encode(4, &data[..1000], 10)), 1);
+    assert_eq!(decode("zst", zstd_encode(4, b"", 1)).unwrap(), b"");
+    // Abandoned halfway (an aborted upload): dropping stops and joins the helpers.
+    let mut enc = encoder(Compression::Zstd { level: 1 }, 4, Vec::new()).unwrap();
+    enc.write_all(&data[..9 << 20]).unwrap();
+    drop(enc);
+}
+
 #[test]
 fn streaming_writer_round_trip_plain_and_encrypted() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,17 @@
-//! zstd: standard zstd frames (the zstd C library).
+//! zstd: a stream of standard zstd frames, one per input chunk (the zstd C library).
+//!
+//! Why frames of a few MiB rather than one streaming frame: zstd's streaming compressor keeps its
+//! window in a ring buffer and so spends most of its time in the slower "external dictionary"
+//! match finder; one-shot compression of a chunk avoids that (about 20% faster at level 1 on
+//! table data, same ratio below level 10). Independent frames also let several threads compress
+//! one object. Concatenated frames are one valid zstd stream (RFC 8878 section 3.1): the zstd
+//! tool, WAL-G and our decoder read them as one.
 
+use std::collections::VecDeque;
 use std::io::{self, BufReader, Read, Write};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
 
 use super::Encoder;
 
@@ -21,32 +32,187 @@ pub fn level_from_name(name: &str) -> Option<i32> {
     }
 }
 
-struct ZstdEncoder<W: Write>(zstd::stream::write::Encoder<'static, W>);
-
-impl<W: Write> Write for ZstdEncoder<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
+/// Input bytes per frame. Measured on table data: 4 MiB costs under 0.4% of ratio up to level 9;
+/// the high levels look further back (windows of 4-8 MiB), so they get bigger chunks.
+fn chunk_size(level: i32) -> usize {
+    match level {
+        ..=9 => 4 << 20,
+        10..=15 => 8 << 20,
+        _ => 16 << 20,
     }
+}
+
+/// A chunk to compress: its input and a buffer for the frame (both come back for reuse).
+type Job = (Vec<u8>, Vec<u8>, Sender<Done>);
+/// The chunk's input and compressed frame, or the error.
+type Done = io::Result<(Vec<u8>, Vec<u8>)>;
+
+/// Threads compressing chunks for one encoder. Each job carries its own reply channel, and the
+/// encoder keeps the replies in submission order, so frames are written in input order.
+struct Helpers {
+    jobs: Option<Sender<Job>>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Helpers {
+    fn start(level: i32, threads: usize) -> io::Result<Helpers> {
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let mut helpers = Helpers { jobs: Some(tx), handles: Vec::new() };
+        for i in 0..threads {
+            let rx = rx.clone();
+            let h = std::thread::Builder::new().name(format!("walg-zstd-{i}")).spawn(move || {
+                crate::threads::block_signals();
+                let mut cctx = match zstd::bulk::Compressor::new(level) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Answer every job with the error, so the encoder reports it.
+                        let msg = e.to_string();
+                        for (_, _, reply) in rx {
+                            let _ = reply.send(Err(io::Error::other(msg.clone())));
+                        }
+                        return;
+                    }
+                };
+                for (input, mut out, reply) in rx {
+                    let _ = reply.send(compress_chunk(&mut cctx, &input, &mut out).map(|()| (input, out)));
+                }
+            })?;
+            helpers.handles.push(h);
+        }
+        Ok(helpers)
+    }
+}
+
+impl Drop for Helpers {
+    fn drop(&mut self) {
+        // Closing the queue ends each helper after its current chunk.
+        self.jobs = None;
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn compress_chunk(cctx: &mut zstd::bulk::Compressor<'static>, input: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    out.clear();
+    out.reserve(zstd::zstd_safe::compress_bound(input.len()));
+    cctx.compress_to_buffer(input, out)?;
+    Ok(())
+}
+
+struct FrameEncoder<W: Write> {
+    w: W,
+    level: i32,
+    threads: usize,
+    chunk: usize,
+    /// The chunk being filled.
+    buf: Vec<u8>,
+    /// Both made when first needed: an object of one chunk never starts helper threads.
+    inline: Option<zstd::bulk::Compressor<'static>>,
+    helpers: Option<Helpers>,
+    /// Replies for chunks handed to helpers, oldest first.
+    pending: VecDeque<Receiver<Done>>,
+    max_pending: usize,
+    /// Buffers back from finished chunks: 4 MiB allocations are not free (page faults).
+    spare_in: Vec<Vec<u8>>,
+    spare_out: Vec<Vec<u8>>,
+    frames: u64,
+}
+
+impl<W: Write> FrameEncoder<W> {
+    /// Compress the filled chunk (or hand it to a helper), writing finished frames in order.
+    fn seal_chunk(&mut self, last: bool) -> io::Result<()> {
+        self.frames += 1;
+        let mut out = self.spare_out.pop().unwrap_or_default();
+        if self.helpers.is_none() && self.threads > 1 && !last {
+            self.helpers = Some(Helpers::start(self.level, self.threads)?);
+        }
+        match &self.helpers {
+            None => {
+                if self.inline.is_none() {
+                    self.inline = Some(zstd::bulk::Compressor::new(self.level)?);
+                }
+                let cctx = self.inline.as_mut().expect("compressor just made");
+                compress_chunk(cctx, &self.buf, &mut out)?;
+                self.w.write_all(&out)?;
+                self.buf.clear();
+                self.spare_out.push(out);
+            }
+            Some(helpers) => {
+                let next = self.spare_in.pop().unwrap_or_else(|| Vec::with_capacity(self.chunk));
+                let input = std::mem::replace(&mut self.buf, next);
+                let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+                let jobs = helpers.jobs.as_ref().expect("queue open while encoding");
+                jobs.send((input, out, reply_tx)).map_err(|_| io::Error::other("zstd threads have stopped"))?;
+                self.pending.push_back(reply_rx);
+                while self.pending.len() > self.max_pending {
+                    self.write_oldest()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_oldest(&mut self) -> io::Result<()> {
+        let Some(rx) = self.pending.pop_front() else { return Ok(()) };
+        let (mut input, out) = rx.recv().map_err(|_| io::Error::other("a zstd thread stopped unexpectedly"))??;
+        self.w.write_all(&out)?;
+        input.clear();
+        self.spare_in.push(input);
+        self.spare_out.push(out);
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for FrameEncoder<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(self.chunk - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == self.chunk {
+            self.seal_chunk(false)?;
+        }
+        Ok(n)
+    }
+
+    /// Frames are only written whole, so a flush passes on what is complete.
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+        self.w.flush()
     }
 }
 
-impl<W: Write + Send> Encoder<W> for ZstdEncoder<W> {
-    fn finish(self: Box<Self>) -> io::Result<W> {
-        self.0.finish()
+impl<W: Write + Send> Encoder<W> for FrameEncoder<W> {
+    fn finish(mut self: Box<Self>) -> io::Result<W> {
+        // Empty input still makes one (empty) frame: a zero-byte object is not valid zstd.
+        if !self.buf.is_empty() || self.frames == 0 {
+            self.seal_chunk(true)?;
+        }
+        while !self.pending.is_empty() {
+            self.write_oldest()?;
+        }
+        drop(self.helpers.take());
+        Ok(self.w)
     }
 }
 
-pub(super) fn encoder<W: Write + Send + 'static>(level: i32, w: W) -> io::Result<Box<dyn Encoder<W>>> {
-    #[allow(unused_mut)]
-    let mut enc = zstd::stream::write::Encoder::new(w, level)?;
-    #[cfg(feature = "zstdmt")]
-    {
-        let n = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
-        enc.multithread(n)?;
-    }
-    Ok(Box::new(ZstdEncoder(enc)))
+/// Encoder at `level`; `threads` > 1 compresses that many chunks at once on helper threads
+/// (for one big stream, such as a base backup part), 1 compresses on the caller's thread.
+pub(super) fn encoder<W: Write + Send + 'static>(level: i32, threads: usize, w: W) -> io::Result<Box<dyn Encoder<W>>> {
+    let chunk = chunk_size(level);
+    Ok(Box::new(FrameEncoder {
+        w,
+        level,
+        threads,
+        chunk,
+        buf: Vec::with_capacity(chunk),
+        inline: None,
+        helpers: None,
+        pending: VecDeque::new(),
+        // Every helper busy and one chunk waiting keeps them fed while bounding memory.
+        max_pending: threads + 1,
+        spare_in: Vec::new(),
+        spare_out: Vec::new(),
+        frames: 0,
+    }))
 }
 
 pub(super) fn decoder(r: Box<dyn Read + Send>) -> io::Result<Box<dyn Read + Send>> {

@@ -1,11 +1,12 @@
 //! Storage in a local directory. Writes are durable and atomic: temp file in the target
 //! directory, fsync, rename, fsync the directory; so a crash never leaves a half object visible.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::direct::DirectWriter;
 use super::{ObjectInfo, ObjectWriter, Storage};
 use crate::error::{Error, Result};
 
@@ -51,7 +52,7 @@ struct FsWriter {
     key: String,
     tmp: PathBuf,
     dest: PathBuf,
-    file: Option<BufWriter<File>>,
+    file: Option<DirectWriter>,
     written: u64,
 }
 
@@ -71,9 +72,7 @@ impl ObjectWriter for FsWriter {
         let key = self.key.clone();
         let file = self.file.take().expect("finish called twice");
         let commit = || -> io::Result<()> {
-            let file = file.into_inner().map_err(|e| e.into_error())?;
-            file.sync_all()?;
-            drop(file);
+            drop(file.finish()?);
             fs::rename(&self.tmp, &self.dest)?;
             fsync_dir(self.dest.parent().unwrap_or(Path::new(".")))
         };
@@ -124,16 +123,12 @@ impl Storage for FsStorage {
         let base = dest.file_name().unwrap().to_string_lossy();
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}-{base}", std::process::id()));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| Error::storage("write", key, e))?;
+        let file = DirectWriter::create_new(&tmp).map_err(|e| Error::storage("write", key, e))?;
         Ok(Box::new(FsWriter {
             key: key.to_string(),
             tmp,
             dest,
-            file: Some(BufWriter::with_capacity(256 * 1024, file)),
+            file: Some(file),
             written: 0,
         }))
     }

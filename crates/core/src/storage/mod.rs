@@ -1,6 +1,7 @@
 //! Object storage abstraction. Keys are `/`-separated and relative to the storage root/prefix.
 //! Two implementations: a local directory (fs) and S3 or an S3-compatible service (s3).
 
+mod direct;
 mod fs;
 pub mod s3;
 
