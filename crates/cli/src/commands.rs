@@ -21,8 +21,8 @@ pub fn backup_fetch(config: Option<&Path>, target: &Path, name: &str) -> Result<
     let name = backup::fetch::resolve_backup_name(storage.as_ref(), name)?;
     eprintln!("walg-ext: restoring {name} from {} into {}", storage.describe(), target.display());
     let log = |line: &str| eprintln!("walg-ext: {line}");
-    let s = backup::fetch::fetch(&cfg, &storage, &name, target, &log)?;
-    eprintln!("walg-ext: restored {} ({} files, {} bytes)", s.backup, s.files, s.bytes);
+    // fetch logs the closing summary itself.
+    backup::fetch::fetch(&cfg, &storage, &name, target, &log)?;
     Ok(())
 }
 

@@ -32,6 +32,8 @@ mod tests {
     }
 
     /// A small fake PGDATA.
+    const LONG_NAME: &str = "a_file_name_long_enough_to_need_a_gnu_long_name_entry_in_tar_since_ustar_names_stop_at_one_hundred_bytes";
+
     fn make_pgdata(root: &Path) -> PathBuf {
         let pg = root.join("pgdata");
         for d in ["base/1", "base/5", "global", "pg_wal/archive_status", "pg_stat_tmp", "pg_tblspc"] {
@@ -43,6 +45,8 @@ mod tests {
         fs::write(pg.join("base/1/2608_fsm"), pseudo_random(24_576, 3)).unwrap();
         fs::write(pg.join("base/5/16384"), pseudo_random(90_000, 4)).unwrap();
         fs::write(pg.join("base/5/empty"), b"").unwrap();
+        // Over 100 bytes of name (a GNU long-name entry) and over the 1 MiB copy buffer.
+        fs::write(pg.join(format!("base/5/{LONG_NAME}")), pseudo_random((1 << 20) + 777, 8)).unwrap();
         fs::write(pg.join("global/pg_control"), pseudo_random(8192, 5)).unwrap();
         fs::write(pg.join("global/1262"), pseudo_random(8192, 6)).unwrap();
         fs::write(pg.join("pg_wal/000000010000000000000001"), pseudo_random(50_000, 7)).unwrap();
@@ -126,7 +130,7 @@ mod tests {
         assert_eq!(sentinel.lsn, 0x0200_0028);
         assert_eq!(sentinel.finish_lsn, 0x0200_0100);
         assert!(sentinel.uncompressed_size > 540_000 && sentinel.compressed_size > 0);
-        assert_eq!(sentinel.data_catalog_size as usize, 3 + 300_000 + 120_000 + 24_576 + 90_000 + 8192 + 8192);
+        assert_eq!(sentinel.data_catalog_size as usize, 3 + 300_000 + 120_000 + 24_576 + 90_000 + (1 << 20) + 777 + 8192 + 8192);
         let meta = BackupMetadata::from_json(&get_bytes(storage.as_ref(), &metadata_key(name)).unwrap().unwrap(), "m").unwrap();
         assert_eq!(meta.start_lsn, sentinel.lsn);
         assert_eq!(meta.system_identifier, Some(7_339_209_394_853_810_000));
@@ -147,11 +151,12 @@ mod tests {
         let target = dir.path().join("restore");
         let summary = fetch(&cfg, &storage, "LATEST", &target, &no_log).unwrap();
         assert_eq!(summary.backup, name);
+        let long = format!("base/5/{LONG_NAME}");
         for f in ["PG_VERSION", "base/1/1259", "base/1/1249", "base/1/2608_fsm", "base/5/16384", "base/5/empty",
-                  "global/pg_control", "global/1262"] {
-            assert_eq!(fs::read(target.join(f)).unwrap(), fs::read(pg.join(f)).unwrap(), "{f}");
+                  "global/pg_control", "global/1262", &long] {
+            assert!(fs::read(target.join(f)).unwrap() == fs::read(pg.join(f)).unwrap(), "{f}");
         }
-        assert_eq!(summary.files, 9); // 8 data files + backup_label
+        assert_eq!(summary.files, 10); // 9 data files + backup_label
         assert!(target.join("pg_wal").is_dir());
         assert_eq!(fs::read_dir(target.join("pg_wal")).unwrap().count(), 0);
         assert!(target.join("pg_stat_tmp").is_dir() && !target.join("pg_stat_tmp/x").exists());

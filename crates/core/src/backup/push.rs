@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -185,28 +185,39 @@ impl PartWriter {
         Ok(())
     }
 
-    /// Stream one file in; `Ok(false)` when it vanished before we could open it.
-    fn add_file(&mut self, ctx: &Ctx, e: &WalkEntry) -> Result<bool> {
+    /// Stream one file in through `buf`; `Ok(false)` when it vanished before we could open it.
+    /// Exactly the size seen by the walk is stored: cut if the file grew since, zero-filled if
+    /// it shrank (PostgreSQL's WAL replay repairs both, as with any base backup).
+    fn add_file(&mut self, ctx: &Ctx, e: &WalkEntry, buf: &mut [u8]) -> Result<bool> {
         let file = match File::open(&e.path) {
             Ok(f) => f,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(err) => return Err(Error::io(&e.path, err)),
         };
-        let mut src = FileSource {
-            // Buffer sized to the file (8 KiB..1 MiB): big sequential reads without a 1 MiB
-            // allocation for every small catalog file.
-            inner: BufReader::with_capacity(e.size.clamp(8192, 1 << 20) as usize, Throttled { file, ctx }),
-            remaining: e.size,
-            eof: false,
-            failed: false,
-        };
+        let mut src = Throttled { file, ctx };
         let mut h = tarfmt::file_header(e.size, e.mode, unix_secs(e.mtime));
-        if let Err(err) = tarfmt::append(&mut self.builder, &mut h, &e.name, &mut src) {
-            if ctx.stop.load(Ordering::Relaxed) {
-                return Err(Error::Cancelled("backup stopped".into()));
+        tarfmt::append_header(&mut self.builder, &mut h, &e.name).map_err(|err| self.write_err(err))?;
+        let mut remaining = e.size;
+        let mut eof = false;
+        while remaining > 0 {
+            let want = buf.len().min(remaining.min(usize::MAX as u64) as usize);
+            let mut n = 0;
+            while !eof && n < want {
+                match src.read(&mut buf[n..want]) {
+                    Ok(0) => eof = true,
+                    Ok(k) => n += k,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) if ctx.stop.load(Ordering::Relaxed) => return Err(Error::Cancelled("backup stopped".into())),
+                    Err(err) => return Err(Error::io(&e.path, err)),
+                }
             }
-            return Err(if src.failed { Error::io(&e.path, err) } else { self.write_err(err) });
+            if eof {
+                buf[n..want].fill(0);
+            }
+            self.builder.get_mut().write_all(&buf[..want]).map_err(|err| self.write_err(err))?;
+            remaining -= want as u64;
         }
+        self.builder.get_mut().write_all(tarfmt::padding(e.size)).map_err(|err| self.write_err(err))?;
         self.entries.push(e.name.clone());
         Ok(true)
     }
@@ -239,42 +250,6 @@ impl Read for Throttled<'_> {
     }
 }
 
-/// Exactly `remaining` bytes of a file: cut if it grew, zero-padded if it shrank since the walk.
-struct FileSource<'a> {
-    inner: BufReader<Throttled<'a>>,
-    remaining: u64,
-    eof: bool,
-    failed: bool,
-}
-
-impl Read for FileSource<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.remaining == 0 || buf.is_empty() {
-            return Ok(0);
-        }
-        let want = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
-        let n = if self.eof {
-            buf[..want].fill(0);
-            want
-        } else {
-            match self.inner.read(&mut buf[..want]) {
-                Ok(0) => {
-                    self.eof = true;
-                    buf[..want].fill(0);
-                    want
-                }
-                Ok(n) => n,
-                Err(e) => {
-                    self.failed = true;
-                    return Err(e);
-                }
-            }
-        };
-        self.remaining -= n as u64;
-        Ok(n)
-    }
-}
-
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -295,9 +270,20 @@ fn describe(e: &WalkEntry) -> FileDescription {
     }
 }
 
+/// zstd threads per part stream: the cores shared out among the streams, plus one, so that when
+/// only the stream with the biggest file is left (a 1 GB table segment) it still has two cores.
+fn compress_threads(streams: usize) -> usize {
+    let cores = crate::config::cores();
+    (cores.div_ceil(streams.max(1)) + 1).min(cores)
+}
+
+/// File data moves in reads of this size: large sequential reads, few calls down the writer chain.
+const COPY_BUFFER: usize = 1 << 20;
+
 /// One upload thread: take entries from the queue, fill parts up to the threshold.
 fn worker(ctx: &Ctx, queue: &Receiver<WalkEntry>) -> Result<WorkerOutput> {
     let mut out = WorkerOutput::default();
+    let mut buf = vec![0u8; COPY_BUFFER];
     let mut part: Option<PartWriter> = None;
     while let Ok(item) = queue.recv() {
         if ctx.stop.load(Ordering::Relaxed) {
@@ -311,7 +297,7 @@ fn worker(ctx: &Ctx, queue: &Receiver<WalkEntry>) -> Result<WorkerOutput> {
         match item.kind {
             EntryKind::Dir => p.add_dir(&item)?,
             EntryKind::File => {
-                if p.add_file(ctx, &item)? {
+                if p.add_file(ctx, &item, &mut buf)? {
                     out.files.insert(item.name.clone(), describe(&item));
                 } else {
                     ctx.progress.bytes_done.fetch_add(item.size, Ordering::Relaxed);
@@ -384,8 +370,7 @@ pub fn push_data(
     let ctx = Ctx {
         storage,
         backup: &start.name,
-        // Every core may compress any part: a big table file then does not leave cores idle.
-        pipeline: cfg.pipeline().with_threads(crate::config::cores()),
+        pipeline: cfg.pipeline().with_threads(compress_threads(cfg.upload_concurrency)),
         threshold: cfg.tar_size_threshold.max(1),
         part_counter: AtomicU32::new(0),
         stop: AtomicBool::new(false),
@@ -450,7 +435,7 @@ pub fn push_data(
     progress.phase.store(PHASE_PG_CONTROL, Ordering::Relaxed);
     poll()?;
     let mut part = PartWriter::create(storage, &start.name, "pg_control.tar", &ctx.pipeline)?;
-    if !part.add_file(&ctx, &pg_control)? {
+    if !part.add_file(&ctx, &pg_control, &mut [0u8; 8192])? {
         return Err(Error::NotFound(format!("{}: control file vanished", pg_control.path.display())));
     }
     result.add_part(part.close()?);
@@ -567,9 +552,11 @@ mod tests {
             WalkEntry { name: format!("/{name}"), path, kind: EntryKind::File, size: stat_size, mode: 0o600, mtime: SystemTime::now() }
         };
         let mut part = PartWriter::create(&storage, "b", "part_001.tar", &Pipeline::new(Compression::None, None)).unwrap();
-        assert!(part.add_file(&ctx, &file("shrunk", b"abc", 10)).unwrap());
-        assert!(part.add_file(&ctx, &file("grown", b"abcdefgh", 4)).unwrap());
-        assert!(!part.add_file(&ctx, &file("vanished", b"", 5)).unwrap());
+        // A buffer smaller than the files, so each takes several rounds.
+        let buf = &mut [0u8; 3];
+        assert!(part.add_file(&ctx, &file("shrunk", b"abc", 10), buf).unwrap());
+        assert!(part.add_file(&ctx, &file("grown", b"abcdefgh", 4), buf).unwrap());
+        assert!(!part.add_file(&ctx, &file("vanished", b"", 5), buf).unwrap());
         let res = part.close().unwrap();
         assert_eq!(res.entries, vec!["/shrunk", "/grown"]);
         let out = dir.path().join("out");
