@@ -141,6 +141,29 @@ impl Write for Counting {
     }
 }
 
+impl Counting {
+    fn commit_input(&mut self, n: usize) -> io::Result<()> {
+        self.inner.commit_input(n)?;
+        self.count += n as u64;
+        Ok(())
+    }
+}
+
+/// Read into `dst` until it is full; past the end of the file, zeros (see `add_file`).
+fn fill(src: &mut Throttled, dst: &mut [u8], eof: &mut bool) -> io::Result<()> {
+    let mut n = 0;
+    while !*eof && n < dst.len() {
+        match src.read(&mut dst[n..]) {
+            Ok(0) => *eof = true,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    dst[n..].fill(0);
+    Ok(())
+}
+
 struct PartResult {
     name: String,
     entries: Vec<String>,
@@ -197,25 +220,32 @@ impl PartWriter {
         let mut src = Throttled { file, ctx };
         let mut h = tarfmt::file_header(e.size, e.mode, unix_secs(e.mtime));
         tarfmt::append_header(&mut self.builder, &mut h, &e.name).map_err(|err| self.write_err(err))?;
+        let read_err = |err: io::Error| {
+            if ctx.stop.load(Ordering::Relaxed) {
+                Error::Cancelled("backup stopped".into())
+            } else {
+                Error::io(&e.path, err)
+            }
+        };
         let mut remaining = e.size;
         let mut eof = false;
         while remaining > 0 {
-            let want = buf.len().min(remaining.min(usize::MAX as u64) as usize);
-            let mut n = 0;
-            while !eof && n < want {
-                match src.read(&mut buf[n..want]) {
-                    Ok(0) => eof = true,
-                    Ok(k) => n += k,
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) if ctx.stop.load(Ordering::Relaxed) => return Err(Error::Cancelled("backup stopped".into())),
-                    Err(err) => return Err(Error::io(&e.path, err)),
+            let left = remaining.min(usize::MAX as u64) as usize;
+            let out = self.builder.get_mut();
+            // Straight into the compressor's buffer when it offers one, else through `buf`.
+            let done = match out.inner.input_buffer() {
+                Some(dst) if !dst.is_empty() => {
+                    let n = dst.len().min(left);
+                    fill(&mut src, &mut dst[..n], &mut eof).map_err(read_err)?;
+                    out.commit_input(n).map(|()| n)
                 }
-            }
-            if eof {
-                buf[n..want].fill(0);
-            }
-            self.builder.get_mut().write_all(&buf[..want]).map_err(|err| self.write_err(err))?;
-            remaining -= want as u64;
+                _ => {
+                    let n = buf.len().min(left);
+                    fill(&mut src, &mut buf[..n], &mut eof).map_err(read_err)?;
+                    out.write_all(&buf[..n]).map(|()| n)
+                }
+            };
+            remaining -= done.map_err(|err| self.write_err(err))? as u64;
         }
         self.builder.get_mut().write_all(tarfmt::padding(e.size)).map_err(|err| self.write_err(err))?;
         self.entries.push(e.name.clone());
@@ -534,16 +564,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = FsStorage::new(dir.path().join("bucket"));
         let progress = Progress::default();
-        let ctx = Ctx {
-            storage: &storage,
-            backup: "b",
-            pipeline: Pipeline::new(Compression::None, None),
-            threshold: 1 << 30,
-            part_counter: AtomicU32::new(0),
-            stop: AtomicBool::new(false),
-            limiter: None,
-            progress: &progress,
-        };
         let file = |name: &str, content: &[u8], stat_size: u64| {
             let path = dir.path().join(name);
             if !content.is_empty() {
@@ -551,22 +571,43 @@ mod tests {
             }
             WalkEntry { name: format!("/{name}"), path, kind: EntryKind::File, size: stat_size, mode: 0o600, mtime: SystemTime::now() }
         };
-        let mut part = PartWriter::create(&storage, "b", "part_001.tar", &Pipeline::new(Compression::None, None)).unwrap();
-        // A buffer smaller than the files, so each takes several rounds.
-        let buf = &mut [0u8; 3];
-        assert!(part.add_file(&ctx, &file("shrunk", b"abc", 10), buf).unwrap());
-        assert!(part.add_file(&ctx, &file("grown", b"abcdefgh", 4), buf).unwrap());
-        assert!(!part.add_file(&ctx, &file("vanished", b"", 5), buf).unwrap());
-        let res = part.close().unwrap();
-        assert_eq!(res.entries, vec!["/shrunk", "/grown"]);
-        let out = dir.path().join("out");
-        crate::format::tar::extract_tar(
-            std::fs::File::open(dir.path().join("bucket/basebackups_005/b/tar_partitions/part_001.tar")).unwrap(),
-            &out,
-            false,
-        )
-        .unwrap();
-        assert_eq!(std::fs::read(out.join("shrunk")).unwrap(), b"abc\0\0\0\0\0\0\0");
-        assert_eq!(std::fs::read(out.join("grown")).unwrap(), b"abcd");
+        let big: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+        // Uncompressed (data goes through the caller's buffer) and zstd (data is read straight
+        // into the compressor's chunks, several chunks per file).
+        for (n, pipeline) in [Pipeline::new(Compression::None, None), Pipeline::new(Compression::Zstd { level: 1 }, None).with_threads(2)]
+            .into_iter()
+            .enumerate()
+        {
+            let backup = format!("b{n}");
+            let ctx = Ctx {
+                storage: &storage,
+                backup: &backup,
+                pipeline: pipeline.clone(),
+                threshold: 1 << 30,
+                part_counter: AtomicU32::new(0),
+                stop: AtomicBool::new(false),
+                limiter: None,
+                progress: &progress,
+            };
+            let mut part = PartWriter::create(&storage, &backup, "part_001.tar", &pipeline).unwrap();
+            // A buffer smaller than the files, so each takes several rounds.
+            let buf = &mut [0u8; 3];
+            assert!(part.add_file(&ctx, &file("shrunk", b"abc", 10), buf).unwrap());
+            assert!(part.add_file(&ctx, &file("grown", b"abcdefgh", 4), buf).unwrap());
+            assert!(!part.add_file(&ctx, &file("vanished", b"", 5), buf).unwrap());
+            assert!(part.add_file(&ctx, &file("big_shrunk", &big[..3 << 19], (5 << 19) + 1), buf).unwrap());
+            assert!(part.add_file(&ctx, &file("big_grown", &big, (2 << 20) + 5), buf).unwrap());
+            let res = part.close().unwrap();
+            assert_eq!(res.entries, vec!["/shrunk", "/grown", "/big_shrunk", "/big_grown"]);
+            let out = dir.path().join(format!("out{n}"));
+            let key = format!("basebackups_005/{backup}/tar_partitions/{}", res.name);
+            crate::format::tar::extract_tar(pipeline.open(&storage, &key).unwrap().unwrap(), &out, false).unwrap();
+            assert_eq!(std::fs::read(out.join("shrunk")).unwrap(), b"abc\0\0\0\0\0\0\0");
+            assert_eq!(std::fs::read(out.join("grown")).unwrap(), b"abcd");
+            let mut want = big[..3 << 19].to_vec();
+            want.resize((5 << 19) + 1, 0);
+            assert!(std::fs::read(out.join("big_shrunk")).unwrap() == want, "{pipeline:?}");
+            assert!(std::fs::read(out.join("big_grown")).unwrap() == big[..(2 << 20) + 5], "{pipeline:?}");
+        }
     }
 }

@@ -117,6 +117,15 @@ pub fn extension_of(key: &str) -> &str {
 /// `finish` has run; `finish` hands back `W`.
 pub trait Encoder<W>: Write + Send {
     fn finish(self: Box<Self>) -> io::Result<W>;
+
+    /// As `ObjectWriter::input_buffer`: the encoder's own input buffer, if it has one.
+    fn input_buffer(&mut self) -> Option<&mut [u8]> {
+        None
+    }
+    fn commit_input(&mut self, n: usize) -> io::Result<()> {
+        let _ = n;
+        Err(io::Error::other("this encoder has no input buffer"))
+    }
 }
 
 /// Passthrough for `none`.
@@ -173,6 +182,12 @@ impl ObjectWriter for EncodedObject {
             msg: format!("cannot end the {what} stream: {e}"),
         })?;
         inner.finish()
+    }
+    fn input_buffer(&mut self) -> Option<&mut [u8]> {
+        self.enc.input_buffer()
+    }
+    fn commit_input(&mut self, n: usize) -> io::Result<()> {
+        self.enc.commit_input(n)
     }
 }
 

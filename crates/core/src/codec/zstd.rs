@@ -46,8 +46,9 @@ pub(super) fn chunk_size(level: i32) -> usize {
     (2usize << window_log).max(1 << 20)
 }
 
-/// A chunk to compress: its input and a buffer for the frame (both come back for reuse).
-type Job = (Vec<u8>, Vec<u8>, Sender<Done>);
+/// A chunk to compress: its input buffer and how much of it is filled, and a buffer for the
+/// frame (both buffers come back for reuse).
+type Job = (Vec<u8>, usize, Vec<u8>, Sender<Done>);
 /// The chunk's input and compressed frame, or the error.
 type Done = io::Result<(Vec<u8>, Vec<u8>)>;
 
@@ -71,14 +72,14 @@ impl Helpers {
                     Err(e) => {
                         // Answer every job with the error, so the encoder reports it.
                         let msg = e.to_string();
-                        for (_, _, reply) in rx {
+                        for (_, _, _, reply) in rx {
                             let _ = reply.send(Err(io::Error::other(msg.clone())));
                         }
                         return;
                     }
                 };
-                for (input, mut out, reply) in rx {
-                    let _ = reply.send(compress_chunk(&mut cctx, &input, &mut out).map(|()| (input, out)));
+                for (input, len, mut out, reply) in rx {
+                    let _ = reply.send(compress_chunk(&mut cctx, &input[..len], &mut out).map(|()| (input, out)));
                 }
             })?;
             helpers.handles.push(h);
@@ -109,15 +110,17 @@ struct FrameEncoder<W: Write> {
     level: i32,
     threads: usize,
     chunk: usize,
-    /// The chunk being filled.
+    /// The chunk being filled: always `chunk` bytes long (initialised, so a caller may read
+    /// file data straight into it), of which `filled` are input.
     buf: Vec<u8>,
+    filled: usize,
     /// Both made when first needed: an object of one chunk never starts helper threads.
     inline: Option<zstd::bulk::Compressor<'static>>,
     helpers: Option<Helpers>,
     /// Replies for chunks handed to helpers, oldest first.
     pending: VecDeque<Receiver<Done>>,
     max_pending: usize,
-    /// Buffers back from finished chunks: 4 MiB allocations are not free (page faults).
+    /// Buffers back from finished chunks: fresh MiB-sized allocations cost page faults.
     spare_in: Vec<Vec<u8>>,
     spare_out: Vec<Vec<u8>>,
     frames: u64,
@@ -137,31 +140,41 @@ impl<W: Write> FrameEncoder<W> {
                     self.inline = Some(zstd::bulk::Compressor::new(self.level)?);
                 }
                 let cctx = self.inline.as_mut().expect("compressor just made");
-                compress_chunk(cctx, &self.buf, &mut out)?;
+                compress_chunk(cctx, &self.buf[..self.filled], &mut out)?;
                 self.w.write_all(&out)?;
-                self.buf.clear();
                 self.spare_out.push(out);
             }
             Some(helpers) => {
-                let next = self.spare_in.pop().unwrap_or_else(|| Vec::with_capacity(self.chunk));
+                let next = self.spare_in.pop().unwrap_or_else(|| vec![0; self.chunk]);
                 let input = std::mem::replace(&mut self.buf, next);
                 let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
                 let jobs = helpers.jobs.as_ref().expect("queue open while encoding");
-                jobs.send((input, out, reply_tx)).map_err(|_| io::Error::other("zstd threads have stopped"))?;
+                jobs.send((input, self.filled, out, reply_tx))
+                    .map_err(|_| io::Error::other("zstd threads have stopped"))?;
                 self.pending.push_back(reply_rx);
                 while self.pending.len() > self.max_pending {
                     self.write_oldest()?;
                 }
             }
         }
+        self.filled = 0;
+        Ok(())
+    }
+
+    /// Take `n` more bytes of `buf` as input; a full chunk goes to compression.
+    fn commit(&mut self, n: usize) -> io::Result<()> {
+        assert!(n <= self.chunk - self.filled, "committed more than the input buffer holds");
+        self.filled += n;
+        if self.filled == self.chunk {
+            self.seal_chunk(false)?;
+        }
         Ok(())
     }
 
     fn write_oldest(&mut self) -> io::Result<()> {
         let Some(rx) = self.pending.pop_front() else { return Ok(()) };
-        let (mut input, out) = rx.recv().map_err(|_| io::Error::other("a zstd thread stopped unexpectedly"))??;
+        let (input, out) = rx.recv().map_err(|_| io::Error::other("a zstd thread stopped unexpectedly"))??;
         self.w.write_all(&out)?;
-        input.clear();
         self.spare_in.push(input);
         self.spare_out.push(out);
         Ok(())
@@ -170,11 +183,9 @@ impl<W: Write> FrameEncoder<W> {
 
 impl<W: Write> Write for FrameEncoder<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(self.chunk - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == self.chunk {
-            self.seal_chunk(false)?;
-        }
+        let n = data.len().min(self.chunk - self.filled);
+        self.buf[self.filled..self.filled + n].copy_from_slice(&data[..n]);
+        self.commit(n)?;
         Ok(n)
     }
 
@@ -187,7 +198,7 @@ impl<W: Write> Write for FrameEncoder<W> {
 impl<W: Write + Send> Encoder<W> for FrameEncoder<W> {
     fn finish(mut self: Box<Self>) -> io::Result<W> {
         // Empty input still makes one (empty) frame: a zero-byte object is not valid zstd.
-        if !self.buf.is_empty() || self.frames == 0 {
+        if self.filled > 0 || self.frames == 0 {
             self.seal_chunk(true)?;
         }
         while !self.pending.is_empty() {
@@ -195,6 +206,14 @@ impl<W: Write + Send> Encoder<W> for FrameEncoder<W> {
         }
         drop(self.helpers.take());
         Ok(self.w)
+    }
+
+    fn input_buffer(&mut self) -> Option<&mut [u8]> {
+        Some(&mut self.buf[self.filled..])
+    }
+
+    fn commit_input(&mut self, n: usize) -> io::Result<()> {
+        self.commit(n)
     }
 }
 
@@ -207,7 +226,8 @@ pub(super) fn encoder<W: Write + Send + 'static>(level: i32, threads: usize, w: 
         level,
         threads,
         chunk,
-        buf: Vec::with_capacity(chunk),
+        buf: vec![0; chunk],
+        filled: 0,
         inline: None,
         helpers: None,
         pending: VecDeque::new(),

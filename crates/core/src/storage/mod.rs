@@ -8,7 +8,7 @@ pub mod s3;
 pub use fs::FsStorage;
 pub use s3::{S3Config, S3Storage};
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::time::SystemTime;
 
 use crate::error::Result;
@@ -26,6 +26,17 @@ pub trait ObjectWriter: Write + Send {
     /// Commit: make the object visible (durably). Returns bytes stored (for a compressing
     /// writer, the compressed size).
     fn finish(self: Box<Self>) -> Result<u64>;
+
+    /// Room for the next bytes directly in the writer's own buffer, when it has one, so a
+    /// caller reading a file can read straight into it (one memory copy less); `commit_input(n)`
+    /// then takes the first `n` bytes of it as written. None by default.
+    fn input_buffer(&mut self) -> Option<&mut [u8]> {
+        None
+    }
+    fn commit_input(&mut self, n: usize) -> io::Result<()> {
+        let _ = n;
+        Err(io::Error::other("this writer has no input buffer"))
+    }
 }
 
 pub trait Storage: Send + Sync {
