@@ -134,7 +134,7 @@ pub struct Config {
     pub disk_rate_limit: Option<u64>,
 }
 
-pub(crate) fn cores() -> usize {
+fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(1)
 }
 

@@ -300,11 +300,15 @@ fn describe(e: &WalkEntry) -> FileDescription {
     }
 }
 
-/// zstd threads per part stream: the cores shared out among the streams, plus one, so that when
-/// only the stream with the biggest file is left (a 1 GB table segment) it still has two cores.
+/// zstd threads per part stream: two, so that when only the stream with the biggest file is left
+/// (a 1 GB table segment) it still keeps two cores busy; one when the user asked for a single
+/// stream, which keeps `upload_concurrency = 1` meaning "one core".
 fn compress_threads(streams: usize) -> usize {
-    let cores = crate::config::cores();
-    (cores.div_ceil(streams.max(1)) + 1).min(cores)
+    if streams > 1 {
+        2
+    } else {
+        1
+    }
 }
 
 /// File data moves in reads of this size: large sequential reads, few calls down the writer chain.
