@@ -2,7 +2,7 @@
 
 use std::io::{self, Read, Write};
 
-use super::Encoder;
+use super::{Encoder, Finishing};
 
 /// WAL-G's cbrotli quality.
 pub const DEFAULT_QUALITY: u32 = 3;
@@ -31,30 +31,15 @@ impl<W: Write> Write for Latch<W> {
     }
 }
 
-struct BrotliEncoder<W: Write>(brotli::CompressorWriter<Latch<W>>);
-
-impl<W: Write> Write for BrotliEncoder<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
-    }
-}
-
-impl<W: Write + Send> Encoder<W> for BrotliEncoder<W> {
-    fn finish(self: Box<Self>) -> io::Result<W> {
-        let latch = self.0.into_inner();
+pub(super) fn encoder<W: Write + Send + 'static>(quality: u32, w: W) -> Box<dyn Encoder<W>> {
+    let latch = Latch { inner: w, error: None };
+    Finishing::boxed(brotli::CompressorWriter::new(latch, BUFFER, quality, LGWIN), |enc| {
+        let latch = enc.into_inner();
         match latch.error {
             Some(e) => Err(e),
             None => Ok(latch.inner),
         }
-    }
-}
-
-pub(super) fn encoder<W: Write + Send + 'static>(quality: u32, w: W) -> Box<dyn Encoder<W>> {
-    let latch = Latch { inner: w, error: None };
-    Box::new(BrotliEncoder(brotli::CompressorWriter::new(latch, BUFFER, quality, LGWIN)))
+    })
 }
 
 pub(super) fn decoder(r: Box<dyn Read + Send>) -> Box<dyn Read + Send> {

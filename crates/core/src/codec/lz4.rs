@@ -6,25 +6,7 @@
 
 use std::io::{self, Read, Write};
 
-use super::Encoder;
-
-struct Lz4Encoder<W: Write>(lz4::Encoder<W>);
-
-impl<W: Write> Write for Lz4Encoder<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
-    }
-}
-
-impl<W: Write + Send> Encoder<W> for Lz4Encoder<W> {
-    fn finish(self: Box<Self>) -> io::Result<W> {
-        let (w, result) = self.0.finish();
-        result.map(|()| w)
-    }
-}
+use super::{Encoder, Finishing};
 
 pub(super) fn encoder<W: Write + Send + 'static>(w: W) -> io::Result<Box<dyn Encoder<W>>> {
     let enc = lz4::EncoderBuilder::new()
@@ -32,7 +14,10 @@ pub(super) fn encoder<W: Write + Send + 'static>(w: W) -> io::Result<Box<dyn Enc
         .checksum(lz4::ContentChecksum::ChecksumEnabled)
         .level(0)
         .build(w)?;
-    Ok(Box::new(Lz4Encoder(enc)))
+    Ok(Finishing::boxed(enc, |enc| {
+        let (w, result) = enc.finish();
+        result.map(|()| w)
+    }))
 }
 
 pub(super) fn decoder(r: Box<dyn Read + Send>) -> Box<dyn Read + Send> {

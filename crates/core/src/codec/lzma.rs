@@ -6,35 +6,18 @@ use std::io::{self, BufReader, Read, Write};
 
 use liblzma::stream::{LzmaOptions, Stream};
 
-use super::Encoder;
+use super::{Encoder, Finishing};
 
 /// xz's default preset; the dictionary stays 8 MiB whatever the preset.
 pub const DEFAULT_PRESET: u32 = 6;
 pub const PRESETS: std::ops::RangeInclusive<i32> = 0..=9;
 pub const DICT_SIZE: u32 = 8 << 20;
 
-struct LzmaEncoder<W: Write>(liblzma::write::XzEncoder<W>);
-
-impl<W: Write> Write for LzmaEncoder<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
-    }
-}
-
-impl<W: Write + Send> Encoder<W> for LzmaEncoder<W> {
-    fn finish(self: Box<Self>) -> io::Result<W> {
-        self.0.finish()
-    }
-}
-
 pub(super) fn encoder<W: Write + Send + 'static>(preset: u32, w: W) -> io::Result<Box<dyn Encoder<W>>> {
     let mut opts = LzmaOptions::new_preset(preset).map_err(io::Error::other)?;
     opts.dict_size(DICT_SIZE).literal_context_bits(3).literal_position_bits(0).position_bits(2);
     let stream = Stream::new_lzma_encoder(&opts).map_err(io::Error::other)?;
-    Ok(Box::new(LzmaEncoder(liblzma::write::XzEncoder::new_stream(w, stream))))
+    Ok(Finishing::boxed(liblzma::write::XzEncoder::new_stream(w, stream), liblzma::write::XzEncoder::finish))
 }
 
 pub(super) fn decoder(r: Box<dyn Read + Send>) -> io::Result<Box<dyn Read + Send>> {

@@ -128,21 +128,31 @@ pub trait Encoder<W>: Write + Send {
     }
 }
 
-/// Passthrough for `none`.
-struct Plain<W>(W);
+/// A library's streaming encoder `E` as an `Encoder<W>`: writes go to it as they are, and
+/// `end` is how that library ends its stream and hands back the inner writer.
+pub(super) struct Finishing<E, W> {
+    inner: E,
+    end: fn(E) -> io::Result<W>,
+}
 
-impl<W: Write> Write for Plain<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+impl<E: Write + Send + 'static, W: Send + 'static> Finishing<E, W> {
+    pub(super) fn boxed(inner: E, end: fn(E) -> io::Result<W>) -> Box<dyn Encoder<W>> {
+        Box::new(Finishing { inner, end })
     }
 }
 
-impl<W: Write + Send> Encoder<W> for Plain<W> {
+impl<E: Write, W> Write for Finishing<E, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<E: Write + Send, W: Send> Encoder<W> for Finishing<E, W> {
     fn finish(self: Box<Self>) -> io::Result<W> {
-        Ok(self.0)
+        (self.end)(self.inner)
     }
 }
 
@@ -150,7 +160,7 @@ impl<W: Write + Send> Encoder<W> for Plain<W> {
 /// chunks of the stream at once (the other methods stream on the caller's thread).
 pub fn encoder<W: Write + Send + 'static>(c: Compression, threads: usize, w: W) -> io::Result<Box<dyn Encoder<W>>> {
     Ok(match c {
-        Compression::None => Box::new(Plain(w)),
+        Compression::None => Finishing::boxed(w, Ok),
         Compression::Lz4 => lz4::encoder(w)?,
         Compression::Zstd { level } => zstd::encoder(level, threads, w)?,
         Compression::Brotli { quality } => self::brotli::encoder(quality, w),

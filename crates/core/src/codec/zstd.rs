@@ -109,8 +109,7 @@ struct FrameEncoder<W: Write> {
     w: W,
     level: i32,
     threads: usize,
-    chunk: usize,
-    /// The chunk being filled: always `chunk` bytes long (initialised, so a caller may read
+    /// The chunk being filled: always a whole chunk long (initialised, so a caller may read
     /// file data straight into it), of which `filled` are input.
     buf: Vec<u8>,
     filled: usize,
@@ -145,7 +144,7 @@ impl<W: Write> FrameEncoder<W> {
                 self.spare_out.push(out);
             }
             Some(helpers) => {
-                let next = self.spare_in.pop().unwrap_or_else(|| vec![0; self.chunk]);
+                let next = self.spare_in.pop().unwrap_or_else(|| vec![0; self.buf.len()]);
                 let input = std::mem::replace(&mut self.buf, next);
                 let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
                 let jobs = helpers.jobs.as_ref().expect("queue open while encoding");
@@ -163,9 +162,9 @@ impl<W: Write> FrameEncoder<W> {
 
     /// Take `n` more bytes of `buf` as input; a full chunk goes to compression.
     fn commit(&mut self, n: usize) -> io::Result<()> {
-        assert!(n <= self.chunk - self.filled, "committed more than the input buffer holds");
+        assert!(n <= self.buf.len() - self.filled, "committed more than the input buffer holds");
         self.filled += n;
-        if self.filled == self.chunk {
+        if self.filled == self.buf.len() {
             self.seal_chunk(false)?;
         }
         Ok(())
@@ -183,7 +182,7 @@ impl<W: Write> FrameEncoder<W> {
 
 impl<W: Write> Write for FrameEncoder<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(self.chunk - self.filled);
+        let n = data.len().min(self.buf.len() - self.filled);
         self.buf[self.filled..self.filled + n].copy_from_slice(&data[..n]);
         self.commit(n)?;
         Ok(n)
@@ -220,13 +219,11 @@ impl<W: Write + Send> Encoder<W> for FrameEncoder<W> {
 /// Encoder at `level`; `threads` > 1 compresses that many chunks at once on helper threads
 /// (for one big stream, such as a base backup part), 1 compresses on the caller's thread.
 pub(super) fn encoder<W: Write + Send + 'static>(level: i32, threads: usize, w: W) -> io::Result<Box<dyn Encoder<W>>> {
-    let chunk = chunk_size(level);
     Ok(Box::new(FrameEncoder {
         w,
         level,
         threads,
-        chunk,
-        buf: vec![0; chunk],
+        buf: vec![0; chunk_size(level)],
         filled: 0,
         inline: None,
         helpers: None,
