@@ -15,24 +15,35 @@ use walg_core::{Config, Storage};
 
 /// Raise a walg_core error as an ERROR with a SQLSTATE that fits its kind, and a hint.
 pub(crate) fn raise(e: walg_core::Error) -> ! {
-    use walg_core::Error as E;
-    let (code, hint) = match &e {
-        E::Config(_) => (
+    let (code, hint) = sqlstate_for(&e);
+    error_with(code, &format!("walg_ext: {e}"), hint)
+}
+
+/// The one mapping from a core error to a SQLSTATE and hint, chosen by the error's kind.
+pub(crate) fn sqlstate_for(e: &walg_core::Error) -> (PgSqlErrorCode, &'static str) {
+    use walg_core::ErrorKind as K;
+    if matches!(e, walg_core::Error::Config(_)) {
+        return (
             PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
             "Set walg.file_prefix (or walg.config_file) in postgresql.conf and reload.",
-        ),
-        E::NotFound(_) => (PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, "SELECT backup_name FROM walg_backup_list() shows what exists."),
-        E::Storage { .. } | E::Io { .. } => (
+        );
+    }
+    match e.kind() {
+        K::NotFound => (PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, "SELECT backup_name FROM walg_backup_list() shows what exists."),
+        K::Unreachable => (
             PgSqlErrorCode::ERRCODE_IO_ERROR,
             "Check that the storage is reachable and readable by the server's operating system user.",
         ),
-        E::Format(_) | E::Codec { .. } => (PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, "The object named above is damaged or not in WAL-G's format."),
-        E::Conflict(_) => (PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, ""),
-        E::Cancelled(_) => (PgSqlErrorCode::ERRCODE_QUERY_CANCELED, ""),
-        E::InvalidArgument(_) => (PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, ""),
-        E::Refused(_) => (PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "Nothing was changed."),
-    };
-    error_with(code, &format!("walg_ext: {e}"), hint)
+        K::LocalIo => (PgSqlErrorCode::ERRCODE_IO_ERROR, "Check the file system of the server (space, permissions)."),
+        K::Corrupt => (PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, "The object named above is damaged or not in WAL-G's format."),
+        K::Conflict => match e {
+            walg_core::Error::Refused(_) => (PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "Nothing was changed."),
+            _ => (PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, ""),
+        },
+        K::Cancelled => (PgSqlErrorCode::ERRCODE_QUERY_CANCELED, ""),
+        K::BadInput => (PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, ""),
+        K::Internal => (PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "This is a bug in walg_ext: please report it with the server log."),
+    }
 }
 
 /// ERROR with a SQLSTATE and an optional hint.

@@ -13,5 +13,5 @@ pub mod wal;
 
 pub use codec::{Compression, READ_EXTENSIONS};
 pub use config::{Config, Settings, StorageConfig};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use storage::{FsStorage, ObjectInfo, ObjectWriter, Storage};

@@ -23,7 +23,7 @@ pub(crate) fn catch_panic<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Resul
                 .map(|s| s.to_string())
                 .or_else(|| p.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(Error::Format(format!("internal error: {what} panicked: {msg}")))
+            Err(Error::Internal(format!("{what} panicked: {msg}")))
         }
     }
 }
