@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::walk::{walk_pgdata, EntryKind, WalkEntry, PG_CONTROL_NAME};
-use crate::threads::{block_signals, catch_panic};
+use crate::threads::{catch_panic, spawn_scoped};
 use crate::codec::Pipeline;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -368,6 +368,7 @@ pub fn push_data(
 ) -> Result<DataResult> {
     check_backup_name(&start.name)?;
     let storage: &dyn Storage = storage.as_ref();
+    storage.prepare_write()?;
     if storage.exists(&sentinel_key(&start.name))? {
         return Err(Error::Conflict(format!(
             "backup {} already exists in {}; refusing to overwrite it",
@@ -417,20 +418,17 @@ pub fn push_data(
         let (done_tx, done_rx) = crossbeam_channel::unbounded::<Result<WorkerOutput>>();
         for i in 0..threads {
             let (ctx, queue, done_tx) = (&ctx, queue.clone(), done_tx.clone());
-            std::thread::Builder::new()
-                .name(format!("walg-upload-{i}"))
-                .spawn_scoped(scope, move || {
-                    block_signals();
-                    let r = catch_panic("backup upload worker", || worker(ctx, &queue));
-                    if r.is_err() {
-                        ctx.stop.store(true, Ordering::Relaxed);
-                    }
-                    let _ = done_tx.send(r);
-                })
-                .map_err(|e| {
+            spawn_scoped(scope, format!("walg-upload-{i}"), move || {
+                let r = catch_panic("backup upload worker", || worker(ctx, &queue));
+                if r.is_err() {
                     ctx.stop.store(true, Ordering::Relaxed);
-                    Error::io("(starting upload thread)", e)
-                })?;
+                }
+                let _ = done_tx.send(r);
+            })
+            .map_err(|e| {
+                ctx.stop.store(true, Ordering::Relaxed);
+                Error::io("(starting upload thread)", e)
+            })?;
         }
         drop(done_tx);
         let mut first_err: Option<Error> = None;
