@@ -380,7 +380,11 @@ pub fn push_data(
     poll()?;
     let walk = walk_pgdata(&start.pgdata)?;
     let pg_control = walk.pg_control.clone().ok_or_else(|| {
-        Error::NotFound(format!("{}{PG_CONTROL_NAME}: no control file in PGDATA", start.pgdata.display()))
+        // Local, not storage: NotFound is only ever storage's answer.
+        Error::io(
+            format!("{}{PG_CONTROL_NAME}", start.pgdata.display()),
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no control file in PGDATA"),
+        )
     })?;
     let files: Vec<&WalkEntry> = walk.entries.iter().filter(|e| e.kind == EntryKind::File).collect();
     progress.bytes_total.store(walk.data_catalog_size, Ordering::Relaxed);
@@ -468,7 +472,7 @@ pub fn push_data(
     poll()?;
     let mut part = PartWriter::create(storage, &start.name, "pg_control.tar", &ctx.pipeline)?;
     if !part.add_file(&ctx, &pg_control, &mut [0u8; 8192])? {
-        return Err(Error::NotFound(format!("{}: control file vanished", pg_control.path.display())));
+        return Err(Error::io(&pg_control.path, std::io::Error::new(std::io::ErrorKind::NotFound, "control file vanished")));
     }
     result.add_part(part.close()?);
     progress.files_done.fetch_add(1, Ordering::Relaxed);
