@@ -1,4 +1,10 @@
 //! Settings (raw WAL-G key/value pairs from a file or the environment) and the validated `Config`.
+//!
+//! Which keys exist, their types and defaults: `registry` (one entry per setting). A config
+//! file with an unknown key is refused (naming the closest known key); every value is checked
+//! against its registry type before `Config` is built.
+
+pub mod registry;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,6 +14,7 @@ use crate::codec::crypto::Key;
 use crate::codec::{zstd_level_from_name, Compression, Pipeline};
 use crate::error::{Error, Result};
 use crate::storage::{FsStorage, S3Config, S3Storage, Storage};
+use registry as r;
 
 /// WAL-G's default tar part size: 1 GiB - 1.
 pub const DEFAULT_TAR_SIZE_THRESHOLD: u64 = (1 << 30) - 1;
@@ -33,10 +40,12 @@ impl Settings {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::Config(format!("cannot read config file {}: {e}", path.display()))
         })?;
-        Settings::parse(&text).map_err(|e| match e {
-            Error::Config(msg) => Error::Config(format!("config file {}: {msg}", path.display())),
-            other => other,
-        })
+        Settings::parse(&text)
+            .and_then(|s| r::check_keys(&s, r::Origin::File).map(|_| s))
+            .map_err(|e| match e {
+                Error::Config(msg) => Error::Config(format!("config file {}: {msg}", path.display())),
+                other => other,
+            })
     }
 
     /// Parse config file text. JSON is tried first when it looks like JSON, because JSON with
@@ -138,13 +147,10 @@ fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(1)
 }
 
-fn parse_u64(settings: &Settings, key: &str, min: u64) -> Result<Option<u64>> {
-    let Some(raw) = settings.value(key) else { return Ok(None) };
-    match raw.parse::<u64>() {
-        Ok(v) if v >= min => Ok(Some(v)),
-        Ok(_) => Err(Error::Config(format!("{key}: value {raw:?} must be at least {min}"))),
-        Err(_) => Err(Error::Config(format!("{key}: value {raw:?} is not a non-negative integer"))),
-    }
+/// An integer setting with a default (so never None after `check_values`), as u64.
+fn count(s: &Settings, setting: &r::Setting) -> Result<u64> {
+    let v = s.int(setting)?.ok_or_else(|| Error::Internal(format!("{} has no default", setting.key)))?;
+    u64::try_from(v).map_err(|_| Error::Internal(format!("{}: {v} is negative", setting.key)))
 }
 
 /// WALG_COMPRESSION_LEVEL (a number, any method with levels), else WAL-G's WALG_ZSTD_LEVEL
@@ -153,11 +159,10 @@ fn with_level(s: &Settings, c: Compression) -> Result<Compression> {
     let level = |key: &str, raw: &str| -> Result<i32> {
         raw.parse::<i32>().map_err(|_| Error::Config(format!("{key}: value {raw:?} is not an integer")))
     };
-    if let Some(raw) = s.value("WALG_COMPRESSION_LEVEL") {
-        let l = level("WALG_COMPRESSION_LEVEL", raw)?;
-        return c.with_level(l).map_err(|e| Error::Config(format!("WALG_COMPRESSION_LEVEL: {e}")));
+    if let Some(l) = s.int(&r::COMPRESSION_LEVEL)? {
+        return c.with_level(l as i32).map_err(|e| Error::Config(format!("WALG_COMPRESSION_LEVEL: {e}")));
     }
-    match (c, s.value("WALG_ZSTD_LEVEL")) {
+    match (c, s.raw(&r::ZSTD_LEVEL)) {
         (Compression::Zstd { .. }, Some(raw)) => {
             let l = match zstd_level_from_name(raw) {
                 Some(l) => l,
@@ -184,12 +189,13 @@ fn encryption_key(s: &Settings) -> Result<Option<Key>> {
             )));
         }
     }
-    let transform = s.value("WALG_LIBSODIUM_KEY_TRANSFORM").unwrap_or("none");
+    let transform = s.text(&r::LIBSODIUM_KEY_TRANSFORM)?.unwrap_or_else(|| "none".into());
+    let transform = transform.as_str();
     // The key itself is not trimmed (WAL-G takes it as is); an empty value means unset.
     if let Some(text) = s.get("WALG_LIBSODIUM_KEY").filter(|v| !v.is_empty()) {
         return Key::from_text(text, transform).map(Some);
     }
-    match s.value("WALG_LIBSODIUM_KEY_PATH") {
+    match s.raw(&r::LIBSODIUM_KEY_PATH) {
         Some(path) => Key::from_file(Path::new(path), transform).map(Some),
         None => Ok(None),
     }
@@ -198,8 +204,9 @@ fn encryption_key(s: &Settings) -> Result<Option<Key>> {
 impl Config {
     /// Validate settings; every bad value gives an error naming the key and the value.
     pub fn from_settings(s: &Settings) -> Result<Config> {
+        r::check_values(s)?;
         let s3 = S3Config::from_settings(s)?;
-        let storage = match (s.value("WALG_FILE_PREFIX"), s3) {
+        let storage = match (s.raw(&r::FILE_PREFIX), s3) {
             (Some(_), Some(_)) => {
                 return Err(Error::Config(
                     "both WALG_FILE_PREFIX and WALG_S3_PREFIX are set: keep only one storage".into(),
@@ -218,20 +225,17 @@ impl Config {
                 ));
             }
         };
-        let compression = match s.value("WALG_COMPRESSION_METHOD") {
+        let compression = match s.text(&r::COMPRESSION_METHOD)? {
             None => Compression::Lz4,
-            Some(m) => Compression::parse(m)
+            Some(m) => Compression::parse(&m)
                 .map_err(|e| Error::Config(format!("WALG_COMPRESSION_METHOD: {e}")))?,
         };
         let compression = with_level(s, compression)?;
         let encryption = encryption_key(s)?;
-        let tar_size_threshold =
-            parse_u64(s, "WALG_TAR_SIZE_THRESHOLD", 1)?.unwrap_or(DEFAULT_TAR_SIZE_THRESHOLD);
-        let upload_concurrency =
-            parse_u64(s, "WALG_UPLOAD_CONCURRENCY", 1)?.map(|v| v as usize).unwrap_or_else(cores);
-        let download_concurrency =
-            parse_u64(s, "WALG_DOWNLOAD_CONCURRENCY", 1)?.map(|v| v as usize).unwrap_or_else(cores);
-        let disk_rate_limit = parse_u64(s, "WALG_DISK_RATE_LIMIT", 0)?.filter(|&v| v > 0);
+        let tar_size_threshold = count(s, &r::TAR_SIZE_THRESHOLD)?;
+        let upload_concurrency = count(s, &r::UPLOAD_CONCURRENCY)? as usize;
+        let download_concurrency = count(s, &r::DOWNLOAD_CONCURRENCY)? as usize;
+        let disk_rate_limit = Some(count(s, &r::DISK_RATE_LIMIT)?).filter(|&v| v > 0);
         Ok(Config {
             storage,
             compression,
