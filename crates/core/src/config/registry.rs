@@ -819,3 +819,32 @@ mod tests {
         assert!(find("WALG_PGP_KEY").is_none());
     }
 }
+
+#[cfg(test)]
+mod readme {
+    /// README.md's settings table is the registry's, row for row (same GUC, WAL-G key, type,
+    /// default and meaning). To update it: `cargo run -p walg-core --example settings_table`.
+    #[test]
+    fn readme_settings_table_matches_the_registry() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+        let readme = std::fs::read_to_string(path).expect("README.md");
+        let start = readme.find("| setting (server) |").expect("README has a settings table");
+        let end = readme[start..].find("\n\n").map_or(readme.len(), |e| start + e + 1);
+        let table = &readme[start..end];
+        let expected = super::markdown_table();
+        if table != expected {
+            let diff: Vec<String> = expected
+                .lines()
+                .zip(table.lines().chain(std::iter::repeat("(missing)")))
+                .filter(|(a, b)| a != b)
+                .map(|(a, b)| format!("registry: {a}\nREADME:   {b}"))
+                .collect();
+            panic!(
+                "README.md's settings table differs from the registry; run `cargo run -p walg-core --example settings_table` and paste it:\n{}\n(README has {} lines, registry {})",
+                diff.join("\n"),
+                table.lines().count(),
+                expected.lines().count()
+            );
+        }
+    }
+}
