@@ -351,6 +351,95 @@ mod tests {
         assert_eq!(c.disk_rate_limit, Some(5000));
     }
 
+    /// Every registry setting changes the Config it is given to (so none is registered but
+    /// ignored); a new setting must add its case here.
+    #[test]
+    fn every_registry_setting_reaches_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key");
+        let hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        std::fs::write(&key_file, hex).unwrap();
+        let key_path = key_file.display().to_string();
+        let s3: &[(&str, &str)] = &[("WALG_S3_PREFIX", "s3://bkt/a")];
+        let creds: &[(&str, &str)] = &[("WALG_S3_PREFIX", "s3://bkt/a"), ("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")];
+        let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+            ("WALG_FILE_PREFIX", vec![], "/tmp/b"),
+            ("WALG_COMPRESSION_METHOD", vec![], "zstd"),
+            ("WALG_COMPRESSION_LEVEL", vec![("WALG_COMPRESSION_METHOD", "zstd")], "9"),
+            ("WALG_ZSTD_LEVEL", vec![("WALG_COMPRESSION_METHOD", "zstd")], "best"),
+            ("WALG_LIBSODIUM_KEY_PATH", vec![("WALG_LIBSODIUM_KEY_TRANSFORM", "hex")], &key_path),
+            ("WALG_LIBSODIUM_KEY", vec![], "this is my long libsodium secret key"),
+            ("WALG_LIBSODIUM_KEY_TRANSFORM", vec![("WALG_LIBSODIUM_KEY", hex)], "hex"),
+            ("WALG_S3_PREFIX", s3.to_vec(), "s3://bkt/b"),
+            ("AWS_ENDPOINT", s3.to_vec(), "http://127.0.0.1:9000"),
+            ("AWS_REGION", s3.to_vec(), "eu-west-1"),
+            ("AWS_S3_FORCE_PATH_STYLE", s3.to_vec(), "true"),
+            ("WALG_S3_STORAGE_CLASS", s3.to_vec(), "STANDARD_IA"),
+            ("WALG_S3_SSE", s3.to_vec(), "AES256"),
+            ("WALG_S3_SSE_KMS_ID", [s3, &[("WALG_S3_SSE", "aws:kms")]].concat(), "k1"),
+            ("WALG_S3_CA_CERT_FILE", s3.to_vec(), "/etc/ca.pem"),
+            ("AWS_ACCESS_KEY_ID", creds.to_vec(), "c"),
+            ("AWS_SECRET_ACCESS_KEY", creds.to_vec(), "d"),
+            ("AWS_SESSION_TOKEN", creds.to_vec(), "t"),
+            ("AWS_PROFILE", s3.to_vec(), "prod"),
+            ("WALG_S3_MAX_PART_SIZE", s3.to_vec(), "8388608"),
+            ("WALG_S3_UPLOAD_PARTS_IN_FLIGHT", s3.to_vec(), "5"),
+            ("WALG_S3_MAX_RETRIES", s3.to_vec(), "3"),
+            ("WALG_TAR_SIZE_THRESHOLD", vec![], "1000"),
+            ("WALG_UPLOAD_CONCURRENCY", vec![], "1000"),
+            ("WALG_DISK_RATE_LIMIT", vec![], "5000"),
+            ("WALG_DOWNLOAD_CONCURRENCY", vec![], "1000"),
+        ];
+        for setting in registry::ALL {
+            let Some((key, ctx, value)) = cases.iter().find(|c| c.0 == setting.key) else {
+                panic!("{}: add a case to this test", setting.key)
+            };
+            let mut base = Settings::new();
+            if !ctx.iter().any(|(k, _)| *k == "WALG_S3_PREFIX") {
+                base.set("WALG_FILE_PREFIX", "/tmp/a");
+            }
+            for (k, v) in ctx {
+                base.set(*k, *v);
+            }
+            let before = Config::from_settings(&base).unwrap_or_else(|e| panic!("{key} baseline: {e}"));
+            let mut with = base.clone();
+            with.set(*key, *value);
+            let after = Config::from_settings(&with).unwrap_or_else(|e| panic!("{key}={value}: {e}"));
+            assert_ne!(before, after, "{key} = {value} changed nothing in the Config");
+        }
+        assert_eq!(cases.len(), registry::ALL.len(), "a case for a setting that is not in the registry");
+    }
+
+    #[test]
+    fn config_files_are_checked_against_the_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal-g.yaml");
+        std::fs::write(&path, "WALG_FILE_PREFIX: /b\nWALG_COMPRESION_METHOD: zstd\n").unwrap();
+        let err = Settings::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("unknown setting WALG_COMPRESION_METHOD") && err.contains("did you mean WALG_COMPRESSION_METHOD?"), "{err}");
+        // WAL-G keys walg_ext does not use are no typo: the file loads (the CLI warns).
+        std::fs::write(&path, "WALG_FILE_PREFIX: /b\nWALG_DELTA_MAX_STEPS: 6\nPGHOST: /run/postgresql\n").unwrap();
+        let s = Settings::from_file(&path).unwrap();
+        assert_eq!(registry::check_keys(&s, registry::Origin::File).unwrap().len(), 2);
+        Config::from_settings(&s).unwrap();
+        // Values: key, value and what is allowed.
+        let cases = [
+            ("WALG_COMPRESSION_METHOD", "gzip", "lz4, zstd, brotli, lzma, none"),
+            ("WALG_LIBSODIUM_KEY_TRANSFORM", "rot13", "none, hex, base64"),
+            ("WALG_TAR_SIZE_THRESHOLD", "-5", "out of range 1.."),
+            ("WALG_UPLOAD_CONCURRENCY", "2000", "out of range 1..1024"),
+            ("WALG_DISK_RATE_LIMIT", "10MB", "not an integer in bytes/s"),
+            ("AWS_S3_FORCE_PATH_STYLE", "maybe", "not a boolean"),
+        ];
+        for (key, value, allowed) in cases {
+            let mut bad = s.clone();
+            bad.set(key, value);
+            let err = Config::from_settings(&bad).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(value) && err.contains(allowed), "{err}");
+        }
+    }
+
     #[test]
     fn compression_levels_and_libsodium_key_settings() {
         let mut s = Settings::new();
