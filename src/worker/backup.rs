@@ -13,7 +13,8 @@ use pgrx::prelude::*;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use walg_core::backup::push::{self, BackupStart, BackupStop, Progress};
-use walg_core::format::names::{backup_name, parse_lsn, wal_file_name};
+use walg_core::backup::{wait_for_wal, WaitTiming, WalRange};
+use walg_core::format::names::{backup_name, parse_lsn};
 
 pub const WORKER_TYPE: &str = "walg_ext backup";
 
@@ -316,41 +317,42 @@ fn take_backup(generation: u64, permanent: bool, user_data: &str) -> Result<Stri
         tablespace_map: stop.2,
         finish_time: chrono::Utc::now(),
     };
-    let last_needed = wal_file_name(start.timeline, stop.finish_lsn - 1, seg_size);
-    wait_for_wal_archived(&last_needed)?;
+    wait_for_wal_in_storage(storage.as_ref(), &start, &stop, &progress)?;
     push::finish(&cfg, &storage, &start, data, &stop).map_err(|e| e.to_string())?;
     Ok(name)
 }
 
-/// A backup is committed (sentinel written) only once the WAL it needs to be consistent is
-/// archived. PostgreSQL's own wait in pg_backup_stop polls once a second; this polls the
-/// archiver's `.done` marker every 20 ms. Without archiving there is nothing to wait for, as in
+/// A backup is committed (sentinel written) only once every WAL segment from its start to its
+/// stop is in storage, checked there (walg_core::backup::wal_wait; a standby marks segments
+/// `.done` without archiving them). Without archiving there is nothing to wait for, as in
 /// pg_backup_stop: the WAL must then reach the restore by other means.
-fn wait_for_wal_archived(segment: &str) -> Result<(), String> {
+fn wait_for_wal_in_storage(
+    storage: &dyn walg_core::Storage,
+    start: &BackupStart,
+    stop: &BackupStop,
+    progress: &Progress,
+) -> Result<(), String> {
+    let range = WalRange {
+        timeline: start.timeline,
+        start_lsn: start.start_lsn,
+        finish_lsn: stop.finish_lsn,
+        wal_segment_size: start.wal_segment_size,
+    };
     if unsafe { pg_sys::XLogArchiveMode } == pg_sys::ArchiveMode::ARCHIVE_MODE_OFF as i32 {
-        warning!("walg_ext: archive_mode is off: backup needs WAL up to {segment} from elsewhere");
+        let last = range.segment_names().pop().unwrap_or_default();
+        warning!("walg_ext: archive_mode is off: backup needs WAL up to {last} from elsewhere");
         return Ok(());
     }
-    let pg_wal = settings::data_dir().join("pg_wal");
-    let status = pg_wal.join("archive_status");
-    // Archived: marked .done, or (as PostgreSQL's XLogArchiveIsBusy reasons) neither .ready nor
-    // the segment itself is left, because a checkpoint already removed it after archiving.
-    let archived = || {
-        status.join(format!("{segment}.done")).exists()
-            || (!status.join(format!("{segment}.ready")).exists() && !pg_wal.join(segment).exists())
+    progress.phase.store(push::PHASE_WAITING_WAL, Ordering::Relaxed);
+    publish(progress);
+    let mut poll = || -> walg_core::Result<()> {
+        if unsafe { pg_sys::ProcDiePending != 0 || libc::getppid() != pg_sys::PostmasterPid } {
+            return Err(walg_core::Error::Cancelled("the backup worker was asked to stop while waiting for WAL".into()));
+        }
+        Ok(())
     };
-    let started = std::time::Instant::now();
-    let mut next_notice = 60;
-    while !archived() {
-        if unsafe { pg_sys::ProcDiePending } != 0 {
-            return Err("the backup worker was asked to stop".into());
-        }
-        sleep_on_latch(20);
-        if started.elapsed().as_secs() >= next_notice {
-            warning!("walg_ext: still waiting for {segment} to be archived ({next_notice} s); check the archiver");
-            next_notice += 60;
-        }
-    }
+    let mut log = |line: &str| warning!("walg_ext: backup {}: {line}", start.name);
+    wait_for_wal(storage, &range, WaitTiming::default(), &mut poll, &mut log).map_err(|e| e.to_string())?;
     Ok(())
 }
 

@@ -3,9 +3,11 @@
 pub mod fetch;
 pub mod push;
 pub mod walk;
+pub mod wal_wait;
 
 pub use fetch::{fetch, resolve_backup_name, FetchSummary};
 pub use push::{finish, push_data, BackupStart, BackupStop, DataResult, Progress};
+pub use wal_wait::{wait_for_wal, WaitTiming, WalRange};
 
 #[cfg(test)]
 mod tests {
