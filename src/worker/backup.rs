@@ -13,7 +13,7 @@ use pgrx::prelude::*;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use walg_core::backup::push::{self, BackupStart, BackupStop, Progress};
-use walg_core::backup::{wait_for_wal, WaitTiming, WalRange};
+use walg_core::backup::{wait_for_wal, InProgress, WaitTiming, WalRange};
 use walg_core::format::names::{backup_name, parse_lsn};
 
 pub const WORKER_TYPE: &str = "walg_ext backup";
@@ -236,6 +236,9 @@ fn take_backup(generation: u64, permanent: bool, user_data: &str) -> Result<Stri
     };
     let cfg = settings::load_config().map_err(|e| e.to_string())?;
     let storage = cfg.open_storage().map_err(|e| e.to_string())?;
+    // The in-progress marker goes first, before pg_backup_start: from now on no delete, from any
+    // server, removes what this backup writes or the WAL it needs (catalog/delete.rs).
+    let mut marker = InProgress::begin(storage.clone(), &hostname(), std::process::id()).map_err(|e| e.to_string())?;
     let start_time = chrono::Utc::now();
 
     let info = BackgroundWorker::transaction(|| {
@@ -266,6 +269,9 @@ fn take_backup(generation: u64, permanent: bool, user_data: &str) -> Result<Stri
     let start_lsn = parse_lsn(&info.lsn).map_err(|e| e.to_string())?;
     let seg_size = unsafe { pg_sys::wal_segment_size } as u64;
     let name = backup_name(info.timeline as u32, start_lsn, seg_size);
+    marker
+        .set_backup(&name, start_lsn, info.timeline as u32, seg_size, None)
+        .map_err(|e| e.to_string())?;
     log!("walg_ext: backup {name} started at {}", info.lsn);
     {
         // Visible in walg_status while it runs.
@@ -291,6 +297,7 @@ fn take_backup(generation: u64, permanent: bool, user_data: &str) -> Result<Stri
     let progress = Arc::new(Progress::default());
     let mut poll = || -> walg_core::Result<()> {
         publish(&progress);
+        marker.heartbeat()?;
         unsafe {
             if pg_sys::ProcDiePending != 0 || libc::getppid() != pg_sys::PostmasterPid {
                 return Err(walg_core::Error::Cancelled("the backup worker was asked to stop".into()));
@@ -317,8 +324,14 @@ fn take_backup(generation: u64, permanent: bool, user_data: &str) -> Result<Stri
         tablespace_map: stop.2,
         finish_time: chrono::Utc::now(),
     };
-    wait_for_wal_in_storage(storage.as_ref(), &start, &stop, &progress)?;
+    wait_for_wal_in_storage(storage.as_ref(), &start, &stop, &progress, &mut marker)?;
+    marker.ensure_fresh().map_err(|e| e.to_string())?;
     push::finish(&cfg, &storage, &start, data, &stop).map_err(|e| e.to_string())?;
+    let marker_key = marker.key().to_string();
+    if let Err(e) = marker.end() {
+        // Committed all the same; the marker goes stale and `delete garbage` removes it.
+        warning!("walg_ext: backup {name} committed, but its marker {marker_key} could not be removed: {e}");
+    }
     Ok(name)
 }
 
@@ -331,6 +344,7 @@ fn wait_for_wal_in_storage(
     start: &BackupStart,
     stop: &BackupStop,
     progress: &Progress,
+    marker: &mut InProgress,
 ) -> Result<(), String> {
     let range = WalRange {
         timeline: start.timeline,
@@ -346,6 +360,7 @@ fn wait_for_wal_in_storage(
     progress.phase.store(push::PHASE_WAITING_WAL, Ordering::Relaxed);
     publish(progress);
     let mut poll = || -> walg_core::Result<()> {
+        marker.heartbeat()?;
         if unsafe { pg_sys::ProcDiePending != 0 || libc::getppid() != pg_sys::PostmasterPid } {
             return Err(walg_core::Error::Cancelled("the backup worker was asked to stop while waiting for WAL".into()));
         }

@@ -200,7 +200,10 @@ pub fn delete(config: Option<&Path>, args: &[String], after: Option<&str>, confi
     }
     let verb = if confirm { "deleted" } else { "will be deleted" };
     for o in &plan.objects {
-        println!("{verb}: {}", o.key);
+        println!("{verb}: {}", o.display_key());
+    }
+    for m in &plan.in_progress {
+        eprintln!("walg-ext: backup in progress, its objects and the WAL from its start are kept: {m}");
     }
     if plan.objects.is_empty() {
         eprintln!("walg-ext: nothing to delete");
