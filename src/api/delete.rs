@@ -12,6 +12,9 @@ fn run(req: DeleteRequest, confirm: bool) -> Rows {
     // Backups in progress (from any server) are protected by their markers in storage; core
     // refuses `everything` while one runs and keeps the rest of their objects and WAL.
     let plan = ok(delete::run(storage.as_ref(), &req, wal_segment_size(), confirm));
+    for n in &plan.notes {
+        notice!("walg_ext: {n}");
+    }
     for m in &plan.in_progress {
         notice!("walg_ext: backup in progress, its objects and the WAL from its start are kept: {m}");
     }

@@ -202,6 +202,9 @@ pub fn delete(config: Option<&Path>, args: &[String], after: Option<&str>, confi
     for o in &plan.objects {
         println!("{verb}: {}", o.display_key());
     }
+    for n in &plan.notes {
+        eprintln!("walg-ext: {n}");
+    }
     for m in &plan.in_progress {
         eprintln!("walg-ext: backup in progress, its objects and the WAL from its start are kept: {m}");
     }

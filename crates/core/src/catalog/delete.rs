@@ -249,6 +249,10 @@ pub struct DeletePlan {
     /// Backups in progress whose objects and WAL were kept (fresh markers, described).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub in_progress: Vec<String>,
+    /// Things the user should know (e.g. unfinished uploads could not be listed, so none are
+    /// in the plan).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 struct Catalog {
@@ -256,8 +260,9 @@ struct Catalog {
     /// Backup name (first path component under basebackups_005/) -> its objects.
     backup_objects: BTreeMap<String, Vec<ObjectInfo>>,
     wal: Vec<WalObject>,
-    /// Unfinished uploads anywhere under the prefix.
+    /// Unfinished uploads anywhere under the prefix (listed for garbage and everything only).
     uploads: Vec<PendingUpload>,
+    notes: Vec<String>,
     /// Read after every listing above (see the module header).
     markers: Vec<MarkerState>,
     wal_segment_size: u64,
@@ -290,7 +295,7 @@ fn owner_of(key: &str) -> Option<String> {
 }
 
 impl Catalog {
-    fn load(storage: &dyn Storage, wal_segment_size: u64, now: std::time::SystemTime) -> Result<Catalog> {
+    fn load(storage: &dyn Storage, wal_segment_size: u64, now: std::time::SystemTime, want_uploads: bool) -> Result<Catalog> {
         let all = list_backups(storage)?;
         let mut backup_objects: BTreeMap<String, Vec<ObjectInfo>> = BTreeMap::new();
         for o in storage.list(BACKUP_PREFIX)? {
@@ -302,10 +307,20 @@ impl Catalog {
             }
         }
         let wal = list_wal(storage)?;
-        let uploads = storage.pending_uploads("")?;
+        let mut notes = Vec::new();
+        let uploads = if want_uploads {
+            // Deleting less is safe: a storage that will not list unfinished uploads (an S3
+            // policy without s3:ListBucketMultipartUploads) only loses that part of the garbage.
+            storage.pending_uploads("").unwrap_or_else(|e| {
+                notes.push(format!("unfinished uploads could not be listed, none are removed: {e}"));
+                Vec::new()
+            })
+        } else {
+            Vec::new()
+        };
         // LAST: after every listing (module header).
         let markers = read_markers(storage, now)?;
-        Ok(Catalog { all, backup_objects, wal, uploads, markers, wal_segment_size, now })
+        Ok(Catalog { all, backup_objects, wal, uploads, notes, markers, wal_segment_size, now })
     }
 
     fn guard(&self) -> Guard {
@@ -590,7 +605,7 @@ impl Catalog {
 fn finish_plan(backups: Vec<String>, mut objects: Vec<DeleteObject>) -> DeletePlan {
     objects.sort_by(|a, b| a.key.cmp(&b.key).then_with(|| a.upload_id.cmp(&b.upload_id)));
     objects.dedup_by(|a, b| a.key == b.key && a.upload_id == b.upload_id);
-    DeletePlan { backups, objects, in_progress: Vec::new() }
+    DeletePlan { backups, objects, in_progress: Vec::new(), notes: Vec::new() }
 }
 
 /// What `req` would delete. Nothing is changed. `wal_segment_size` locates the finish segment
@@ -601,9 +616,11 @@ pub fn plan(storage: &dyn Storage, req: &DeleteRequest, wal_segment_size: u64) -
 
 /// `plan` with the clock given (markers' freshness, unfinished uploads' age).
 pub fn plan_at(storage: &dyn Storage, req: &DeleteRequest, wal_segment_size: u64, now: std::time::SystemTime) -> Result<DeletePlan> {
-    let catalog = Catalog::load(storage, wal_segment_size, now)?;
+    let want_uploads = matches!(req, DeleteRequest::Garbage { .. } | DeleteRequest::Everything { .. });
+    let catalog = Catalog::load(storage, wal_segment_size, now, want_uploads)?;
     let mut p = catalog.plan(req)?;
     p.in_progress = catalog.in_progress();
+    p.notes = catalog.notes.clone();
     Ok(p)
 }
 

@@ -664,3 +664,47 @@ fn unfinished_uploads_are_garbage_only_when_old_and_never_listed() {
     assert!(f.s.abort_upload(&not_tmp).is_err());
     assert!(f.s.exists(&not_tmp.key).unwrap());
 }
+
+/// File storage that refuses to list unfinished uploads (an S3 policy without
+/// s3:ListBucketMultipartUploads).
+struct NoUploadListing(FsStorage);
+
+impl Storage for NoUploadListing {
+    fn get(&self, key: &str) -> crate::Result<Option<Box<dyn std::io::Read + Send>>> {
+        self.0.get(key)
+    }
+    fn put(&self, key: &str, data: &[u8]) -> crate::Result<()> {
+        self.0.put(key, data)
+    }
+    fn writer(&self, key: &str) -> crate::Result<Box<dyn crate::storage::ObjectWriter>> {
+        self.0.writer(key)
+    }
+    fn list(&self, prefix: &str) -> crate::Result<Vec<crate::storage::ObjectInfo>> {
+        self.0.list(prefix)
+    }
+    fn exists(&self, key: &str) -> crate::Result<bool> {
+        self.0.exists(key)
+    }
+    fn delete(&self, key: &str) -> crate::Result<()> {
+        self.0.delete(key)
+    }
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn pending_uploads(&self, _prefix: &str) -> crate::Result<Vec<crate::storage::PendingUpload>> {
+        Err(Error::Unreachable("AccessDenied on ListMultipartUploads".into()))
+    }
+}
+
+#[test]
+fn garbage_works_without_upload_listing_and_says_so() {
+    let f = fixture();
+    f.backup(1, 3, 100, false, None);
+    f.wal(1, 1..4);
+    let s = NoUploadListing(FsStorage::new(f.s.root()));
+    let p = delete::plan(&s, &DeleteRequest::Garbage { scope: delete::GarbageScope::All }, SEG).unwrap();
+    assert_eq!(Fixture::wal_keys(&p), wal_names(1, 1..3));
+    assert!(p.notes.iter().any(|n| n.contains("AccessDenied")), "{:?}", p.notes);
+    // Modes that never touch uploads do not even ask.
+    assert!(delete::plan(&s, &DeleteRequest::retain(None, 1, None, Utc::now()).unwrap(), SEG).unwrap().notes.is_empty());
+}
