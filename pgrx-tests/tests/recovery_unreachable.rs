@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use walg_e2e::cmd::{as_postgres, run, write_as_postgres};
-use walg_e2e::{pg_bin, require_installed, walg_ext_bin, Cluster, ScratchDir, Storage};
+use walg_e2e::{pg_bin, require_installed, wait_until, walg_ext_bin, Cluster, ScratchDir, Storage};
 
 #[test]
 fn storage_gone_mid_recovery_stops_recovery_instead_of_promoting() {
@@ -49,16 +49,22 @@ fn storage_gone_mid_recovery_stops_recovery_instead_of_promoting() {
     let b = Cluster::empty("recovery-unreachable-b");
     let out = storage.walg_ext(&["backup-fetch", &b.data.display().to_string(), &name]);
     assert!(out.success(), "backup-fetch\n{}", out.describe());
-    // hot_standby off: pg_ctl -w returns only once recovery has ended (or the server died).
-    b.configure_recovery(&format!("{} %f %p", script.display()), "hot_standby = off\n");
+    b.configure_recovery(&format!("{} %f %p", script.display()), "");
 
+    // Start without waiting (pg_ctl -w returns as soon as recovery is consistent), then wait for
+    // the server to end on its own: the startup process's FATAL takes the postmaster down.
     let mut start = as_postgres(pg_bin("pg_ctl"));
-    start.current_dir(b.dir()).arg("-D").arg(&b.data).args(["-l", &b.log.display().to_string(), "-w", "-t", "120", "start"]);
-    let out = run(&mut start, None, Duration::from_secs(200));
-    assert!(!out.success(), "the server must not come up while its storage is gone\n{}\n{}", out.describe(), b.log_tail(40));
+    start.current_dir(b.dir()).arg("-D").arg(&b.data).args(["-l", &b.log.display().to_string(), "-W", "start"]);
+    let out = run(&mut start, None, Duration::from_secs(60));
+    assert!(out.success(), "pg_ctl start -W\n{}", out.describe());
+    wait_until("the server to stop on its own", Duration::from_secs(120), || {
+        let log = b.log_text();
+        (log.contains("database system is shut down") && !b.data.join("postmaster.pid").exists()).then_some(())
+    });
     let log = b.log_text();
     assert!(
-        log.contains(&format!("could not restore file \"{}\" from archive: child process exited with exit code 126", segs[1])),
+        // PostgreSQL words exit status 126 as "command not executable"; it is FATAL either way.
+        log.contains(&format!("FATAL:  could not restore file \"{}\" from archive: command not executable", segs[1])),
         "recovery stopped at the unreachable segment with wal-fetch's 126\n{}",
         b.log_tail(40)
     );
