@@ -1,9 +1,12 @@
-//! wal-fetch: restore one WAL file from storage, atomically, for restore_command.
+//! wal-fetch: restore one WAL file from storage, atomically, for restore_command. Nothing is
+//! put in place unless the decoded file passes `WalCheck` (segment size and first page header,
+//! history syntax) and every check of the object's own stream (frame/chunk checksums).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use super::check::WalCheck;
 use super::{check_file_name, find_object};
 use crate::codec::{read_error, Pipeline};
 use crate::config::Config;
@@ -29,6 +32,7 @@ pub fn fetch_with(pipeline: &Pipeline, storage: &dyn Storage, file_name: &str, d
     let Some(key) = find_object(storage, &format!("{WAL_PREFIX}{file_name}"))? else { return Ok(false) };
     let Some(mut r) = pipeline.open(storage, &key)? else { return Ok(false) };
     let tmp = temp_path(dest);
+    let mut check = WalCheck::new(file_name, &key);
     let result = (|| -> Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
@@ -44,8 +48,10 @@ pub fn fetch_with(pipeline: &Pipeline, storage: &dyn Storage, file_name: &str, d
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(read_error(&key, e)),
             };
+            check.feed(&buf[..n])?;
             f.write_all(&buf[..n]).map_err(|e| Error::io(&tmp, e))?;
         }
+        check.finish()?;
         f.sync_all().map_err(|e| Error::io(&tmp, e))?;
         drop(f);
         fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;

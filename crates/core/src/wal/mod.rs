@@ -1,6 +1,7 @@
 //! WAL archive: push (with look-ahead for the archiver), fetch for restore_command.
 
 mod ahead;
+pub mod check;
 mod fetch;
 mod push;
 #[cfg(test)]
