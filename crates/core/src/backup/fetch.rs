@@ -375,8 +375,9 @@ fn check_metadata(storage: &dyn Storage, backup: &str, sentinel: &Sentinel) -> R
     let data = get_bytes(storage, &key)?
         .ok_or_else(|| Error::corrupt(&key, "missing from storage: the backup is incomplete"))?;
     let m = BackupMetadata::from_json(&data, &key)?;
+    let skey = sentinel_key(backup);
     let differs = |what: &str, a: String, b: String| {
-        Error::corrupt(&key, format!("{what} {a} differs from the sentinel's {b} (damaged, or another backup's)"))
+        Error::corrupt(&key, format!("{what} {a} differs from {b} in {skey} (one of them is damaged or another backup's)"))
     };
     if m.start_lsn != sentinel.lsn {
         return Err(differs("start_lsn", lsn_to_string(m.start_lsn), lsn_to_string(sentinel.lsn)));

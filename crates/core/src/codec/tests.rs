@@ -328,3 +328,4 @@ fn zstd_frames_carry_checksums_that_the_decoder_verifies() {
     assert_eq!(err.kind(), crate::ErrorKind::Corrupt);
     assert!(err.to_string().contains("obj.zst"), "{err}");
 }
+

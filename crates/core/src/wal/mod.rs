@@ -5,7 +5,7 @@ pub mod check;
 mod fetch;
 mod push;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use ahead::Archiver;
 pub use fetch::{fetch, fetch_with};
