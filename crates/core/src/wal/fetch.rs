@@ -33,6 +33,16 @@ pub fn fetch_with(pipeline: &Pipeline, storage: &dyn Storage, file_name: &str, d
     let Some(mut r) = pipeline.open(storage, &key)? else { return Ok(false) };
     let tmp = temp_path(dest);
     let mut check = WalCheck::new(file_name, &key);
+    // Without a key, an encrypted object may decompress into garbage rather than fail: then the
+    // content check is what fails, and it gets the same hint as a decoder error.
+    let maybe_encrypted = !pipeline.is_encrypted() && !crate::codec::extension_of(&key).is_empty();
+    let hint = |e: Error| match e {
+        Error::Corrupt { object, msg } if maybe_encrypted => Error::Corrupt {
+            object,
+            msg: format!("{msg} (maybe the object is encrypted: {})", crate::codec::crypto::KEY_HINT),
+        },
+        other => other,
+    };
     let result = (|| -> Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
@@ -48,10 +58,10 @@ pub fn fetch_with(pipeline: &Pipeline, storage: &dyn Storage, file_name: &str, d
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(read_error(&key, e)),
             };
-            check.feed(&buf[..n])?;
+            check.feed(&buf[..n]).map_err(hint)?;
             f.write_all(&buf[..n]).map_err(|e| Error::io(&tmp, e))?;
         }
-        check.finish()?;
+        check.finish().map_err(hint)?;
         f.sync_all().map_err(|e| Error::io(&tmp, e))?;
         drop(f);
         fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;
