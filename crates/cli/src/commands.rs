@@ -5,14 +5,29 @@ use std::time::Duration;
 use walg_core::config::{Config, Settings};
 use walg_core::{backup, wal, Error, Result};
 
-/// WAL-G's precedence: the config file, then the environment on top of it.
+/// WAL-G's precedence: the config file, then the environment on top of it. A file with an
+/// unknown key is refused; WAL-G keys walg-ext ignores, and unknown WALG_* variables in the
+/// environment, are warned about on stderr.
 pub fn load_config(file: Option<&Path>) -> Result<Config> {
+    use walg_core::config::registry::{check_keys, Origin};
     let mut settings = match file {
-        Some(f) => Settings::from_file(f)?,
+        Some(f) => {
+            let s = Settings::from_file(f)?;
+            warn(check_keys(&s, Origin::File)?);
+            s
+        }
         None => Settings::default(),
     };
-    settings.merge(&Settings::from_env());
+    let env = Settings::from_env();
+    warn(check_keys(&env, Origin::Env)?);
+    settings.merge(&env);
     Config::from_settings(&settings)
+}
+
+fn warn(warnings: Vec<String>) {
+    for w in warnings {
+        eprintln!("walg-ext: warning: {w}");
+    }
 }
 
 pub fn backup_fetch(config: Option<&Path>, target: &Path, name: &str) -> Result<()> {
@@ -81,6 +96,10 @@ pub fn wal_push(config: Option<&Path>, path: &Path) -> Result<()> {
         wal::PushOutcome::AlreadyArchived { key } => {
             eprintln!("walg-ext: {file} already archived as {key} with identical content")
         }
+        wal::PushOutcome::Overwritten { key, bytes, previous } => eprintln!(
+            "walg-ext: WARNING: {file} was already archived with different content as {previous}; \
+             replaced it with {key} ({bytes} bytes; .partial files are never read by recovery)"
+        ),
     }
     Ok(())
 }
