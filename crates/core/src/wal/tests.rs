@@ -159,13 +159,19 @@ fn conflicting_partial_is_overwritten_history_and_segments_never() {
     // Segments and .backup files keep the rule: different content is a conflict, nothing replaced.
     for file in ["000000010000000000000008", "000000010000000000000008.00000028.backup"] {
         let f = dir.path().join(file);
-        fs::write(&f, b"first").unwrap();
+        // A segment must look like one to be fetched (size, first page header).
+        let (first, second) = if file.len() == 24 {
+            (fake_segment(file, 1 << 20, |_| 1), fake_segment(file, 1 << 20, |_| 2))
+        } else {
+            (b"first".to_vec(), b"second".to_vec())
+        };
+        fs::write(&f, &first).unwrap();
         push(&cfg, &s, file, &f).unwrap();
-        fs::write(&f, b"second").unwrap();
+        fs::write(&f, &second).unwrap();
         assert!(matches!(push(&cfg, &s, file, &f), Err(Error::Conflict(_))), "{file}");
         let d = dir.path().join("seg-fetched");
         assert!(fetch(&cfg, &s, file, &d).unwrap());
-        assert_eq!(fs::read(&d).unwrap(), b"first", "{file} untouched");
+        assert!(fs::read(&d).unwrap() == first, "{file} untouched");
     }
     // History: never, even when the stored copy is undecodable.
     let h = dir.path().join("00000003.history");
