@@ -262,7 +262,8 @@ fn read_part<T>(
         None => (raw, None),
     };
     let result = (|| {
-        let mut r = pipeline.reader(key, raw)?;
+        // A recorded BLAKE3 checks every stored byte: zstd's own frame checksums are skipped then.
+        let mut r = pipeline.reader_opts(key, raw, part.record.is_none())?;
         let out = consume(&mut r)?;
         io::copy(&mut r, &mut io::sink()).map_err(|e| read_error(key, e))?;
         Ok(out)
