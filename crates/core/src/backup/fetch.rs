@@ -91,8 +91,16 @@ struct Plan {
     data: Vec<PartPlan>,
     label: PartPlan,
     control: PartPlan,
-    /// files_metadata.json's key, its `Files` and, per entry name, the key of the part holding it.
-    files: Option<(String, BTreeMap<String, FileDescription>, BTreeMap<String, String>)>,
+    files: Option<RecordedFiles>,
+}
+
+/// What `Files` says must come out of a restore.
+struct RecordedFiles {
+    /// files_metadata.json's key.
+    fm_key: String,
+    files: BTreeMap<String, FileDescription>,
+    /// Entry name -> key of the part `TarFileSets` puts it in.
+    where_is: BTreeMap<String, String>,
 }
 
 const FILES_METADATA: &str = "files_metadata.json";
@@ -238,7 +246,7 @@ fn plan(storage: &dyn Storage, backup: &str, sentinel: &Sentinel, log: &(dyn Fn(
             log(&format!("ignoring {key}: not recorded in {fm_key} (left over from an earlier, aborted attempt?)"));
         }
     }
-    Ok(Plan { data, label, control, files: Some((fm_key, fm.files, where_is)) })
+    Ok(Plan { data, label, control, files: Some(RecordedFiles { fm_key, files: fm.files, where_is }) })
 }
 
 /// The decoded stream of `part`, its raw bytes checked against the part's record as they
@@ -535,8 +543,8 @@ fn restore_planned(
     log(&format!("extracting {}", plan.label.key));
     add(&extract_small(&plan.label, label_tar, target)?);
     check_label(target, &plan.label, sentinel)?;
-    if let Some((fm_key, files, where_is)) = &plan.files {
-        check_files(target, fm_key, files, where_is)?;
+    if let Some(r) = &plan.files {
+        check_files(target, &r.fm_key, &r.files, &r.where_is)?;
     }
     // Last: only now can the directory be started.
     log(&format!("extracting {}", plan.control.key));
