@@ -271,3 +271,13 @@ impl Drop for S3Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn content_md5_is_base64_of_the_digest() {
+        // RFC 1321 test vectors, base64 as S3's Content-MD5 header wants them.
+        assert_eq!(super::content_md5(b""), "1B2M2Y8AsgTpgAmY7PhCfg==");
+        assert_eq!(super::content_md5(b"abc"), "kAFQmDzST7DWlj99KOF/cg==");
+    }
+}
