@@ -238,13 +238,6 @@ impl Fixture {
         v
     }
 
-    /// An lz4 frame cut just before its end mark (and content checksum) still decodes to all
-    /// of its content (lz4_flex takes the end of input there as the end of the frame): the data
-    /// is whole, but only our record (or, for WAL, nothing) notices the object is short.
-    fn lz4_tail_cut(&self, raw: &[u8], cut: usize) -> bool {
-        !self.with_key() && self.cfg.compression == Compression::Lz4 && cut >= raw.len() - 8
-    }
-
     /// Whether the stream itself (without our records) detects any flipped byte.
     fn stream_has_checksums(&self) -> bool {
         self.with_key() || matches!(self.cfg.compression, Compression::Lz4 | Compression::Zstd { .. })
@@ -276,7 +269,7 @@ fn tar_objects(f: &Fixture) {
             f.restore_fails(&format!("cut at {cut}"), key, CORRUPT, |s| put(s, key, &raw[..cut]));
             // Without our records the stream's own checks must catch it (codec, tar end).
             let strict = f.stream_has_checksums() || f.cfg.compression == Compression::None;
-            if strict && !f.lz4_tail_cut(&raw, cut) {
+            if strict {
                 f.restore_fails(&format!("cut at {cut}, WAL-G metadata"), key, CORRUPT, |s| {
                     as_if_walg(s, A);
                     put(s, key, &raw[..cut])
@@ -413,15 +406,14 @@ fn wal_objects(f: &Fixture) {
         // (none), and by the stream where it has an end (lz4, zstd frames, libsodium).
         let strict_cut = f.stream_has_checksums() || f.cfg.compression == Compression::None;
         for cut in f.cuts(&raw).into_iter().chain([39.min(raw.len() - 1)]) {
-            let strict = strict_cut && !f.lz4_tail_cut(&raw, cut);
-            f.wal_fails(&format!("cut at {cut}"), name, strict, |s, k| put(s, k, &raw[..cut]));
+            f.wal_fails(&format!("cut at {cut}"), name, strict_cut, |s, k| put(s, k, &raw[..cut]));
         }
         let mut longer = raw.clone();
         longer.extend_from_slice(b"trailing garbage");
-        // Bytes after a complete stream: zstd reads them as a bad frame, libsodium as chunks
-        // after the final one, `none` as a longer file; the lz4, brotli and lzma decoders stop
+        // Bytes after a complete stream: zstd and lz4 read them as a bad frame, libsodium as
+        // chunks after the final one, `none` as a longer file; the brotli and lzma decoders stop
         // at their stream's end, so only the content (whole) is checked there.
-        let strict_ext = f.with_key() || matches!(f.cfg.compression, Compression::Zstd { .. } | Compression::None);
+        let strict_ext = f.with_key() || matches!(f.cfg.compression, Compression::Zstd { .. } | Compression::Lz4 | Compression::None);
         f.wal_fails("extended", name, strict_ext, |s, k| put(s, k, &longer));
         for at in [0, raw.len() / 2, raw.len() - 1] {
             // Without checksums in the stream, a flipped byte inside a segment's data is not

@@ -334,3 +334,24 @@ fn zstd_frames_carry_checksums_that_the_decoder_verifies() {
     assert!(out == data);
 }
 
+
+#[test]
+fn lz4_frames_must_be_whole_and_alone() {
+    let data = sample(300_000);
+    let packed = compress_bytes(Compression::Lz4, &data).unwrap();
+    assert_eq!(decode("lz4", packed.clone()).unwrap(), data);
+    // Two frames back to back are one stream.
+    let mut two = packed.clone();
+    two.extend_from_slice(&packed);
+    assert_eq!(decode("lz4", two).unwrap().len(), 2 * data.len());
+    // Cut before the end mark, before the content checksum, inside it: all refused.
+    for cut in [packed.len() - 8, packed.len() - 4, packed.len() - 1, packed.len() / 2, 3] {
+        let err = decode("lz4", packed[..cut].to_vec()).unwrap_err();
+        assert!(err.to_string().contains("obj.lz4"), "cut {cut}: {err}");
+    }
+    // Bytes after the last frame that are not a frame: refused.
+    let mut longer = packed.clone();
+    longer.extend_from_slice(b"trailing garbage");
+    let err = decode("lz4", longer).unwrap_err();
+    assert!(err.to_string().contains("after the last lz4 frame"), "{err}");
+}
