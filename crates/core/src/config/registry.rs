@@ -383,9 +383,10 @@ settings! {
     },
 }
 
-/// WAL-G's own keys that walg_ext does not read. A WAL-G config file may hold them, so they are
-/// no typo: they are reported as ignored, not refused. (Some of them are refused later by
+/// WAL-G's own keys that walg_ext does not support. A WAL-G config file may hold them, so they
+/// are no typo: they are warned about, not refused here. (Some of them are refused later by
 /// `Config` because ignoring them would be unsafe, e.g. a PGP key or another storage's prefix.)
+/// A key that gains support moves from here into `settings!` (a test forbids both).
 pub const WALG_KEYS_NOT_USED: &[&str] = &[
     "WALG_UPLOAD_DISK_CONCURRENCY", "WALG_UPLOAD_QUEUE", "WALG_DOWNLOAD_FILE_RETRIES",
     "WALG_SENTINEL_USER_DATA", "WALG_PREVENT_WAL_OVERWRITE", "WALG_UPLOAD_WAL_METADATA",
@@ -648,7 +649,7 @@ pub fn check_keys(settings: &Settings, origin: Origin) -> Result<Vec<String>> {
             Origin::Env => "the environment",
         };
         if WALG_KEYS_NOT_USED.contains(&key) {
-            warnings.push(format!("{key} in {place} is a WAL-G setting that walg_ext does not use: ignored"));
+            warnings.push(format!("{key} in {place} is a WAL-G setting that walg_ext does not support"));
             continue;
         }
         match origin {
@@ -788,7 +789,7 @@ mod tests {
         file.set("WALG_DELTA_MAX_STEPS", "6");
         let warnings = check_keys(&file, Origin::File).unwrap();
         assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].contains("WALG_DELTA_MAX_STEPS") && warnings[0].contains("ignored"), "{warnings:?}");
+        assert!(warnings[0].contains("WALG_DELTA_MAX_STEPS") && warnings[0].contains("does not support"), "{warnings:?}");
         file.set("WALG_COMPRESION_METHOD", "zstd");
         let err = check_keys(&file, Origin::File).unwrap_err().to_string();
         assert!(
