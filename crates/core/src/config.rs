@@ -43,7 +43,7 @@ impl Settings {
         Settings::parse(&text)
             .and_then(|s| r::check_keys(&s, r::Origin::File).map(|_| s))
             .map_err(|e| match e {
-                Error::Config(msg) => Error::Config(format!("config file {}: {msg}", path.display())),
+                Error::Config(msg) => Error::Config(format!("config file {}: {}", path.display(), msg.replace(" in the config file", ""))),
                 other => other,
             })
     }

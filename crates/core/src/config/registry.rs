@@ -641,7 +641,8 @@ fn unknown(key: &str, place: &str) -> String {
 pub fn check_keys(settings: &Settings, origin: Origin) -> Result<Vec<String>> {
     let mut warnings = Vec::new();
     for (key, _) in settings.iter() {
-        if find(key).is_some() {
+        let walg_name = key.starts_with("WALG_") || key.starts_with("WALE_");
+        if find(key).is_some() || (origin == Origin::Env && !walg_name) {
             continue;
         }
         let place = match origin {
@@ -654,10 +655,7 @@ pub fn check_keys(settings: &Settings, origin: Origin) -> Result<Vec<String>> {
         }
         match origin {
             Origin::File => return Err(Error::Config(unknown(key, place))),
-            Origin::Env if key.starts_with("WALG_") || key.starts_with("WALE_") => {
-                warnings.push(format!("{}: ignored", unknown(key, place)));
-            }
-            Origin::Env => {}
+            Origin::Env => warnings.push(format!("{}: ignored", unknown(key, place))),
         }
     }
     debug_assert!(warnings.iter().all(|w| !w.is_empty()) && is_known("WALG_FILE_PREFIX"));
@@ -804,6 +802,8 @@ mod tests {
         let mut env = Settings::new();
         env.set("WALG_UPLOAD_CONCURENCY", "4");
         env.set("AWS_SOMETHING_THE_SDK_READS", "x");
+        env.set("AWS_CA_BUNDLE", "/etc/ssl/ca.pem");
+        env.set("PGHOST", "/run/postgresql");
         env.set("WALE_S3_PREFIX", "s3://b");
         let warnings = check_keys(&env, Origin::Env).unwrap();
         assert_eq!(warnings.len(), 1, "{warnings:?}");
