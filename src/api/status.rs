@@ -15,6 +15,7 @@ fn phase_name(p: u32) -> &'static str {
         push::PHASE_PG_CONTROL => "pg_control",
         push::PHASE_FINISHING => "finishing",
         push::PHASE_DONE => "done",
+        push::PHASE_WAITING_WAL => "waiting_wal",
         _ => "unknown",
     }
 }

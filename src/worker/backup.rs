@@ -13,7 +13,8 @@ use pgrx::prelude::*;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use walg_core::backup::push::{self, BackupStart, BackupStop, Progress};
-use walg_core::format::names::{backup_name, parse_lsn, wal_file_name};
+use walg_core::backup::{wait_for_wal, InProgress, WaitTiming, WalRange};
+use walg_core::format::names::{backup_name, parse_lsn};
 
 pub const WORKER_TYPE: &str = "walg_ext backup";
 
@@ -235,6 +236,9 @@ fn take_backup(generation: u64, permanent: bool, user_data: &str) -> Result<Stri
     };
     let cfg = settings::load_config().map_err(|e| e.to_string())?;
     let storage = cfg.open_storage().map_err(|e| e.to_string())?;
+    // The in-progress marker goes first, before pg_backup_start: from now on no delete, from any
+    // server, removes what this backup writes or the WAL it needs (catalog/delete.rs).
+    let mut marker = InProgress::begin(storage.clone(), &hostname(), std::process::id()).map_err(|e| e.to_string())?;
     let start_time = chrono::Utc::now();
 
     let info = BackgroundWorker::transaction(|| {
@@ -265,6 +269,9 @@ fn take_backup(generation: u64, permanent: bool, user_data: &str) -> Result<Stri
     let start_lsn = parse_lsn(&info.lsn).map_err(|e| e.to_string())?;
     let seg_size = unsafe { pg_sys::wal_segment_size } as u64;
     let name = backup_name(info.timeline as u32, start_lsn, seg_size);
+    marker
+        .set_backup(&name, start_lsn, info.timeline as u32, seg_size, None)
+        .map_err(|e| e.to_string())?;
     log!("walg_ext: backup {name} started at {}", info.lsn);
     {
         // Visible in walg_status while it runs.
@@ -290,6 +297,7 @@ fn take_backup(generation: u64, permanent: bool, user_data: &str) -> Result<Stri
     let progress = Arc::new(Progress::default());
     let mut poll = || -> walg_core::Result<()> {
         publish(&progress);
+        marker.heartbeat()?;
         unsafe {
             if pg_sys::ProcDiePending != 0 || libc::getppid() != pg_sys::PostmasterPid {
                 return Err(walg_core::Error::Cancelled("the backup worker was asked to stop".into()));
@@ -316,41 +324,50 @@ fn take_backup(generation: u64, permanent: bool, user_data: &str) -> Result<Stri
         tablespace_map: stop.2,
         finish_time: chrono::Utc::now(),
     };
-    let last_needed = wal_file_name(start.timeline, stop.finish_lsn - 1, seg_size);
-    wait_for_wal_archived(&last_needed)?;
+    wait_for_wal_in_storage(storage.as_ref(), &start, &stop, &progress, &mut marker)?;
+    marker.ensure_fresh().map_err(|e| e.to_string())?;
     push::finish(&cfg, &storage, &start, data, &stop).map_err(|e| e.to_string())?;
+    let marker_key = marker.key().to_string();
+    if let Err(e) = marker.end() {
+        // Committed all the same; the marker goes stale and `delete garbage` removes it.
+        warning!("walg_ext: backup {name} committed, but its marker {marker_key} could not be removed: {e}");
+    }
     Ok(name)
 }
 
-/// A backup is committed (sentinel written) only once the WAL it needs to be consistent is
-/// archived. PostgreSQL's own wait in pg_backup_stop polls once a second; this polls the
-/// archiver's `.done` marker every 20 ms. Without archiving there is nothing to wait for, as in
+/// A backup is committed (sentinel written) only once every WAL segment from its start to its
+/// stop is in storage, checked there (walg_core::backup::wal_wait; a standby marks segments
+/// `.done` without archiving them). Without archiving there is nothing to wait for, as in
 /// pg_backup_stop: the WAL must then reach the restore by other means.
-fn wait_for_wal_archived(segment: &str) -> Result<(), String> {
+fn wait_for_wal_in_storage(
+    storage: &dyn walg_core::Storage,
+    start: &BackupStart,
+    stop: &BackupStop,
+    progress: &Progress,
+    marker: &mut InProgress,
+) -> Result<(), String> {
+    let range = WalRange {
+        timeline: start.timeline,
+        start_lsn: start.start_lsn,
+        finish_lsn: stop.finish_lsn,
+        wal_segment_size: start.wal_segment_size,
+    };
     if unsafe { pg_sys::XLogArchiveMode } == pg_sys::ArchiveMode::ARCHIVE_MODE_OFF as i32 {
-        warning!("walg_ext: archive_mode is off: backup needs WAL up to {segment} from elsewhere");
+        let last = range.segment_names().pop().unwrap_or_default();
+        warning!("walg_ext: archive_mode is off: backup needs WAL up to {last} from elsewhere");
         return Ok(());
     }
-    let pg_wal = settings::data_dir().join("pg_wal");
-    let status = pg_wal.join("archive_status");
-    // Archived: marked .done, or (as PostgreSQL's XLogArchiveIsBusy reasons) neither .ready nor
-    // the segment itself is left, because a checkpoint already removed it after archiving.
-    let archived = || {
-        status.join(format!("{segment}.done")).exists()
-            || (!status.join(format!("{segment}.ready")).exists() && !pg_wal.join(segment).exists())
+    progress.phase.store(push::PHASE_WAITING_WAL, Ordering::Relaxed);
+    publish(progress);
+    let mut poll = || -> walg_core::Result<()> {
+        marker.heartbeat()?;
+        if unsafe { pg_sys::ProcDiePending != 0 || libc::getppid() != pg_sys::PostmasterPid } {
+            return Err(walg_core::Error::Cancelled("the backup worker was asked to stop while waiting for WAL".into()));
+        }
+        Ok(())
     };
-    let started = std::time::Instant::now();
-    let mut next_notice = 60;
-    while !archived() {
-        if unsafe { pg_sys::ProcDiePending } != 0 {
-            return Err("the backup worker was asked to stop".into());
-        }
-        sleep_on_latch(20);
-        if started.elapsed().as_secs() >= next_notice {
-            warning!("walg_ext: still waiting for {segment} to be archived ({next_notice} s); check the archiver");
-            next_notice += 60;
-        }
-    }
+    let mut log = |line: &str| warning!("walg_ext: backup {}: {line}", start.name);
+    wait_for_wal(storage, &range, WaitTiming::default(), &mut poll, &mut log).map_err(|e| e.to_string())?;
     Ok(())
 }
 

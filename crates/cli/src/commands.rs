@@ -96,6 +96,10 @@ pub fn wal_push(config: Option<&Path>, path: &Path) -> Result<()> {
         wal::PushOutcome::AlreadyArchived { key } => {
             eprintln!("walg-ext: {file} already archived as {key} with identical content")
         }
+        wal::PushOutcome::Overwritten { key, bytes, previous } => eprintln!(
+            "walg-ext: WARNING: {file} was already archived with different content as {previous}; \
+             replaced it with {key} ({bytes} bytes; .partial files are never read by recovery)"
+        ),
     }
     Ok(())
 }

@@ -44,11 +44,14 @@ pub const PHASE_UPLOADING: u32 = 2;
 pub const PHASE_PG_CONTROL: u32 = 3;
 pub const PHASE_FINISHING: u32 = 4;
 pub const PHASE_DONE: u32 = 5;
+/// Data copied and pg_backup_stop done; waiting for the backup's WAL to be in storage.
+pub const PHASE_WAITING_WAL: u32 = 6;
 
 /// Shared with the caller and read while the backup runs.
 #[derive(Debug, Default)]
 pub struct Progress {
-    /// 0 idle, 1 walking, 2 uploading, 3 pg_control, 4 finishing, 5 done (PHASE_* constants).
+    /// 0 idle, 1 walking, 2 uploading, 3 pg_control, 4 finishing, 5 done, 6 waiting for WAL
+    /// (PHASE_* constants).
     pub phase: AtomicU32,
     pub bytes_total: AtomicU64,
     pub bytes_done: AtomicU64,

@@ -7,11 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::direct::DirectWriter;
-use super::{ObjectInfo, ObjectWriter, Storage};
+use super::{ObjectInfo, ObjectWriter, PendingUpload, Storage};
 use crate::error::{Error, Result};
 
-/// Temp files start with this; `list` never shows them.
-const TMP_PREFIX: &str = ".walg-tmp-";
+/// Temp files start with this; `list` never shows them, `pending_uploads` lists only them.
+/// Full name: `.walg-tmp-<pid>-<n>-<object name>` (the pid is only a hint: storage may be
+/// shared by several hosts, so nothing decides from it).
+pub const FS_TMP_PREFIX: &str = ".walg-tmp-";
+const TMP_PREFIX: &str = FS_TMP_PREFIX;
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -41,6 +44,50 @@ impl FsStorage {
             ));
         }
         Ok(self.root.join(key))
+    }
+}
+
+impl FsStorage {
+    /// Objects (or, with `temps`, only the temp files of unfinished writes) under `prefix`.
+    fn walk(&self, prefix: &str, temps: bool) -> Result<Vec<ObjectInfo>> {
+        // Start at the deepest directory the prefix names, then filter by the full prefix.
+        let dir_part = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        let start = if dir_part.is_empty() { self.root.clone() } else { self.root.join(dir_part) };
+        let mut out = Vec::new();
+        let mut stack = vec![(start, dir_part.to_string())];
+        while let Some((dir, rel)) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::storage("list", rel, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::storage("list", rel.clone(), e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let is_temp = name.starts_with(TMP_PREFIX);
+                let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+                let meta = match fs::metadata(entry.path()) {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // deleted meanwhile
+                    Err(e) => return Err(Error::storage("list", key, e)),
+                };
+                if meta.is_dir() {
+                    // Only descend where keys below could still match the prefix.
+                    let as_dir = format!("{key}/");
+                    if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
+                        stack.push((entry.path(), key));
+                    }
+                } else if is_temp == temps && key.starts_with(prefix) {
+                    let modified = meta.modified().map_err(|e| Error::storage("list", key.clone(), e))?;
+                    out.push(ObjectInfo { key, size: meta.len(), modified });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
     }
 }
 
@@ -134,46 +181,7 @@ impl Storage for FsStorage {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        // Start at the deepest directory the prefix names, then filter by the full prefix.
-        let dir_part = match prefix.rfind('/') {
-            Some(i) => &prefix[..i],
-            None => "",
-        };
-        let start = if dir_part.is_empty() { self.root.clone() } else { self.root.join(dir_part) };
-        let mut out = Vec::new();
-        let mut stack = vec![(start, dir_part.to_string())];
-        while let Some((dir, rel)) = stack.pop() {
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::storage("list", rel, e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(|e| Error::storage("list", rel.clone(), e))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with(TMP_PREFIX) {
-                    continue;
-                }
-                let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
-                let meta = match fs::metadata(entry.path()) {
-                    Ok(m) => m,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // deleted meanwhile
-                    Err(e) => return Err(Error::storage("list", key, e)),
-                };
-                if meta.is_dir() {
-                    // Only descend where keys below could still match the prefix.
-                    let as_dir = format!("{key}/");
-                    if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
-                        stack.push((entry.path(), key));
-                    }
-                } else if key.starts_with(prefix) {
-                    let modified = meta.modified().map_err(|e| Error::storage("list", key.clone(), e))?;
-                    out.push(ObjectInfo { key, size: meta.len(), modified });
-                }
-            }
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        self.walk(prefix, false)
     }
 
     fn exists(&self, key: &str) -> Result<bool> {
@@ -196,6 +204,23 @@ impl Storage for FsStorage {
 
     fn describe(&self) -> String {
         format!("file://{}", self.root.display())
+    }
+
+    fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>> {
+        Ok(self
+            .walk(prefix, true)?
+            .into_iter()
+            .map(|o| PendingUpload { key: o.key, upload_id: String::new(), last_activity: o.modified, size: o.size })
+            .collect())
+    }
+
+    fn abort_upload(&self, upload: &PendingUpload) -> Result<()> {
+        // Only ever a temp file: a caller's mistake must not delete an object.
+        let name = upload.key.rsplit('/').next().unwrap_or("");
+        if !name.starts_with(TMP_PREFIX) {
+            return Err(Error::Internal(format!("{} is not an unfinished upload (no {TMP_PREFIX} name)", upload.key)));
+        }
+        self.delete(&upload.key)
     }
 }
 

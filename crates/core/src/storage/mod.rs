@@ -5,7 +5,7 @@ mod direct;
 mod fs;
 pub mod s3;
 
-pub use fs::FsStorage;
+pub use fs::{FsStorage, FS_TMP_PREFIX};
 pub use s3::{S3Config, S3Storage};
 
 use std::io::{self, Read, Write};
@@ -19,6 +19,24 @@ pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
     pub modified: SystemTime,
+}
+
+/// An upload that was started and neither finished nor aborted: what a killed writer leaves
+/// behind (a temp file of file storage, an S3 multipart upload). Never a visible object: `list`
+/// does not show it, and nothing reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingUpload {
+    /// File storage: the temp file's own key (`dir/.walg-tmp-<pid>-<n>-<name>`). S3: the key
+    /// the upload would have created.
+    pub key: String,
+    /// S3's multipart upload id; empty for file storage.
+    pub upload_id: String,
+    /// The latest time the upload is known to have been active: file storage, the temp file's
+    /// modification time (a live writer keeps writing to it); S3, when the upload was initiated
+    /// (S3 does not say when its last part arrived).
+    pub last_activity: SystemTime,
+    /// Bytes held so far, where the backend says (0 otherwise).
+    pub size: u64,
 }
 
 /// A streaming upload. Dropping it without `finish()` aborts: nothing becomes visible.
@@ -53,6 +71,21 @@ pub trait Storage: Send + Sync {
     fn delete(&self, key: &str) -> Result<()>;
     /// Human-readable location, e.g. "file:///backups".
     fn describe(&self) -> String;
+
+    /// Uploads under `prefix` that were started and never finished nor aborted (killed writers'
+    /// leftovers), sorted by key. A backend whose unfinished uploads leave nothing behind has
+    /// none (the default). Live uploads are listed too: the caller decides by `last_activity`.
+    fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>> {
+        let _ = prefix;
+        Ok(Vec::new())
+    }
+
+    /// Discard one pending upload (its bytes are freed; nothing visible changes). Gone already
+    /// is not an error.
+    fn abort_upload(&self, upload: &PendingUpload) -> Result<()> {
+        let _ = upload;
+        Ok(())
+    }
 }
 
 /// Read a whole (small) object; `None` when missing.

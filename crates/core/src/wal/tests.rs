@@ -109,3 +109,77 @@ fn encrypted_push_fetch_and_clear_errors() {
         }
     }
 }
+
+#[test]
+fn conflicting_partial_is_overwritten_history_and_segments_never() {
+    let (dir, s, cfg) = setup();
+    let name = "000000010000000000000007.partial";
+    let p = dir.path().join(name);
+    // First promotion archives its .partial (zstd).
+    fs::write(&p, vec![1u8; 200_000]).unwrap();
+    let zcfg = Config { compression: Compression::Zstd { level: 3 }, ..cfg.clone() };
+    assert!(matches!(push(&zcfg, &s, name, &p).unwrap(), PushOutcome::Uploaded { .. }));
+    assert!(matches!(push(&zcfg, &s, name, &p).unwrap(), PushOutcome::AlreadyArchived { .. }));
+    // A second promotion out of the same segment: same name, different bytes, another codec.
+    fs::write(&p, vec![2u8; 200_000]).unwrap();
+    let out = push(&cfg, &s, name, &p).unwrap();
+    assert_eq!(
+        out,
+        PushOutcome::Overwritten {
+            key: format!("wal_005/{name}.lz4"),
+            bytes: match &out { PushOutcome::Overwritten { bytes, .. } => *bytes, _ => 0 },
+            previous: format!("wal_005/{name}.zst"),
+        }
+    );
+    // The old object is gone (readers probing extensions cannot find it), the new one is whole.
+    assert!(!s.exists(&format!("wal_005/{name}.zst")).unwrap());
+    let dest = dir.path().join("fetched");
+    assert!(fetch(&cfg, &s, name, &dest).unwrap());
+    assert_eq!(fs::read(&dest).unwrap(), vec![2u8; 200_000]);
+    // Same codec: replaced in place.
+    fs::write(&p, vec![3u8; 1000]).unwrap();
+    assert!(matches!(push(&cfg, &s, name, &p).unwrap(), PushOutcome::Overwritten { ref key, ref previous, .. } if key == previous));
+    assert!(fetch(&cfg, &s, name, &dest).unwrap());
+    assert_eq!(fs::read(&dest).unwrap(), vec![3u8; 1000]);
+    // An undecodable stored .partial is replaced too.
+    s.put(&format!("wal_005/{name}.lz4"), b"not lz4").unwrap();
+    assert!(matches!(push(&cfg, &s, name, &p).unwrap(), PushOutcome::Overwritten { .. }));
+    assert!(fetch(&cfg, &s, name, &dest).unwrap());
+    assert_eq!(fs::read(&dest).unwrap(), vec![3u8; 1000]);
+
+    // Segments and .backup files keep the rule: different content is a conflict, nothing replaced.
+    for file in ["000000010000000000000008", "000000010000000000000008.00000028.backup"] {
+        let f = dir.path().join(file);
+        fs::write(&f, b"first").unwrap();
+        push(&cfg, &s, file, &f).unwrap();
+        fs::write(&f, b"second").unwrap();
+        assert!(matches!(push(&cfg, &s, file, &f), Err(Error::Conflict(_))), "{file}");
+        let d = dir.path().join("seg-fetched");
+        assert!(fetch(&cfg, &s, file, &d).unwrap());
+        assert_eq!(fs::read(&d).unwrap(), b"first", "{file} untouched");
+    }
+    // History: never, even when the stored copy is undecodable.
+    let h = dir.path().join("00000003.history");
+    fs::write(&h, b"2\t0/9000000\tno recovery target specified\n").unwrap();
+    s.put("wal_005/00000003.history.lz4", b"garbage").unwrap();
+    assert!(push(&cfg, &s, "00000003.history", &h).is_err());
+    assert_eq!(crate::storage::get_bytes(&s, "wal_005/00000003.history.lz4").unwrap().unwrap(), b"garbage");
+}
+
+#[test]
+fn archiver_look_ahead_does_not_stall_on_a_conflicting_partial() {
+    let (dir, s, cfg) = setup();
+    let pg_wal = dir.path().join("pg_wal");
+    fs::create_dir_all(pg_wal.join("archive_status")).unwrap();
+    let name = "000000010000000000000009.partial";
+    fs::write(pg_wal.join(name), b"from promotion A").unwrap();
+    push(&cfg, &s, name, &pg_wal.join(name)).unwrap();
+    fs::write(pg_wal.join(name), b"from promotion B").unwrap();
+    fs::write(pg_wal.join("archive_status").join(format!("{name}.ready")), b"").unwrap();
+    let mut a = Archiver::new();
+    let out = a.archive(&cfg, &s, name, &pg_wal.join(name), &pg_wal).unwrap();
+    assert!(matches!(out, PushOutcome::Overwritten { .. }), "{out:?}");
+    let dest = dir.path().join("f");
+    assert!(fetch(&cfg, &s, name, &dest).unwrap());
+    assert_eq!(fs::read(&dest).unwrap(), b"from promotion B");
+}

@@ -21,7 +21,7 @@ use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext,
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 
-use super::{ObjectInfo, ObjectWriter, Storage};
+use super::{ObjectInfo, ObjectWriter, PendingUpload, Storage};
 use crate::error::{Error, Result};
 pub use retry::{classify, Failure, FailureKind, Verdict};
 pub use settings::S3Config;
@@ -192,23 +192,6 @@ impl S3Storage {
         &self.inner.cfg
     }
 
-    /// Multipart uploads under this storage's path that were started but neither completed nor
-    /// aborted (keys relative to the root). Tests use it to prove aborted writers leave nothing.
-    pub fn pending_uploads(&self) -> Result<Vec<String>> {
-        let inner = &self.inner;
-        let prefix = inner.full_key("");
-        let r = inner.call("list-uploads", "", |c| {
-            let req = c.list_multipart_uploads().bucket(&inner.cfg.bucket).prefix(&prefix);
-            async move { req.send().await.map_err(|e| Failure::from_sdk(&e)) }
-        })?;
-        let out = r.map_err(|f| inner.error("list-uploads", "", f))?;
-        Ok(out
-            .uploads()
-            .iter()
-            .filter_map(|u| u.key())
-            .map(|k| k.strip_prefix(&prefix).unwrap_or(k).to_string())
-            .collect())
-    }
 }
 
 impl Storage for S3Storage {
@@ -298,6 +281,62 @@ impl Storage for S3Storage {
             Ok(()) => Ok(()),
             Err((f, _)) if f.is_not_found() && f.code.as_deref() != Some("NoSuchBucket") => Ok(()),
             Err(f) => Err(inner.error("delete", key, f)),
+        }
+    }
+
+    /// ListMultipartUploads under the prefix (all pages): uploads our writers started and
+    /// neither completed nor aborted (a killed process, an abort that could not get through).
+    fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>> {
+        let inner = &self.inner;
+        let root = inner.full_key("");
+        let full_prefix = format!("{root}{prefix}");
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let r = inner.call("list-uploads", prefix, |c| {
+                let req = c
+                    .list_multipart_uploads()
+                    .bucket(&inner.cfg.bucket)
+                    .prefix(&full_prefix)
+                    .set_key_marker(key_marker.clone())
+                    .set_upload_id_marker(id_marker.clone());
+                async move { req.send().await.map_err(|e| Failure::from_sdk(&e)) }
+            })?;
+            let page = r.map_err(|f| inner.error("list-uploads", prefix, f))?;
+            for u in page.uploads() {
+                let (Some(k), Some(id)) = (u.key(), u.upload_id()) else { continue };
+                let Some(rel) = k.strip_prefix(&root) else { continue };
+                let started = u
+                    .initiated()
+                    .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                out.push(PendingUpload { key: rel.to_string(), upload_id: id.to_string(), last_activity: started, size: 0 });
+            }
+            match (page.is_truncated(), page.next_key_marker(), page.next_upload_id_marker()) {
+                (Some(true), Some(k), id) => {
+                    key_marker = Some(k.to_string());
+                    id_marker = id.map(str::to_string);
+                }
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key).then_with(|| a.upload_id.cmp(&b.upload_id)));
+        Ok(out)
+    }
+
+    fn abort_upload(&self, upload: &PendingUpload) -> Result<()> {
+        check_key("abort-upload", &upload.key)?;
+        let inner = &self.inner;
+        let full = inner.full_key(&upload.key);
+        let r = inner.call("abort-upload", &upload.key, |c| {
+            let req = c.abort_multipart_upload().bucket(&inner.cfg.bucket).key(&full).upload_id(&upload.upload_id);
+            async move { req.send().await.map(|_| ()).map_err(|e| Failure::from_sdk(&e)) }
+        })?;
+        match r {
+            Ok(()) => Ok(()),
+            // Completed or aborted meanwhile.
+            Err((f, _)) if f.code.as_deref() == Some("NoSuchUpload") => Ok(()),
+            Err(f) => Err(inner.error("abort-upload", &upload.key, f)),
         }
     }
 
