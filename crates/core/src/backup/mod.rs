@@ -2,6 +2,7 @@
 
 pub mod fetch;
 pub mod push;
+pub mod recovery;
 pub mod walk;
 
 pub use fetch::{fetch, resolve_backup_name, FetchSummary};
