@@ -159,6 +159,13 @@ pub fn backup_fetch(config: Option<&Path>, target: &Path, name: &str, args: &Rec
         return crate::commands::backup_fetch(config, target, name);
     }
     let req = args.request()?;
+    // The restore refuses a non-empty directory too; say so before listing storage.
+    if std::fs::read_dir(target).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(Error::io(
+            target,
+            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "restore target directory is not empty"),
+        ));
+    }
     let cfg = load_config(config)?;
     let (rc, abs_config) = if recovery { restore_command_for(config).map(|(r, c)| (Some(r), c))? } else { (None, None) };
     let storage = cfg.open_storage()?;
