@@ -45,6 +45,14 @@ unsafe extern "C-unwind" fn archive_file(file: *const c_char, path: *const c_cha
             record(|s, now| s.archived(&file, Some(bytes), now));
             true
         }
+        Ok(Ok(PushOutcome::Overwritten { key, bytes, previous })) => {
+            warning!(
+                "walg_ext: {file} was already archived with different content as {previous}; replaced it with {key} \
+                 (a .partial file from another promotion out of the same segment; recovery never reads .partial files)"
+            );
+            record(|s, now| s.archived(&file, Some(bytes), now));
+            true
+        }
         Ok(Ok(PushOutcome::AlreadyArchived { key })) => {
             log!("walg_ext: {file} was already archived as {key} with identical content");
             record(|s, now| s.archived(&file, None, now));

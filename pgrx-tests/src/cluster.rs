@@ -147,6 +147,22 @@ impl Cluster {
         }
     }
 
+    /// A streaming standby of `primary`, made with `pg_basebackup -R -X stream -c fast`
+    /// (standby.signal, primary_conninfo over the primary's socket); postgresql.auto.conf then
+    /// gets this cluster's port and socket, then `extra_conf`. It keeps the primary's
+    /// postgresql.conf (so the same walg.* settings). Not started.
+    pub fn standby_of(name: &str, primary: &Cluster, extra_conf: &str) -> Cluster {
+        let c = Cluster::empty(name);
+        let mut cmd = as_postgres(pg_bin("pg_basebackup"));
+        cmd.current_dir("/tmp")
+            .args(["-h", &primary.socket_dir(), "-p", &primary.port.to_string(), "-U", "postgres"])
+            .args(["-X", "stream", "-c", "fast", "-R", "-D"])
+            .arg(&c.data);
+        run_ok(&mut cmd, &format!("pg_basebackup -R of {} for standby {name}", primary.name), Duration::from_secs(300));
+        append_file(&c.data.join("postgresql.auto.conf"), &format!("{}{extra_conf}\n", c.base_conf()));
+        c
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }

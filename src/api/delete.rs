@@ -1,7 +1,6 @@
 //! walg_delete_*: WAL-G's delete modes. Dry run unless `confirm`; each returns the objects that
 //! would be (or were) deleted, with the backup they belong to (NULL for WAL).
-use super::{error_with, ok, open, wal_segment_size};
-use crate::shmem::{self, BACKUP_JOB};
+use super::{ok, open, wal_segment_size};
 use pgrx::prelude::*;
 use walg_core::catalog::delete::{self, DeleteRequest, GarbageScope};
 
@@ -10,18 +9,17 @@ type Rows = TableIterator<'static, (String, Option<String>, i64, bool)>;
 
 fn run(req: DeleteRequest, confirm: bool) -> Rows {
     let (_, storage) = open();
-    // A backup running on this server has no sentinel yet: its objects look like leftovers.
-    let touches_leftovers = matches!(req, DeleteRequest::Everything { .. } | DeleteRequest::Garbage { .. });
-    if confirm && touches_leftovers && shmem::available() && BACKUP_JOB.share().is_active() {
-        error_with(
-            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
-            "walg_ext: a backup is running on this server; its objects would be deleted",
-            "Wait until walg_status() shows it finished, then try again.",
-        );
-    }
+    // Backups in progress (from any server) are protected by their markers in storage; core
+    // refuses `everything` while one runs and keeps the rest of their objects and WAL.
     let plan = ok(delete::run(storage.as_ref(), &req, wal_segment_size(), confirm));
+    for n in &plan.notes {
+        notice!("walg_ext: {n}");
+    }
+    for m in &plan.in_progress {
+        notice!("walg_ext: backup in progress, its objects and the WAL from its start are kept: {m}");
+    }
     TableIterator::new(
-        plan.objects.into_iter().map(|o| (o.key, o.backup, o.size as i64, confirm)).collect::<Vec<_>>(),
+        plan.objects.into_iter().map(|o| (o.display_key(), o.backup, o.size as i64, confirm)).collect::<Vec<_>>(),
     )
 }
 

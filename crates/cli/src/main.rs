@@ -2,6 +2,7 @@
 //! Configuration: a `--config` file
 //! (WAL-G's JSON/YAML keys) is read first and the environment overrides it, as in WAL-G.
 mod commands;
+mod exit;
 mod manage;
 mod recovery;
 
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "walg-ext", version, about = "Restore and inspect walg_ext / WAL-G backups")]
+#[command(name = "walg-ext", version, about = "Restore and inspect walg_ext / WAL-G backups", after_help = exit::HELP)]
 struct Cli {
     /// WAL-G configuration file (JSON or YAML with WAL-G key names, e.g. WALG_FILE_PREFIX).
     #[arg(long, global = true, value_name = "FILE")]
@@ -57,7 +58,7 @@ enum Command {
         json: bool,
     },
     /// Check the WAL archive: integrity (segments from the earliest backup on) and/or timeline.
-    /// Exit 1 unless every check is OK.
+    /// Exit 1 when a check is not OK (errors: the codes in `walg-ext --help`).
     WalVerify {
         /// integrity, timeline, or both.
         #[arg(required = true)]
@@ -90,7 +91,9 @@ enum Command {
         command: StCommand,
     },
     /// Fetch one WAL file (for restore_command = 'walg-ext wal-fetch %f %p').
-    /// Exit 0: fetched; 1: not in storage; 126: any other failure (recovery stops).
+    /// Exit 0: fetched; 1: not in storage (storage was reached and its wal_005/ exists, the file
+    /// does not); 126: any other failure (storage unreachable, damaged object, bad settings,
+    /// local I/O): PostgreSQL then stops recovery rather than ending it early.
     WalFetch {
         /// WAL file name, e.g. 000000010000000000000004 or 00000002.history.
         file: String,
@@ -117,8 +120,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let seg = cli.wal_segment_size;
     if !seg.is_power_of_two() || !(1 << 20..=1 << 30).contains(&seg) {
-        eprintln!("walg-ext: --wal-segment-size {seg}: must be a power of two from 1 MiB to 1 GiB");
-        return ExitCode::FAILURE;
+        let e = walg_core::Error::InvalidArgument(format!(
+            "--wal-segment-size {seg}: must be a power of two from 1 MiB to 1 GiB"
+        ));
+        return exit::fail("", &e);
     }
     let result = match cli.command {
         Command::BackupFetch { target, name, recovery } => recovery::backup_fetch(cli.config.as_deref(), &target, &name, &recovery, seg),
@@ -128,7 +133,7 @@ fn main() -> ExitCode {
         Command::WalVerify { checks, json, current_segment } => {
             match manage::wal_verify(cli.config.as_deref(), &checks, json, current_segment.as_deref(), cli.wal_segment_size) {
                 Ok(true) => Ok(()),
-                Ok(false) => return ExitCode::FAILURE,
+                Ok(false) => return ExitCode::from(exit::NOT_IN_STORAGE),
                 Err(e) => Err(e),
             }
         }
@@ -141,10 +146,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("walg-ext: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => exit::fail("", &e),
     }
 }
 

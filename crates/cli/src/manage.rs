@@ -200,7 +200,13 @@ pub fn delete(config: Option<&Path>, args: &[String], after: Option<&str>, confi
     }
     let verb = if confirm { "deleted" } else { "will be deleted" };
     for o in &plan.objects {
-        println!("{verb}: {}", o.key);
+        println!("{verb}: {}", o.display_key());
+    }
+    for n in &plan.notes {
+        eprintln!("walg-ext: {n}");
+    }
+    for m in &plan.in_progress {
+        eprintln!("walg-ext: backup in progress, its objects and the WAL from its start are kept: {m}");
     }
     if plan.objects.is_empty() {
         eprintln!("walg-ext: nothing to delete");

@@ -25,6 +25,11 @@ fn settings(server: &S3Server, prefix: &str, extra: &[(&str, &str)]) -> Settings
     s
 }
 
+/// Keys of the multipart uploads under way (or left behind).
+fn pending(s: &S3Storage) -> Vec<String> {
+    s.pending_uploads("").unwrap().into_iter().map(|u| u.key).collect()
+}
+
 fn storage(server: &S3Server, prefix: &str, extra: &[(&str, &str)]) -> S3Storage {
     S3Storage::new(S3Config::from_settings(&settings(server, prefix, extra)).unwrap().unwrap())
 }
@@ -111,12 +116,12 @@ fn multipart_upload_of_a_big_object_streams_both_ways() {
     }
     assert!(!s.exists("basebackups_005/base_1/tar_partitions/part_001.tar.lz4").unwrap(), "not visible before finish");
     assert_eq!(
-        s.pending_uploads().unwrap(),
+        pending(&s),
         vec!["basebackups_005/base_1/tar_partitions/part_001.tar.lz4".to_string()],
         "a multipart upload is under way"
     );
     assert_eq!(w.finish().unwrap(), body.len() as u64);
-    assert!(s.pending_uploads().unwrap().is_empty(), "completed, nothing pending");
+    assert!(pending(&s).is_empty(), "completed, nothing pending");
     let listed = s.list("basebackups_005/").unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].size, body.len() as u64);
@@ -154,9 +159,9 @@ fn aborted_writers_leave_nothing() {
     // Big enough for a multipart upload with parts already sent.
     let mut w = s.writer("big").unwrap();
     w.write_all(&data(12 << 20, 1)).unwrap();
-    assert_eq!(s.pending_uploads().unwrap(), vec!["big".to_string()]);
+    assert_eq!(pending(&s), vec!["big".to_string()]);
     drop(w);
-    assert!(s.pending_uploads().unwrap().is_empty(), "the multipart upload was aborted");
+    assert!(pending(&s).is_empty(), "the multipart upload was aborted");
     assert!(!s.exists("big").unwrap());
 
     // Small: never reached the server at all.
@@ -164,7 +169,7 @@ fn aborted_writers_leave_nothing() {
     w.write_all(b"half a WAL segment").unwrap();
     drop(w);
     assert!(s.list("").unwrap().is_empty(), "nothing visible");
-    assert!(s.pending_uploads().unwrap().is_empty());
+    assert!(pending(&s).is_empty());
 }
 
 fn assert_fast_error(what: &str, started: Instant, err: &str, needles: &[&str]) {
@@ -249,4 +254,192 @@ fn endpoint_down_is_retried_then_reported_and_recovers() {
         patient.put("during", b"2").unwrap();
     });
     assert_eq!(get_bytes(&s, "during").unwrap().unwrap(), b"2");
+}
+
+/// A loopback HTTP server that answers every request with `status` and `body` (then closes the
+/// connection): a stand-in for a proxy or a wrong endpoint in front of (or instead of) S3.
+/// Returns its endpoint and how many requests it answered.
+fn fake_http(status: &'static str, body: &'static str) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            // Read the request head (and a body, if any) before answering.
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = conn.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+                if let Some(end) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&req[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                        .unwrap_or(0);
+                    if req.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            seen.fetch_add(1, Ordering::SeqCst);
+            let answer = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len(),
+                if body.starts_with('<') && body.contains("<Error>") { "application/xml" } else { "text/html" }
+            );
+            let _ = conn.write_all(answer.as_bytes());
+        }
+    });
+    (endpoint, count)
+}
+
+fn fake_storage(endpoint: &str, prefix: &str) -> S3Storage {
+    let mut s = Settings::new();
+    s.set("WALG_S3_PREFIX", prefix);
+    s.set("AWS_ENDPOINT", endpoint);
+    s.set("AWS_REGION", "us-east-1");
+    s.set("AWS_S3_FORCE_PATH_STYLE", "true");
+    s.set("AWS_ACCESS_KEY_ID", "AKIAFAKEFAKEFAKE0000");
+    s.set("AWS_SECRET_ACCESS_KEY", "fake");
+    s.set("WALG_S3_MAX_RETRIES", "1");
+    S3Storage::new(S3Config::from_settings(&s).unwrap().unwrap())
+}
+
+/// Every read that could say "not there" is an error of kind Unreachable, and wal-fetch does
+/// not answer "not in storage".
+fn assert_all_unreachable(what: &str, s: &S3Storage, needles: &[&str]) {
+    use walg_core::ErrorKind;
+    let dest = tempfile::tempdir().unwrap();
+    let cfg = walg_core::config::Config::for_file_storage("/nonexistent-unused");
+    let checks: Vec<(&str, walg_core::Result<()>)> = vec![
+        ("get", s.get("wal_005/000000010000000000000001.lz4").map(|_| ())),
+        ("exists", s.exists("wal_005/000000010000000000000001.lz4").map(|_| ())),
+        ("list", s.list("basebackups_005/").map(|_| ())),
+        ("has_dir", s.has_dir("wal_005/").map(|_| ())),
+        ("list_backups", walg_core::catalog::list_backups(s).map(|_| ())),
+        (
+            "wal fetch",
+            walg_core::wal::fetch(&cfg, s, "000000010000000000000001", &dest.path().join("f")).map(|found| {
+                panic!("{what}: wal fetch answered {found} instead of failing");
+            }),
+        ),
+    ];
+    for (op, r) in checks {
+        let e = r.expect_err(op);
+        assert_eq!(e.kind(), ErrorKind::Unreachable, "{what} {op}: {e}");
+        let msg = e.to_string();
+        for n in needles {
+            assert!(msg.contains(n), "{what} {op}: should mention {n:?}: {msg}");
+        }
+    }
+}
+
+#[test]
+fn missing_is_only_what_s3_calls_no_such_key() {
+    use walg_core::ErrorKind;
+    let server = S3Server::start();
+    server.create_bucket("walg-missing");
+    let s = storage(&server, "s3://walg-missing/c", &[]);
+    let cfg = walg_core::config::Config::for_file_storage("/nonexistent-unused");
+    let dest = tempfile::tempdir().unwrap();
+
+    // Bucket there, nothing archived yet: objects are missing, but wal-fetch does not say "end
+    // of archive" for a prefix without wal_005/.
+    assert!(s.get("wal_005/000000010000000000000001.lz4").unwrap().is_none());
+    assert!(!s.exists("wal_005/000000010000000000000001.lz4").unwrap());
+    assert!(!s.has_dir("wal_005/").unwrap());
+    assert!(walg_core::catalog::list_backups(&s).unwrap().is_empty(), "no backups: an answer");
+    let e = walg_core::wal::fetch(&cfg, &s, "000000010000000000000001", &dest.path().join("a")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
+    assert!(e.to_string().contains("no wal_005/ under s3://walg-missing/c"), "{e}");
+    // Something archived (in another segment): now "not in storage" is the answer.
+    s.put("wal_005/000000010000000000000002.lz4", b"x").unwrap();
+    assert!(s.has_dir("wal_005/").unwrap());
+    assert!(!walg_core::wal::fetch(&cfg, &s, "000000010000000000000001", &dest.path().join("b")).unwrap());
+    // Another path in the same bucket does not see it.
+    assert!(!storage(&server, "s3://walg-missing/other", &[]).has_dir("wal_005/").unwrap());
+
+    // Wrong bucket.
+    let nobucket = storage(&server, "s3://walg-no-such-bucket/c", &[]);
+    assert_all_unreachable("wrong bucket", &nobucket, &["bucket walg-no-such-bucket does not exist", "WALG_S3_PREFIX"]);
+
+    // Endpoint down: after the retries, unreachable (and transient), never missing.
+    let few = storage(&server, "s3://walg-missing/c", &[("WALG_S3_MAX_RETRIES", "1")]);
+    server.stop_endpoint();
+    assert_all_unreachable("endpoint down", &few, &["cannot reach endpoint"]);
+    let e = few.exists("wal_005/000000010000000000000002.lz4").unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    server.start_endpoint();
+    assert!(few.exists("wal_005/000000010000000000000002.lz4").unwrap());
+}
+
+#[test]
+fn a_bare_404_or_403_is_unreachable_not_missing() {
+    // A proxy or a wrong endpoint: 404 with no body (the SDK calls that code "NotFound").
+    let (endpoint, hits) = fake_http("404 Not Found", "");
+    assert_all_unreachable("bare 404", &fake_storage(&endpoint, "s3://bucket/p"), &["HTTP 404"]);
+    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) > 0, "the fake server was asked");
+    // 404 with an HTML page.
+    let (endpoint, _) = fake_http("404 Not Found", "<html><body>nginx: not found</body></html>");
+    assert_all_unreachable("html 404", &fake_storage(&endpoint, "s3://bucket/p"), &["404"]);
+    // AccessDenied (S3 says so for a missing key without s3:ListBucket, too).
+    let (endpoint, _) = fake_http(
+        "403 Forbidden",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
+    );
+    assert_all_unreachable("access denied", &fake_storage(&endpoint, "s3://bucket/p"), &["access denied", "grant"]);
+
+    // The same fake server with S3's real answer for a missing key: that one is "missing".
+    let (endpoint, _) = fake_http(
+        "404 Not Found",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>",
+    );
+    let s = fake_storage(&endpoint, "s3://bucket/p");
+    assert!(s.get("wal_005/000000010000000000000001.lz4").unwrap().is_none());
+    assert!(!s.exists("wal_005/000000010000000000000001.lz4").unwrap());
+}
+
+#[test]
+fn killed_multipart_upload_is_garbage_after_a_day_and_aborted_by_delete() {
+    use walg_core::catalog::delete::{self, DeleteRequest, GarbageScope, PENDING_UPLOAD_MIN_AGE};
+    let server = S3Server::start();
+    server.create_bucket("walg-garbage");
+    let s = storage(&server, "s3://walg-garbage/p", &[("WALG_S3_MAX_PART_SIZE", "5242880")]);
+    // A writer whose process "dies": parts sent, neither completed nor aborted.
+    let key = "basebackups_005/base_000000010000000000000002/tar_partitions/part_001.tar.lz4";
+    let mut w = s.writer(key).unwrap();
+    w.write_all(&data(12 << 20, 3)).unwrap();
+    std::mem::forget(w);
+    let pend = s.pending_uploads("").unwrap();
+    assert_eq!(pend.len(), 1);
+    assert_eq!(pend[0].key, key);
+    assert!(!pend[0].upload_id.is_empty());
+    assert_eq!(s.pending_uploads("wal_005/").unwrap().len(), 0, "prefix filters");
+    // Never visible as an object or a backup.
+    assert!(s.list("").unwrap().is_empty());
+    assert!(walg_core::catalog::list_backups(&s).unwrap().is_empty());
+
+    let req = DeleteRequest::Garbage { scope: GarbageScope::All };
+    // Young: it may be an upload in progress; with nothing else to delete, garbage refuses.
+    // (moto reports a fixed Initiated time in 2010, so "young" is judged from that time.)
+    let started = pend[0].last_activity;
+    assert!(delete::plan_at(&s, &req, 16 << 20, started + Duration::from_secs(3600)).is_err());
+    let later = started + PENDING_UPLOAD_MIN_AGE + Duration::from_secs(60);
+    let plan = delete::plan_at(&s, &req, 16 << 20, later).unwrap();
+    assert_eq!(plan.objects.len(), 1, "{plan:?}");
+    let o = &plan.objects[0];
+    assert_eq!(o.upload_id.as_deref(), Some(pend[0].upload_id.as_str()));
+    assert!(o.display_key().contains("unfinished multipart upload"), "{}", o.display_key());
+    assert!(delete::plan_at(&s, &DeleteRequest::Garbage { scope: GarbageScope::Archives }, 16 << 20, later).is_err());
+    delete::execute(&s, &plan).unwrap();
+    assert!(pending(&s).is_empty(), "aborted");
+    // Aborting again (already gone) is not an error.
+    s.abort_upload(&pend[0]).unwrap();
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::threads::{block_signals, catch_panic};
+use crate::threads::{catch_panic, spawn_scoped};
 use crate::catalog::latest_backup;
 use crate::codec::{read_error, Pipeline};
 use crate::config::Config;
@@ -160,8 +160,7 @@ pub fn fetch(
     std::thread::scope(|scope| {
         for i in 0..threads {
             let (queue, stop, first_err, add, pipeline) = (queue.clone(), &stop, &first_err, &add, &pipeline);
-            let spawned = std::thread::Builder::new().name(format!("walg-fetch-{i}")).spawn_scoped(scope, move || {
-                block_signals();
+            let spawned = spawn_scoped(scope, format!("walg-fetch-{i}"), move || {
                 while let Ok(key) = queue.recv() {
                     if stop.load(Ordering::Relaxed) {
                         break;

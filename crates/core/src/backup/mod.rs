@@ -1,12 +1,16 @@
 //! Base backups: push (walk PGDATA, tar, compress, upload) and fetch (restore).
 
 pub mod fetch;
+pub mod in_progress;
 pub mod push;
 pub mod recovery;
 pub mod walk;
+pub mod wal_wait;
 
 pub use fetch::{fetch, resolve_backup_name, FetchSummary};
 pub use push::{finish, push_data, BackupStart, BackupStop, DataResult, Progress};
+pub use in_progress::InProgress;
+pub use wal_wait::{wait_for_wal, WaitTiming, WalRange};
 
 #[cfg(test)]
 mod tests {

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::walk::{walk_pgdata, EntryKind, WalkEntry, PG_CONTROL_NAME};
-use crate::threads::{block_signals, catch_panic};
+use crate::threads::{catch_panic, spawn_scoped};
 use crate::codec::Pipeline;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -44,11 +44,14 @@ pub const PHASE_UPLOADING: u32 = 2;
 pub const PHASE_PG_CONTROL: u32 = 3;
 pub const PHASE_FINISHING: u32 = 4;
 pub const PHASE_DONE: u32 = 5;
+/// Data copied and pg_backup_stop done; waiting for the backup's WAL to be in storage.
+pub const PHASE_WAITING_WAL: u32 = 6;
 
 /// Shared with the caller and read while the backup runs.
 #[derive(Debug, Default)]
 pub struct Progress {
-    /// 0 idle, 1 walking, 2 uploading, 3 pg_control, 4 finishing, 5 done (PHASE_* constants).
+    /// 0 idle, 1 walking, 2 uploading, 3 pg_control, 4 finishing, 5 done, 6 waiting for WAL
+    /// (PHASE_* constants).
     pub phase: AtomicU32,
     pub bytes_total: AtomicU64,
     pub bytes_done: AtomicU64,
@@ -368,6 +371,7 @@ pub fn push_data(
 ) -> Result<DataResult> {
     check_backup_name(&start.name)?;
     let storage: &dyn Storage = storage.as_ref();
+    storage.prepare_write()?;
     if storage.exists(&sentinel_key(&start.name))? {
         return Err(Error::Conflict(format!(
             "backup {} already exists in {}; refusing to overwrite it",
@@ -379,7 +383,11 @@ pub fn push_data(
     poll()?;
     let walk = walk_pgdata(&start.pgdata)?;
     let pg_control = walk.pg_control.clone().ok_or_else(|| {
-        Error::NotFound(format!("{}{PG_CONTROL_NAME}: no control file in PGDATA", start.pgdata.display()))
+        // Local, not storage: NotFound is only ever storage's answer.
+        Error::io(
+            format!("{}{PG_CONTROL_NAME}", start.pgdata.display()),
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no control file in PGDATA"),
+        )
     })?;
     let files: Vec<&WalkEntry> = walk.entries.iter().filter(|e| e.kind == EntryKind::File).collect();
     progress.bytes_total.store(walk.data_catalog_size, Ordering::Relaxed);
@@ -417,20 +425,17 @@ pub fn push_data(
         let (done_tx, done_rx) = crossbeam_channel::unbounded::<Result<WorkerOutput>>();
         for i in 0..threads {
             let (ctx, queue, done_tx) = (&ctx, queue.clone(), done_tx.clone());
-            std::thread::Builder::new()
-                .name(format!("walg-upload-{i}"))
-                .spawn_scoped(scope, move || {
-                    block_signals();
-                    let r = catch_panic("backup upload worker", || worker(ctx, &queue));
-                    if r.is_err() {
-                        ctx.stop.store(true, Ordering::Relaxed);
-                    }
-                    let _ = done_tx.send(r);
-                })
-                .map_err(|e| {
+            spawn_scoped(scope, format!("walg-upload-{i}"), move || {
+                let r = catch_panic("backup upload worker", || worker(ctx, &queue));
+                if r.is_err() {
                     ctx.stop.store(true, Ordering::Relaxed);
-                    Error::io("(starting upload thread)", e)
-                })?;
+                }
+                let _ = done_tx.send(r);
+            })
+            .map_err(|e| {
+                ctx.stop.store(true, Ordering::Relaxed);
+                Error::io("(starting upload thread)", e)
+            })?;
         }
         drop(done_tx);
         let mut first_err: Option<Error> = None;
@@ -470,7 +475,7 @@ pub fn push_data(
     poll()?;
     let mut part = PartWriter::create(storage, &start.name, "pg_control.tar", &ctx.pipeline)?;
     if !part.add_file(&ctx, &pg_control, &mut [0u8; 8192])? {
-        return Err(Error::NotFound(format!("{}: control file vanished", pg_control.path.display())));
+        return Err(Error::io(&pg_control.path, std::io::Error::new(std::io::ErrorKind::NotFound, "control file vanished")));
     }
     result.add_part(part.close()?);
     progress.files_done.fetch_add(1, Ordering::Relaxed);

@@ -19,7 +19,9 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let s = FsStorage::new(dir.path().join("bucket"));
+    let root = dir.path().join("bucket");
+    std::fs::create_dir(&root).unwrap();
+    let s = FsStorage::new(root);
     Fixture { _dir: dir, s }
 }
 
@@ -410,4 +412,301 @@ fn wal_verify_follows_timeline_switches_and_timeline_check() {
 /// The pipeline of an unencrypted storage (reading picks the codec from each key).
 fn plain() -> crate::codec::Pipeline {
     crate::codec::Pipeline::new(crate::codec::Compression::Lz4, None)
+}
+
+// --- delete and backups in progress (backup/in_progress.rs markers) ---
+
+use crate::backup::in_progress::{Marker, STALE_AFTER};
+use crate::format::names::IN_PROGRESS_PREFIX;
+use std::time::{Duration, SystemTime};
+
+impl Fixture {
+    /// A marker of a backup in progress; `start` is its start segment position.
+    fn marker(&self, id: &str, backup: Option<&str>, start: Option<u64>, delta_from: Option<&str>) -> String {
+        let m = Marker {
+            host: "otherhost".into(),
+            pid: 77,
+            started: Utc::now(),
+            heartbeat: Utc::now(),
+            backup_name: backup.map(str::to_string),
+            start_lsn: start.map(|p| p * SEG + 0x28),
+            timeline: Some(1),
+            wal_segment_size: Some(SEG),
+            delta_from: delta_from.map(str::to_string),
+            abandoned: false,
+        };
+        let key = format!("{IN_PROGRESS_PREFIX}{id}.json");
+        self.s.put(&key, &serde_json::to_vec(&m).unwrap()).unwrap();
+        key
+    }
+
+    fn part(&self, backup: &str) -> String {
+        let k = format!("basebackups_005/{backup}/tar_partitions/part_001.tar.lz4");
+        self.s.put(&k, b"running").unwrap();
+        k
+    }
+
+    fn plan_req(&self, args: &str, now: SystemTime) -> crate::Result<delete::DeletePlan> {
+        let args: Vec<String> = args.split_whitespace().map(String::from).collect();
+        let req = DeleteRequest::parse_args(&args, None, Utc::now()).unwrap();
+        delete::plan_at(&self.s, &req, SEG, now)
+    }
+}
+
+fn keys(p: &delete::DeletePlan) -> Vec<String> {
+    p.objects.iter().map(|o| o.key.clone()).collect()
+}
+
+#[test]
+fn running_backup_keeps_its_objects_and_wal_and_blocks_everything() {
+    let f = fixture();
+    let now = Utc::now().timestamp();
+    // Committed backups that start "later" than the running one's parts were written, so the
+    // age rule alone would call its parts leftovers: only the marker keeps them.
+    let b1 = f.backup(1, 2, now + 3600, false, None);
+    let b2 = f.backup(1, 5, now + 7200, false, None);
+    f.wal(1, 1..9);
+    let running = "base_000000010000000000000003";
+    f.marker("h-1-1", Some(running), Some(3), None);
+    let part = f.part(running);
+
+    for args in ["garbage", "garbage BACKUPS", "retain 1", "before base_000000010000000000000005"] {
+        let p = f.plan_req(args, SystemTime::now()).unwrap();
+        assert!(!keys(&p).contains(&part), "{args}: a running backup's part is planned: {:?}", keys(&p));
+        assert!(keys(&p).iter().all(|k| !k.starts_with(IN_PROGRESS_PREFIX)), "{args}: marker planned");
+        // WAL from the running backup's start (segment 3) on stays, though b2 starts at 5.
+        let wal = Fixture::wal_keys(&p);
+        assert!(wal.iter().all(|w| w.as_str() < "000000010000000000000003"), "{args}: {wal:?}");
+        assert_eq!(p.in_progress.len(), 1, "{args}");
+        assert!(p.in_progress[0].contains(running) && p.in_progress[0].contains("otherhost"));
+    }
+    assert_eq!(Fixture::wal_keys(&f.plan_req("retain 1", SystemTime::now()).unwrap()), wal_names(1, 1..3));
+    for args in ["everything", "everything FORCE"] {
+        let err = f.plan_req(args, SystemTime::now()).unwrap_err();
+        assert!(matches!(err, Error::Refused(_)) && err.to_string().contains("in progress"), "{args}: {err}");
+        assert!(err.to_string().contains(running), "{err}");
+    }
+    // Confirmed: the part, the marker and WAL 3.. are all still there.
+    let args: Vec<String> = ["retain", "1"].iter().map(|s| s.to_string()).collect();
+    let req = DeleteRequest::parse_args(&args, None, Utc::now()).unwrap();
+    delete::run(&f.s, &req, SEG, true).unwrap();
+    assert!(f.s.exists(&part).unwrap());
+    assert!(f.s.exists("wal_005/000000010000000000000003.lz4").unwrap());
+    assert!(!f.s.exists("wal_005/000000010000000000000002.lz4").unwrap());
+    assert_eq!(f.names(), vec![b2]);
+    let _ = b1;
+}
+
+#[test]
+fn marker_without_a_start_keeps_all_wal_and_a_delta_keeps_its_parent() {
+    let f = fixture();
+    let b1 = f.backup(1, 2, 100, false, None);
+    let b2 = f.backup(1, 5, 200, false, None);
+    f.wal(1, 1..9);
+    // Inside pg_backup_start: no name, no start yet.
+    let m = f.marker("h-1-1", None, None, None);
+    let p = f.plan_req("retain 1", SystemTime::now()).unwrap();
+    assert_eq!(p.backups, vec![b1.clone()], "backups still go");
+    assert!(Fixture::wal_keys(&p).is_empty(), "no WAL while a backup's start is unknown");
+    f.s.delete(&m).unwrap();
+    // A delta being taken from b1: b1 is kept by retain and cannot be targeted.
+    f.marker("h-1-2", Some("base_000000010000000000000007_D_000000010000000000000002"), Some(7), Some(&b1));
+    let p = f.plan_req("retain 1", SystemTime::now()).unwrap();
+    assert!(p.backups.is_empty(), "{:?}", p.backups);
+    let err = f.plan_req(&format!("target {b1}"), SystemTime::now()).unwrap_err();
+    assert!(matches!(err, Error::Refused(_)) && err.to_string().contains("in progress"), "{err}");
+    assert!(f.plan_req(&format!("target {b2}"), SystemTime::now()).is_ok());
+}
+
+#[test]
+fn stale_or_abandoned_marker_and_its_leftovers_are_garbage() {
+    let f = fixture();
+    f.backup(1, 2, 100, false, None);
+    f.wal(1, 1..4);
+    let dead = "base_000000010000000000000009";
+    let mk = f.marker("h-1-1", Some(dead), Some(9), None);
+    let part = f.part(dead);
+    // Fresh: kept. After STALE_AFTER without heartbeat: garbage, marker included.
+    assert!(!keys(&f.plan_req("garbage", SystemTime::now()).unwrap()).contains(&part));
+    let later = SystemTime::now() + STALE_AFTER + Duration::from_secs(5);
+    let p = f.plan_req("garbage BACKUPS", later).unwrap();
+    assert!(keys(&p).contains(&part) && keys(&p).contains(&mk), "{:?}", keys(&p));
+    assert!(p.in_progress.is_empty());
+    assert!(!keys(&f.plan_req("garbage ARCHIVES", later).unwrap()).contains(&mk));
+    // everything is allowed once the marker is stale, and takes it too.
+    assert!(keys(&f.plan_req("everything", later).unwrap()).contains(&mk));
+    // Abandoned (the backup failed): garbage at once.
+    let mut m: Marker = serde_json::from_slice(&crate::storage::get_bytes(&f.s, &mk).unwrap().unwrap()).unwrap();
+    m.abandoned = true;
+    f.s.put(&mk, &serde_json::to_vec(&m).unwrap()).unwrap();
+    let p = f.plan_req("garbage", SystemTime::now()).unwrap();
+    assert!(keys(&p).contains(&part) && keys(&p).contains(&mk), "{:?}", keys(&p));
+    // Markers are never listed as backups.
+    assert_eq!(f.names().len(), 1);
+}
+
+#[test]
+fn backup_starting_after_the_plan_keeps_its_parts_and_wal() {
+    let f = fixture();
+    let now = Utc::now().timestamp();
+    f.backup(1, 2, 100, false, None);
+    f.backup(1, 6, now + 3600, false, None);
+    f.wal(1, 1..9);
+    let p = f.plan_req("retain 1", SystemTime::now()).unwrap();
+    assert_eq!(Fixture::wal_keys(&p), wal_names(1, 1..6));
+    // Between plan and execute a (standby) backup starts at segment 4 and writes a part.
+    f.marker("h-2-1", Some("base_000000010000000000000004"), Some(4), None);
+    let part = f.part("base_000000010000000000000004");
+    let kept = delete::execute(&f.s, &p).unwrap();
+    assert_eq!(kept, vec!["wal_005/000000010000000000000004.lz4".to_string(), "wal_005/000000010000000000000005.lz4".into()]);
+    assert!(f.s.exists(&part).unwrap(), "not listed by the plan, so never deleted");
+    assert!(!f.s.exists("wal_005/000000010000000000000003.lz4").unwrap());
+    assert!(f.s.exists("wal_005/000000010000000000000004.lz4").unwrap());
+}
+
+/// File storage that runs a hook once, right after the first listing of `wal_005/` (that is:
+/// after the backup objects were listed, before the markers are read).
+struct Interleave {
+    inner: FsStorage,
+    hook: std::sync::Mutex<Option<Box<dyn FnOnce(&FsStorage) + Send>>>,
+}
+
+impl Storage for Interleave {
+    fn get(&self, key: &str) -> crate::Result<Option<Box<dyn std::io::Read + Send>>> {
+        self.inner.get(key)
+    }
+    fn put(&self, key: &str, data: &[u8]) -> crate::Result<()> {
+        self.inner.put(key, data)
+    }
+    fn writer(&self, key: &str) -> crate::Result<Box<dyn crate::storage::ObjectWriter>> {
+        self.inner.writer(key)
+    }
+    fn list(&self, prefix: &str) -> crate::Result<Vec<crate::storage::ObjectInfo>> {
+        let out = self.inner.list(prefix)?;
+        if prefix == crate::format::names::WAL_PREFIX {
+            if let Some(h) = self.hook.lock().unwrap().take() {
+                h(&self.inner);
+            }
+        }
+        Ok(out)
+    }
+    fn exists(&self, key: &str) -> crate::Result<bool> {
+        self.inner.exists(key)
+    }
+    fn delete(&self, key: &str) -> crate::Result<()> {
+        self.inner.delete(key)
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn pending_uploads(&self, prefix: &str) -> crate::Result<Vec<crate::storage::PendingUpload>> {
+        self.inner.pending_uploads(prefix)
+    }
+}
+
+#[test]
+fn backup_starting_while_delete_lists_is_seen_by_the_marker_read() {
+    let f = fixture();
+    let now = Utc::now().timestamp();
+    f.backup(1, 2, now + 3600, false, None);
+    f.wal(1, 1..6);
+    let dir = f.s.root().to_path_buf();
+    let running = "base_000000010000000000000003";
+    let s = Interleave {
+        inner: FsStorage::new(&dir),
+        hook: std::sync::Mutex::new(Some(Box::new(move |s: &FsStorage| {
+            // Marker first, then a part: exactly a backup's order.
+            let m = Marker {
+                host: "h".into(), pid: 1, started: Utc::now(), heartbeat: Utc::now(),
+                backup_name: Some(running.into()), start_lsn: Some(3 * SEG), timeline: Some(1),
+                wal_segment_size: Some(SEG), delta_from: None, abandoned: false,
+            };
+            s.put(&format!("{IN_PROGRESS_PREFIX}h-1-1.json"), &serde_json::to_vec(&m).unwrap()).unwrap();
+            s.put(&format!("basebackups_005/{running}/tar_partitions/part_001.tar.lz4"), b"x").unwrap();
+        }))),
+    };
+    let err = delete::plan(&s, &DeleteRequest::Everything { force: true }, SEG).unwrap_err();
+    assert!(err.to_string().contains("in progress"), "the marker read comes after the listings: {err}");
+    assert!(dir.join(format!("basebackups_005/{running}/tar_partitions/part_001.tar.lz4")).exists());
+}
+
+#[test]
+fn unfinished_uploads_are_garbage_only_when_old_and_never_listed() {
+    let f = fixture();
+    f.backup(1, 2, 100, false, None);
+    let root = f.s.root().to_path_buf();
+    let tmp_part = "basebackups_005/base_000000010000000000000001/tar_partitions/.walg-tmp-999-0-part_001.tar.lz4";
+    let tmp_wal = "wal_005/.walg-tmp-999-1-000000010000000000000001.lz4";
+    for k in [tmp_part, tmp_wal] {
+        std::fs::create_dir_all(root.join(k).parent().unwrap()).unwrap();
+        std::fs::write(root.join(k), b"half").unwrap();
+    }
+    // Never shown as backups, WAL or objects.
+    assert_eq!(f.names().len(), 1);
+    assert!(walfiles::list_wal(&f.s).unwrap().is_empty());
+    assert!(f.s.list("").unwrap().iter().all(|o| !o.key.contains(".walg-tmp-")));
+    // Young: an upload may be in progress, left alone.
+    assert!(!keys(&f.plan_req("garbage", SystemTime::now()).unwrap()).iter().any(|k| k.contains(".walg-tmp-")));
+    let later = SystemTime::now() + delete::PENDING_UPLOAD_MIN_AGE + Duration::from_secs(60);
+    let p = f.plan_req("garbage", later).unwrap();
+    assert!(keys(&p).contains(&tmp_part.to_string()) && keys(&p).contains(&tmp_wal.to_string()), "{:?}", keys(&p));
+    assert!(p.objects.iter().filter(|o| o.key.contains(".walg-tmp-")).all(|o| o.upload_id.is_some()));
+    assert_eq!(keys(&f.plan_req("garbage ARCHIVES", later).unwrap()), vec![tmp_wal.to_string()]);
+    let kb = keys(&f.plan_req("garbage BACKUPS", later).unwrap());
+    assert!(kb.contains(&tmp_part.to_string()) && !kb.contains(&tmp_wal.to_string()), "{kb:?}");
+    delete::execute(&f.s, &p).unwrap();
+    assert!(!root.join(tmp_part).exists() && !root.join(tmp_wal).exists());
+    assert_eq!(f.names().len(), 1, "the backup is untouched");
+    // abort_upload refuses anything that is not a temp file.
+    let not_tmp = crate::storage::PendingUpload {
+        key: "wal_005/000000010000000000000001.lz4".into(), upload_id: String::new(),
+        last_activity: SystemTime::UNIX_EPOCH, size: 0,
+    };
+    f.s.put(&not_tmp.key, b"w").unwrap();
+    assert!(f.s.abort_upload(&not_tmp).is_err());
+    assert!(f.s.exists(&not_tmp.key).unwrap());
+}
+
+/// File storage that refuses to list unfinished uploads (an S3 policy without
+/// s3:ListBucketMultipartUploads).
+struct NoUploadListing(FsStorage);
+
+impl Storage for NoUploadListing {
+    fn get(&self, key: &str) -> crate::Result<Option<Box<dyn std::io::Read + Send>>> {
+        self.0.get(key)
+    }
+    fn put(&self, key: &str, data: &[u8]) -> crate::Result<()> {
+        self.0.put(key, data)
+    }
+    fn writer(&self, key: &str) -> crate::Result<Box<dyn crate::storage::ObjectWriter>> {
+        self.0.writer(key)
+    }
+    fn list(&self, prefix: &str) -> crate::Result<Vec<crate::storage::ObjectInfo>> {
+        self.0.list(prefix)
+    }
+    fn exists(&self, key: &str) -> crate::Result<bool> {
+        self.0.exists(key)
+    }
+    fn delete(&self, key: &str) -> crate::Result<()> {
+        self.0.delete(key)
+    }
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn pending_uploads(&self, _prefix: &str) -> crate::Result<Vec<crate::storage::PendingUpload>> {
+        Err(Error::Unreachable("AccessDenied on ListMultipartUploads".into()))
+    }
+}
+
+#[test]
+fn garbage_works_without_upload_listing_and_says_so() {
+    let f = fixture();
+    f.backup(1, 3, 100, false, None);
+    f.wal(1, 1..4);
+    let s = NoUploadListing(FsStorage::new(f.s.root()));
+    let p = delete::plan(&s, &DeleteRequest::Garbage { scope: delete::GarbageScope::All }, SEG).unwrap();
+    assert_eq!(Fixture::wal_keys(&p), wal_names(1, 1..3));
+    assert!(p.notes.iter().any(|n| n.contains("AccessDenied")), "{:?}", p.notes);
+    // Modes that never touch uploads do not even ask.
+    assert!(delete::plan(&s, &DeleteRequest::retain(None, 1, None, Utc::now()).unwrap(), SEG).unwrap().notes.is_empty());
 }

@@ -5,6 +5,8 @@ use crate::error::{Error, Result};
 pub const BACKUP_PREFIX: &str = "basebackups_005/";
 pub const WAL_PREFIX: &str = "wal_005/";
 pub const SENTINEL_SUFFIX: &str = "_backup_stop_sentinel.json";
+/// walg_ext's markers of backups in progress (backup/in_progress.rs); not a backup.
+pub const IN_PROGRESS_PREFIX: &str = "basebackups_005/walg_ext_in_progress/";
 /// PostgreSQL's default WAL segment size.
 pub const DEFAULT_WAL_SEGMENT_SIZE: u64 = 16 * 1024 * 1024;
 

@@ -18,6 +18,9 @@ pub enum PushOutcome {
     Uploaded { key: String, bytes: u64 },
     /// An object with identical content was already there (e.g. the archiver retried).
     AlreadyArchived { key: String },
+    /// A `.partial` file replaced an object of the same name with different content
+    /// (`previous`, which is gone now): worth a WARNING naming both.
+    Overwritten { key: String, bytes: u64, previous: String },
 }
 
 fn check_file_name(file_name: &str) -> Result<()> {

@@ -109,3 +109,118 @@ fn encrypted_push_fetch_and_clear_errors() {
         }
     }
 }
+
+/// wal-fetch says "not in storage" (Ok(false), restore_command exit 1) only when the storage was
+/// reached and its wal_005/ exists; every other case is an error of kind Unreachable, so that
+/// recovery stops instead of ending early.
+#[test]
+fn fetch_missing_versus_unreachable() {
+    use crate::error::ErrorKind;
+    let (dir, s, cfg) = setup();
+    let dest = dir.path().join("dest");
+    let name = "000000010000000000000003";
+    let unreachable = |s: &FsStorage, what: &str| {
+        let e = fetch(&cfg, s, name, &dest).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
+        assert!(e.to_string().contains(what), "{e}");
+        assert!(!dest.exists());
+    };
+    // The prefix does not exist (an unmounted share, a typo).
+    unreachable(&s, "does not exist");
+    // The prefix exists but holds no wal_005/: nothing was ever archived here, or wrong prefix.
+    fs::create_dir(dir.path().join("bucket")).unwrap();
+    unreachable(&s, "no wal_005/ under file://");
+    // The prefix is a file; a path under a file (ENOTDIR: how "unreadable" shows as root).
+    let file = dir.path().join("file");
+    fs::write(&file, b"x").unwrap();
+    unreachable(&FsStorage::new(&file), "is not a directory");
+    unreachable(&FsStorage::new(file.join("walg")), "cannot be used");
+    // wal_005 is a file, not a directory.
+    fs::write(dir.path().join("bucket/wal_005"), b"x").unwrap();
+    assert_eq!(fetch(&cfg, &s, name, &dest).unwrap_err().kind(), ErrorKind::Unreachable);
+    fs::remove_file(dir.path().join("bucket/wal_005")).unwrap();
+    // Reached, wal_005/ there, the file is not: the one real "not in storage".
+    let seg = dir.path().join("seg");
+    fs::write(&seg, vec![1u8; 1000]).unwrap();
+    push(&cfg, &s, "000000010000000000000002", &seg).unwrap();
+    assert!(!fetch(&cfg, &s, name, &dest).unwrap());
+    assert!(!fetch(&cfg, &s, "00000002.history", &dest).unwrap());
+    assert!(fetch(&cfg, &s, "000000010000000000000002", &dest).unwrap());
+    // An emptied wal_005/ (everything deleted) still answers "not there".
+    s.delete("wal_005/000000010000000000000002.lz4").unwrap();
+    assert!(!fetch(&cfg, &s, "000000010000000000000002", &dir.path().join("d2")).unwrap());
+}
+
+#[test]
+fn conflicting_partial_is_overwritten_history_and_segments_never() {
+    let (dir, s, cfg) = setup();
+    let name = "000000010000000000000007.partial";
+    let p = dir.path().join(name);
+    // First promotion archives its .partial (zstd).
+    fs::write(&p, vec![1u8; 200_000]).unwrap();
+    let zcfg = Config { compression: Compression::Zstd { level: 3 }, ..cfg.clone() };
+    assert!(matches!(push(&zcfg, &s, name, &p).unwrap(), PushOutcome::Uploaded { .. }));
+    assert!(matches!(push(&zcfg, &s, name, &p).unwrap(), PushOutcome::AlreadyArchived { .. }));
+    // A second promotion out of the same segment: same name, different bytes, another codec.
+    fs::write(&p, vec![2u8; 200_000]).unwrap();
+    let out = push(&cfg, &s, name, &p).unwrap();
+    assert_eq!(
+        out,
+        PushOutcome::Overwritten {
+            key: format!("wal_005/{name}.lz4"),
+            bytes: match &out { PushOutcome::Overwritten { bytes, .. } => *bytes, _ => 0 },
+            previous: format!("wal_005/{name}.zst"),
+        }
+    );
+    // The old object is gone (readers probing extensions cannot find it), the new one is whole.
+    assert!(!s.exists(&format!("wal_005/{name}.zst")).unwrap());
+    let dest = dir.path().join("fetched");
+    assert!(fetch(&cfg, &s, name, &dest).unwrap());
+    assert_eq!(fs::read(&dest).unwrap(), vec![2u8; 200_000]);
+    // Same codec: replaced in place.
+    fs::write(&p, vec![3u8; 1000]).unwrap();
+    assert!(matches!(push(&cfg, &s, name, &p).unwrap(), PushOutcome::Overwritten { ref key, ref previous, .. } if key == previous));
+    assert!(fetch(&cfg, &s, name, &dest).unwrap());
+    assert_eq!(fs::read(&dest).unwrap(), vec![3u8; 1000]);
+    // An undecodable stored .partial is replaced too.
+    s.put(&format!("wal_005/{name}.lz4"), b"not lz4").unwrap();
+    assert!(matches!(push(&cfg, &s, name, &p).unwrap(), PushOutcome::Overwritten { .. }));
+    assert!(fetch(&cfg, &s, name, &dest).unwrap());
+    assert_eq!(fs::read(&dest).unwrap(), vec![3u8; 1000]);
+
+    // Segments and .backup files keep the rule: different content is a conflict, nothing replaced.
+    for file in ["000000010000000000000008", "000000010000000000000008.00000028.backup"] {
+        let f = dir.path().join(file);
+        fs::write(&f, b"first").unwrap();
+        push(&cfg, &s, file, &f).unwrap();
+        fs::write(&f, b"second").unwrap();
+        assert!(matches!(push(&cfg, &s, file, &f), Err(Error::Conflict(_))), "{file}");
+        let d = dir.path().join("seg-fetched");
+        assert!(fetch(&cfg, &s, file, &d).unwrap());
+        assert_eq!(fs::read(&d).unwrap(), b"first", "{file} untouched");
+    }
+    // History: never, even when the stored copy is undecodable.
+    let h = dir.path().join("00000003.history");
+    fs::write(&h, b"2\t0/9000000\tno recovery target specified\n").unwrap();
+    s.put("wal_005/00000003.history.lz4", b"garbage").unwrap();
+    assert!(push(&cfg, &s, "00000003.history", &h).is_err());
+    assert_eq!(crate::storage::get_bytes(&s, "wal_005/00000003.history.lz4").unwrap().unwrap(), b"garbage");
+}
+
+#[test]
+fn archiver_look_ahead_does_not_stall_on_a_conflicting_partial() {
+    let (dir, s, cfg) = setup();
+    let pg_wal = dir.path().join("pg_wal");
+    fs::create_dir_all(pg_wal.join("archive_status")).unwrap();
+    let name = "000000010000000000000009.partial";
+    fs::write(pg_wal.join(name), b"from promotion A").unwrap();
+    push(&cfg, &s, name, &pg_wal.join(name)).unwrap();
+    fs::write(pg_wal.join(name), b"from promotion B").unwrap();
+    fs::write(pg_wal.join("archive_status").join(format!("{name}.ready")), b"").unwrap();
+    let mut a = Archiver::new();
+    let out = a.archive(&cfg, &s, name, &pg_wal.join(name), &pg_wal).unwrap();
+    assert!(matches!(out, PushOutcome::Overwritten { .. }), "{out:?}");
+    let dest = dir.path().join("f");
+    assert!(fetch(&cfg, &s, name, &dest).unwrap());
+    assert_eq!(fs::read(&dest).unwrap(), b"from promotion B");
+}

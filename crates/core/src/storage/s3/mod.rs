@@ -1,8 +1,18 @@
 //! S3 (and S3-compatible) storage with aws-sdk-s3.
 //!
 //! The `Storage` trait is synchronous; the SDK is async. One small multi-threaded tokio runtime
-//! per process, built on first use, runs the requests; callers wait with `block_on`. Its
-//! threads block all signals so PostgreSQL's handlers keep running on the main thread.
+//! per process, built on first use, runs the requests; callers wait with `wait` (`block_on`).
+//! None of its threads ever takes a signal, so PostgreSQL's handlers keep running on the main
+//! thread: the runtime is built, and every `block_on` runs (tokio may start a blocking-pool
+//! thread from inside it, e.g. for a DNS lookup), with all signals blocked in the calling thread
+//! (threads.rs), so each new thread inherits an all-blocked mask; `on_thread_start` blocks them
+//! again as a second line of defence. PostgreSQL's handlers only set flags that are looked at
+//! between requests, so deferring a signal until `block_on` returns changes nothing.
+//!
+//! Missing versus unreachable: an object is "not there" only when S3 said so with a
+//! `NoSuchKey` error code (retry.rs `Failure::is_not_found`). A 404 without that code (a proxy,
+//! a wrong endpoint), `NoSuchBucket`, `AccessDenied`, or a timeout after the retries is an error
+//! whose `kind()` is Unreachable.
 
 mod reader;
 mod retry;
@@ -21,7 +31,7 @@ use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext,
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 
-use super::{ObjectInfo, ObjectWriter, Storage};
+use super::{ObjectInfo, ObjectWriter, PendingUpload, Storage};
 use crate::error::{Error, Result};
 pub use retry::{classify, Failure, FailureKind, Verdict};
 pub use settings::S3Config;
@@ -31,15 +41,25 @@ pub use settings::S3Config;
 pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .max_blocking_threads(2)
-            .thread_name("walg-s3")
-            .on_thread_start(crate::threads::block_signals)
-            .enable_all()
-            .build()
-            .expect("cannot start the S3 I/O runtime (threads)")
+        // tokio starts its worker threads inside build().
+        crate::threads::with_signals_blocked(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .max_blocking_threads(2)
+                .thread_name("walg-s3")
+                .on_thread_start(crate::threads::block_signals)
+                .enable_all()
+                .build()
+                .expect("cannot start the S3 I/O runtime (threads)")
+        })
     })
+}
+
+/// Run `fut` on the runtime and wait for it, with all signals blocked in the calling thread
+/// meanwhile (see the module header).
+pub(crate) fn wait<F: Future>(fut: F) -> F::Output {
+    let rt = runtime();
+    crate::threads::with_signals_blocked(|| rt.block_on(fut))
 }
 
 pub struct S3Storage {
@@ -142,8 +162,7 @@ impl Inner {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let client = runtime()
-            .block_on(build_client(&self.cfg))
+        let client = wait(build_client(&self.cfg))
             .map_err(|msg| Error::storage(op, key, io::Error::other(format!("{}: {msg}", self.cfg.url()))))?;
         *slot = Some(client.clone());
         Ok(client)
@@ -151,7 +170,16 @@ impl Inner {
 
     fn error(&self, op: &'static str, key: &str, (failure, attempts): (Failure, u32)) -> Error {
         let object = self.url(&self.full_key(key));
-        let kind = if failure.is_not_found() { io::ErrorKind::NotFound } else { io::ErrorKind::Other };
+        // The io kind carries what Error::kind() and is_transient() need: all of these are
+        // Unreachable; those worth retrying later (timeouts, connection trouble, 5xx,
+        // throttling) are transient.
+        let kind = if failure.is_not_found() {
+            io::ErrorKind::NotFound
+        } else if classify(&failure) == Verdict::Retry {
+            if failure.kind == FailureKind::Timeout { io::ErrorKind::TimedOut } else { io::ErrorKind::ConnectionAborted }
+        } else {
+            io::ErrorKind::Other
+        };
         Error::storage(op, key, io::Error::new(kind, failure.explain(&self.cfg, &object, attempts)))
     }
 
@@ -163,7 +191,7 @@ impl Inner {
     {
         let client = self.client(op, key)?;
         let mut f = f;
-        Ok(runtime().block_on(retry::retrying(self.cfg.max_retries, || f(client.clone()))))
+        Ok(wait(retry::retrying(self.cfg.max_retries, || f(client.clone()))))
     }
 
     fn put_bytes(&self, key: &str, data: Vec<u8>) -> Result<()> {
@@ -192,23 +220,6 @@ impl S3Storage {
         &self.inner.cfg
     }
 
-    /// Multipart uploads under this storage's path that were started but neither completed nor
-    /// aborted (keys relative to the root). Tests use it to prove aborted writers leave nothing.
-    pub fn pending_uploads(&self) -> Result<Vec<String>> {
-        let inner = &self.inner;
-        let prefix = inner.full_key("");
-        let r = inner.call("list-uploads", "", |c| {
-            let req = c.list_multipart_uploads().bucket(&inner.cfg.bucket).prefix(&prefix);
-            async move { req.send().await.map_err(|e| Failure::from_sdk(&e)) }
-        })?;
-        let out = r.map_err(|f| inner.error("list-uploads", "", f))?;
-        Ok(out
-            .uploads()
-            .iter()
-            .filter_map(|u| u.key())
-            .map(|k| k.strip_prefix(&prefix).unwrap_or(k).to_string())
-            .collect())
-    }
 }
 
 impl Storage for S3Storage {
@@ -286,6 +297,18 @@ impl Storage for S3Storage {
         }
     }
 
+    /// One ListObjectsV2 with max-keys 1: a missing bucket or a bad endpoint is an error.
+    fn has_dir(&self, dir: &str) -> Result<bool> {
+        let inner = &self.inner;
+        let full_prefix = inner.full_key(dir);
+        let r = inner.call("list", dir, |c| {
+            let req = c.list_objects_v2().bucket(&inner.cfg.bucket).prefix(&full_prefix).max_keys(1);
+            async move { req.send().await.map_err(|e| Failure::from_sdk(&e)) }
+        })?;
+        let page = r.map_err(|f| inner.error("list", dir, f))?;
+        Ok(!page.contents().is_empty())
+    }
+
     fn delete(&self, key: &str) -> Result<()> {
         check_key("delete", key)?;
         let inner = &self.inner;
@@ -296,8 +319,64 @@ impl Storage for S3Storage {
         })?;
         match r {
             Ok(()) => Ok(()),
-            Err((f, _)) if f.is_not_found() && f.code.as_deref() != Some("NoSuchBucket") => Ok(()),
+            Err((f, _)) if f.is_not_found() => Ok(()),
             Err(f) => Err(inner.error("delete", key, f)),
+        }
+    }
+
+    /// ListMultipartUploads under the prefix (all pages): uploads our writers started and
+    /// neither completed nor aborted (a killed process, an abort that could not get through).
+    fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>> {
+        let inner = &self.inner;
+        let root = inner.full_key("");
+        let full_prefix = format!("{root}{prefix}");
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let r = inner.call("list-uploads", prefix, |c| {
+                let req = c
+                    .list_multipart_uploads()
+                    .bucket(&inner.cfg.bucket)
+                    .prefix(&full_prefix)
+                    .set_key_marker(key_marker.clone())
+                    .set_upload_id_marker(id_marker.clone());
+                async move { req.send().await.map_err(|e| Failure::from_sdk(&e)) }
+            })?;
+            let page = r.map_err(|f| inner.error("list-uploads", prefix, f))?;
+            for u in page.uploads() {
+                let (Some(k), Some(id)) = (u.key(), u.upload_id()) else { continue };
+                let Some(rel) = k.strip_prefix(&root) else { continue };
+                let started = u
+                    .initiated()
+                    .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                out.push(PendingUpload { key: rel.to_string(), upload_id: id.to_string(), last_activity: started, size: 0 });
+            }
+            match (page.is_truncated(), page.next_key_marker(), page.next_upload_id_marker()) {
+                (Some(true), Some(k), id) => {
+                    key_marker = Some(k.to_string());
+                    id_marker = id.map(str::to_string);
+                }
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key).then_with(|| a.upload_id.cmp(&b.upload_id)));
+        Ok(out)
+    }
+
+    fn abort_upload(&self, upload: &PendingUpload) -> Result<()> {
+        check_key("abort-upload", &upload.key)?;
+        let inner = &self.inner;
+        let full = inner.full_key(&upload.key);
+        let r = inner.call("abort-upload", &upload.key, |c| {
+            let req = c.abort_multipart_upload().bucket(&inner.cfg.bucket).key(&full).upload_id(&upload.upload_id);
+            async move { req.send().await.map(|_| ()).map_err(|e| Failure::from_sdk(&e)) }
+        })?;
+        match r {
+            Ok(()) => Ok(()),
+            // Completed or aborted meanwhile.
+            Err((f, _)) if f.code.as_deref() == Some("NoSuchUpload") => Ok(()),
+            Err(f) => Err(inner.error("abort-upload", &upload.key, f)),
         }
     }
 
