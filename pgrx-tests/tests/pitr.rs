@@ -48,7 +48,8 @@ fn restore(storage: &Storage, name: &str, backup: &str, args: &[&str], env_confi
 }
 
 /// A refused fetch: non-zero exit, the message, and nothing written into the directory.
-fn refused(storage: &Storage, label: &str, backup: &str, args: &[&str], env: Option<&[(&str, &str)]>, expect: &str) -> Outcome {
+/// Exit codes (README "Errors and exit codes"): 2 bad input, 4 refused (conflict).
+fn refused(storage: &Storage, label: &str, backup: &str, args: &[&str], env: Option<&[(&str, &str)]>, expect: &str, code: i32) -> Outcome {
     let c = Cluster::empty(label);
     let out = match env {
         None => fetch(storage, &c, backup, args, false),
@@ -59,7 +60,7 @@ fn refused(storage: &Storage, label: &str, backup: &str, args: &[&str], env: Opt
             walg_ext(&all, env)
         }
     };
-    assert!(!out.success(), "{label}: backup-fetch {backup} {args:?} must be refused\n{}", out.describe());
+    assert_eq!(out.code, Some(code), "{label}: backup-fetch {backup} {args:?} must be refused\n{}", out.describe());
     assert!(out.stderr.contains(expect), "{label}: expected {expect:?} in the message\n{}", out.describe());
     assert!(list_dir(&c.data).is_empty(), "{label}: a refused restore wrote {:?}", list_dir(&c.data));
     out
@@ -95,10 +96,10 @@ fn point_in_time_recovery_every_target() {
     eprintln!("b1 {b1}, t1 {t1}, xid {x2}, b2 {b2}, lsn {l3} in {l3_segment}");
 
     // --- Refusals first: nothing may be written.
-    refused(&storage, "pitr-before", "LATEST", &["--target-time", &t0], None, "before every backup");
-    refused(&storage, "pitr-named", &b2, &["--target-time", &t1], None, "after the target time");
-    refused(&storage, "pitr-future", "LATEST", &["--target-time", "2999-01-01 00:00:00+00"], None, "beyond the archived WAL");
-    refused(&storage, "pitr-far-lsn", "LATEST", &["--target-lsn", "FF/0"], None, "beyond the archived WAL");
+    refused(&storage, "pitr-before", "LATEST", &["--target-time", &t0], None, "before every backup", 4);
+    refused(&storage, "pitr-named", &b2, &["--target-time", &t1], None, "after the target time", 4);
+    refused(&storage, "pitr-future", "LATEST", &["--target-time", "2999-01-01 00:00:00+00"], None, "beyond the archived WAL", 4);
+    refused(&storage, "pitr-far-lsn", "LATEST", &["--target-lsn", "FF/0"], None, "beyond the archived WAL", 4);
     let prefix = storage.file_prefix().display().to_string();
     let out = refused(
         &storage,
@@ -107,6 +108,7 @@ fn point_in_time_recovery_every_target() {
         &["--recovery"],
         Some(&[("WALG_FILE_PREFIX", &prefix), ("AWS_ACCESS_KEY_ID", "AKIAPITR"), ("AWS_SECRET_ACCESS_KEY", "pitr-s3cr3t")]),
         "AWS_SECRET_ACCESS_KEY",
+        2,
     );
     assert!(out.stderr.contains("--config") && !out.all_output().contains("pitr-s3cr3t"), "{}", out.describe());
     let out = storage.walg_ext(&["backup-fetch", "/tmp/walg-e2e-pitr-never", "LATEST", "--target-xid", "5", "--standby"]);
@@ -116,6 +118,7 @@ fn point_in_time_recovery_every_target() {
     let c = Cluster::empty("pitr-dry");
     let out = fetch(&storage, &c, "LATEST", &["--target-lsn", &l3, "--dry-run"], false);
     assert!(out.success(), "{}", out.describe());
+    eprintln!("--- dry run ---\n{}", out.stdout);
     for want in [format!("backup:     {b2}"), "in storage: all".into(), format!("recovery_target_lsn = '{l3}'"), "dry run: nothing written".into()] {
         assert!(out.stdout.contains(&want), "dry run should print {want:?}\n{}", out.describe());
     }
@@ -128,7 +131,11 @@ fn point_in_time_recovery_every_target() {
     c.wait_recovery_done(T);
     assert_eq!(c.psql(ROWS), "0,1", "time target {t1}");
     let auto = std::fs::read_to_string(c.data.join("postgresql.auto.conf")).unwrap();
+    eprintln!("--- postgresql.auto.conf ---\n{auto}");
     assert!(auto.contains("restore_command = '/") && auto.contains("--config") && auto.contains("recovery_target_time = '"), "{auto}");
+    // A directory that is not empty is refused up front (local I/O, exit 7).
+    let out = fetch(&storage, &c, "LATEST", &["--recovery"], false);
+    assert!(out.code == Some(7) && out.stderr.contains("not empty"), "{}", out.describe());
     drop(c);
 
     // --- LSN, configuration from the environment (settings as assignments, no --config).
@@ -145,7 +152,7 @@ fn point_in_time_recovery_every_target() {
     c.wait_recovery_done(T);
     assert_eq!(c.psql(ROWS), "0,1,2", "xid target {x2}, inclusive");
     drop(c);
-    let (c, _) = restore(&storage, "pitr-xid-excl", &b1, &["--target-xid", &x2, "--target-exclusive", "--target-action", "promote"], false);
+    let (c, _) = restore(&storage, "pitr-xid-excl", &b1, &["--target-xid", &x2, "--target-exclusive", "--target-action", "promote", "--target-timeline", "current"], false);
     c.wait_recovery_done(T);
     assert_eq!(c.psql(ROWS), "0,1", "xid target {x2}, exclusive");
     drop(c);
@@ -181,10 +188,11 @@ fn point_in_time_recovery_every_target() {
     storage.delete(&key);
     let c = Cluster::empty("pitr-gap-dry");
     let out = fetch(&storage, &c, "LATEST", &["--recovery", "--dry-run"], false);
-    assert!(!out.success() && out.stdout.contains("MISSING 1") && out.stdout.contains(&l3_segment), "{}", out.describe());
+    eprintln!("--- dry run with a lost segment ---\n{}", out.stdout);
+    assert!(out.code == Some(4) && out.stdout.contains("MISSING 1") && out.stdout.contains(&l3_segment), "{}", out.describe());
     assert!(list_dir(&c.data).is_empty());
     drop(c);
-    refused(&storage, "pitr-gap", "LATEST", &["--recovery"], None, &l3_segment);
+    refused(&storage, "pitr-gap", "LATEST", &["--recovery"], None, &l3_segment, 4);
     let (c, _) = restore(&storage, "pitr-gap-immediate", "LATEST", &["--target-immediate", "--target-action", "promote"], false);
     c.wait_recovery_done(T);
     assert_eq!(c.psql(ROWS), "0,1,2");
