@@ -2,8 +2,8 @@
 //! crates/core/src/backup/faults.rs): a real backup and real WAL, damaged in file storage.
 //! (a) a data part removed: `backup-fetch` fails naming it and the target has no
 //! global/pg_control; (b) backup_label.tar removed: fails naming it; (c) a WAL segment cut at a
-//! zstd frame boundary (what is left still decodes): `wal-fetch` exits non-zero, naming the
-//! object, and leaves no file at the destination. After each, the intact object is put back and
+//! zstd frame boundary (what is left still decodes): `wal-fetch` exits 126 (not 1), naming the
+//! object, and leaves no file at the destination. `backup-fetch` exits 5 (corrupt). After each, the intact object is put back and
 //! the same command succeeds, so the failure was the damage's.
 
 use std::path::Path;
@@ -20,7 +20,7 @@ fn put_back(storage: &Storage, key: &str, bytes: &[u8]) {
 
 fn fetch_fails_naming(storage: &Storage, name: &str, target: &Path, key: &str) {
     let out = storage.walg_ext(&["backup-fetch", &target.display().to_string(), name]);
-    assert!(!out.success(), "backup-fetch must fail when {key} is damaged\n{}", out.describe());
+    assert_eq!(out.code, Some(5), "backup-fetch must fail as 'corrupt' (exit 5) when {key} is damaged\n{}", out.describe());
     let text = out.all_output();
     assert!(text.contains(key), "the error must name {key}\n{}", out.describe());
     assert!(!target.join("global/pg_control").exists(), "a failed restore must leave no pg_control\n{}", out.describe());
@@ -77,8 +77,8 @@ fn damaged_backup_and_wal_objects_fail_clearly() {
     let scratch = ScratchDir::new("restore-faults-wal");
     let dest = scratch.subdir("fetch").join("RECOVERYXLOG");
     let out = storage.walg_ext(&["wal-fetch", &seg, &dest.display().to_string()]);
-    assert!(out.code.is_some_and(|c| c != 0), "wal-fetch of a cut segment must fail\n{}", out.describe());
-    assert_ne!(out.code, Some(1), "1 would tell PostgreSQL the segment does not exist\n{}", out.describe());
+    // 126, not 1: 1 would tell PostgreSQL the segment does not exist (recovery would end early).
+    assert_eq!(out.code, Some(126), "wal-fetch of a cut segment must fail with 126\n{}", out.describe());
     assert!(out.all_output().contains(&key), "the error must name {key}\n{}", out.describe());
     assert!(!dest.exists(), "nothing at the destination\n{}", out.describe());
     put_back(&storage, &key, &whole);

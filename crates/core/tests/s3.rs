@@ -341,6 +341,156 @@ fn damaged_backup_and_wal_objects_fail_naming_them() {
     assert!(!dest.exists());
 }
 
+/// A loopback HTTP server that answers every request with `status` and `body` (then closes the
+/// connection): a stand-in for a proxy or a wrong endpoint in front of (or instead of) S3.
+/// Returns its endpoint and how many requests it answered.
+fn fake_http(status: &'static str, body: &'static str) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            // Read the request head (and a body, if any) before answering.
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = conn.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+                if let Some(end) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&req[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                        .unwrap_or(0);
+                    if req.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            seen.fetch_add(1, Ordering::SeqCst);
+            let answer = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len(),
+                if body.starts_with('<') && body.contains("<Error>") { "application/xml" } else { "text/html" }
+            );
+            let _ = conn.write_all(answer.as_bytes());
+        }
+    });
+    (endpoint, count)
+}
+
+fn fake_storage(endpoint: &str, prefix: &str) -> S3Storage {
+    let mut s = Settings::new();
+    s.set("WALG_S3_PREFIX", prefix);
+    s.set("AWS_ENDPOINT", endpoint);
+    s.set("AWS_REGION", "us-east-1");
+    s.set("AWS_S3_FORCE_PATH_STYLE", "true");
+    s.set("AWS_ACCESS_KEY_ID", "AKIAFAKEFAKEFAKE0000");
+    s.set("AWS_SECRET_ACCESS_KEY", "fake");
+    s.set("WALG_S3_MAX_RETRIES", "1");
+    S3Storage::new(S3Config::from_settings(&s).unwrap().unwrap())
+}
+
+/// Every read that could say "not there" is an error of kind Unreachable, and wal-fetch does
+/// not answer "not in storage".
+fn assert_all_unreachable(what: &str, s: &S3Storage, needles: &[&str]) {
+    use walg_core::ErrorKind;
+    let dest = tempfile::tempdir().unwrap();
+    let cfg = walg_core::config::Config::for_file_storage("/nonexistent-unused");
+    let checks: Vec<(&str, walg_core::Result<()>)> = vec![
+        ("get", s.get("wal_005/000000010000000000000001.lz4").map(|_| ())),
+        ("exists", s.exists("wal_005/000000010000000000000001.lz4").map(|_| ())),
+        ("list", s.list("basebackups_005/").map(|_| ())),
+        ("has_dir", s.has_dir("wal_005/").map(|_| ())),
+        ("list_backups", walg_core::catalog::list_backups(s).map(|_| ())),
+        (
+            "wal fetch",
+            walg_core::wal::fetch(&cfg, s, "000000010000000000000001", &dest.path().join("f")).map(|found| {
+                panic!("{what}: wal fetch answered {found} instead of failing");
+            }),
+        ),
+    ];
+    for (op, r) in checks {
+        let e = r.expect_err(op);
+        assert_eq!(e.kind(), ErrorKind::Unreachable, "{what} {op}: {e}");
+        let msg = e.to_string();
+        for n in needles {
+            assert!(msg.contains(n), "{what} {op}: should mention {n:?}: {msg}");
+        }
+    }
+}
+
+#[test]
+fn missing_is_only_what_s3_calls_no_such_key() {
+    use walg_core::ErrorKind;
+    let server = S3Server::start();
+    server.create_bucket("walg-missing");
+    let s = storage(&server, "s3://walg-missing/c", &[]);
+    let cfg = walg_core::config::Config::for_file_storage("/nonexistent-unused");
+    let dest = tempfile::tempdir().unwrap();
+
+    // Bucket there, nothing archived yet: objects are missing, but wal-fetch does not say "end
+    // of archive" for a prefix without wal_005/.
+    assert!(s.get("wal_005/000000010000000000000001.lz4").unwrap().is_none());
+    assert!(!s.exists("wal_005/000000010000000000000001.lz4").unwrap());
+    assert!(!s.has_dir("wal_005/").unwrap());
+    assert!(walg_core::catalog::list_backups(&s).unwrap().is_empty(), "no backups: an answer");
+    let e = walg_core::wal::fetch(&cfg, &s, "000000010000000000000001", &dest.path().join("a")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
+    assert!(e.to_string().contains("no wal_005/ under s3://walg-missing/c"), "{e}");
+    // Something archived (in another segment): now "not in storage" is the answer.
+    s.put("wal_005/000000010000000000000002.lz4", b"x").unwrap();
+    assert!(s.has_dir("wal_005/").unwrap());
+    assert!(!walg_core::wal::fetch(&cfg, &s, "000000010000000000000001", &dest.path().join("b")).unwrap());
+    // Another path in the same bucket does not see it.
+    assert!(!storage(&server, "s3://walg-missing/other", &[]).has_dir("wal_005/").unwrap());
+
+    // Wrong bucket.
+    let nobucket = storage(&server, "s3://walg-no-such-bucket/c", &[]);
+    assert_all_unreachable("wrong bucket", &nobucket, &["bucket walg-no-such-bucket does not exist", "WALG_S3_PREFIX"]);
+
+    // Endpoint down: after the retries, unreachable (and transient), never missing.
+    let few = storage(&server, "s3://walg-missing/c", &[("WALG_S3_MAX_RETRIES", "1")]);
+    server.stop_endpoint();
+    assert_all_unreachable("endpoint down", &few, &["cannot reach endpoint"]);
+    let e = few.exists("wal_005/000000010000000000000002.lz4").unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    server.start_endpoint();
+    assert!(few.exists("wal_005/000000010000000000000002.lz4").unwrap());
+}
+
+#[test]
+fn a_bare_404_or_403_is_unreachable_not_missing() {
+    // A proxy or a wrong endpoint: 404 with no body (the SDK calls that code "NotFound").
+    let (endpoint, hits) = fake_http("404 Not Found", "");
+    assert_all_unreachable("bare 404", &fake_storage(&endpoint, "s3://bucket/p"), &["HTTP 404"]);
+    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) > 0, "the fake server was asked");
+    // 404 with an HTML page.
+    let (endpoint, _) = fake_http("404 Not Found", "<html><body>nginx: not found</body></html>");
+    assert_all_unreachable("html 404", &fake_storage(&endpoint, "s3://bucket/p"), &["404"]);
+    // AccessDenied (S3 says so for a missing key without s3:ListBucket, too).
+    let (endpoint, _) = fake_http(
+        "403 Forbidden",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
+    );
+    assert_all_unreachable("access denied", &fake_storage(&endpoint, "s3://bucket/p"), &["access denied", "grant"]);
+
+    // The same fake server with S3's real answer for a missing key: that one is "missing".
+    let (endpoint, _) = fake_http(
+        "404 Not Found",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>",
+    );
+    let s = fake_storage(&endpoint, "s3://bucket/p");
+    assert!(s.get("wal_005/000000010000000000000001.lz4").unwrap().is_none());
+    assert!(!s.exists("wal_005/000000010000000000000001.lz4").unwrap());
+}
+
 #[test]
 fn killed_multipart_upload_is_garbage_after_a_day_and_aborted_by_delete() {
     use walg_core::catalog::delete::{self, DeleteRequest, GarbageScope, PENDING_UPLOAD_MIN_AGE};

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::threads::{block_signals, catch_panic};
+use crate::threads::{catch_panic, spawn_scoped};
 use crate::catalog::latest_backup;
 use crate::codec::{read_error, Pipeline};
 use crate::config::Config;
@@ -512,8 +512,7 @@ fn restore_planned(
     std::thread::scope(|scope| {
         for i in 0..threads {
             let (queue, stop, first_err, add) = (queue.clone(), &stop, &first_err, &add);
-            let spawned = std::thread::Builder::new().name(format!("walg-fetch-{i}")).spawn_scoped(scope, move || {
-                block_signals();
+            let spawned = spawn_scoped(scope, format!("walg-fetch-{i}"), move || {
                 while let Ok(part) = queue.recv() {
                     if stop.load(Ordering::Relaxed) {
                         break;

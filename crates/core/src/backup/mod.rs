@@ -3,6 +3,7 @@
 pub mod fetch;
 pub mod in_progress;
 pub mod push;
+pub mod recovery;
 pub mod walk;
 pub mod wal_wait;
 

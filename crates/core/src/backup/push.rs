@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::walk::{walk_pgdata, EntryKind, WalkEntry, PG_CONTROL_NAME};
-use crate::threads::{block_signals, catch_panic};
+use crate::threads::{catch_panic, spawn_scoped};
 use crate::codec::Pipeline;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -386,6 +386,7 @@ pub fn push_data(
 ) -> Result<DataResult> {
     check_backup_name(&start.name)?;
     let storage: &dyn Storage = storage.as_ref();
+    storage.prepare_write()?;
     if storage.exists(&sentinel_key(&start.name))? {
         return Err(Error::Conflict(format!(
             "backup {} already exists in {}; refusing to overwrite it",
@@ -397,7 +398,11 @@ pub fn push_data(
     poll()?;
     let walk = walk_pgdata(&start.pgdata)?;
     let pg_control = walk.pg_control.clone().ok_or_else(|| {
-        Error::NotFound(format!("{}{PG_CONTROL_NAME}: no control file in PGDATA", start.pgdata.display()))
+        // Local, not storage: NotFound is only ever storage's answer.
+        Error::io(
+            format!("{}{PG_CONTROL_NAME}", start.pgdata.display()),
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no control file in PGDATA"),
+        )
     })?;
     let files: Vec<&WalkEntry> = walk.entries.iter().filter(|e| e.kind == EntryKind::File).collect();
     progress.bytes_total.store(walk.data_catalog_size, Ordering::Relaxed);
@@ -435,20 +440,17 @@ pub fn push_data(
         let (done_tx, done_rx) = crossbeam_channel::unbounded::<Result<WorkerOutput>>();
         for i in 0..threads {
             let (ctx, queue, done_tx) = (&ctx, queue.clone(), done_tx.clone());
-            std::thread::Builder::new()
-                .name(format!("walg-upload-{i}"))
-                .spawn_scoped(scope, move || {
-                    block_signals();
-                    let r = catch_panic("backup upload worker", || worker(ctx, &queue));
-                    if r.is_err() {
-                        ctx.stop.store(true, Ordering::Relaxed);
-                    }
-                    let _ = done_tx.send(r);
-                })
-                .map_err(|e| {
+            spawn_scoped(scope, format!("walg-upload-{i}"), move || {
+                let r = catch_panic("backup upload worker", || worker(ctx, &queue));
+                if r.is_err() {
                     ctx.stop.store(true, Ordering::Relaxed);
-                    Error::io("(starting upload thread)", e)
-                })?;
+                }
+                let _ = done_tx.send(r);
+            })
+            .map_err(|e| {
+                ctx.stop.store(true, Ordering::Relaxed);
+                Error::io("(starting upload thread)", e)
+            })?;
         }
         drop(done_tx);
         let mut first_err: Option<Error> = None;
@@ -488,7 +490,7 @@ pub fn push_data(
     poll()?;
     let mut part = PartWriter::create(storage, &start.name, "pg_control.tar", &ctx.pipeline)?;
     if !part.add_file(&ctx, &pg_control, &mut [0u8; 8192])? {
-        return Err(Error::NotFound(format!("{}: control file vanished", pg_control.path.display())));
+        return Err(Error::io(&pg_control.path, std::io::Error::new(std::io::ErrorKind::NotFound, "control file vanished")));
     }
     result.add_part(part.close()?);
     progress.files_done.fetch_add(1, Ordering::Relaxed);

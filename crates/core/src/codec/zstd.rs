@@ -68,8 +68,7 @@ impl Helpers {
         let mut helpers = Helpers { jobs: Some(tx), handles: Vec::new() };
         for i in 0..threads {
             let rx = rx.clone();
-            let h = std::thread::Builder::new().name(format!("walg-zstd-{i}")).spawn(move || {
-                crate::threads::block_signals();
+            let h = crate::threads::spawn(format!("walg-zstd-{i}"), move || {
                 let mut cctx = match new_compressor(level) {
                     Ok(c) => c,
                     Err(e) => {

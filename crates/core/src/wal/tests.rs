@@ -119,6 +119,47 @@ fn encrypted_push_fetch_and_clear_errors() {
     }
 }
 
+/// wal-fetch says "not in storage" (Ok(false), restore_command exit 1) only when the storage was
+/// reached and its wal_005/ exists; every other case is an error of kind Unreachable, so that
+/// recovery stops instead of ending early.
+#[test]
+fn fetch_missing_versus_unreachable() {
+    use crate::error::ErrorKind;
+    let (dir, s, cfg) = setup();
+    let dest = dir.path().join("dest");
+    let name = "000000010000000000000003";
+    let unreachable = |s: &FsStorage, what: &str| {
+        let e = fetch(&cfg, s, name, &dest).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
+        assert!(e.to_string().contains(what), "{e}");
+        assert!(!dest.exists());
+    };
+    // The prefix does not exist (an unmounted share, a typo).
+    unreachable(&s, "does not exist");
+    // The prefix exists but holds no wal_005/: nothing was ever archived here, or wrong prefix.
+    fs::create_dir(dir.path().join("bucket")).unwrap();
+    unreachable(&s, "no wal_005/ under file://");
+    // The prefix is a file; a path under a file (ENOTDIR: how "unreadable" shows as root).
+    let file = dir.path().join("file");
+    fs::write(&file, b"x").unwrap();
+    unreachable(&FsStorage::new(&file), "is not a directory");
+    unreachable(&FsStorage::new(file.join("walg")), "cannot be used");
+    // wal_005 is a file, not a directory.
+    fs::write(dir.path().join("bucket/wal_005"), b"x").unwrap();
+    assert_eq!(fetch(&cfg, &s, name, &dest).unwrap_err().kind(), ErrorKind::Unreachable);
+    fs::remove_file(dir.path().join("bucket/wal_005")).unwrap();
+    // Reached, wal_005/ there, the file is not: the one real "not in storage".
+    let seg = dir.path().join("seg");
+    fs::write(&seg, vec![1u8; 1000]).unwrap();
+    push(&cfg, &s, "000000010000000000000002", &seg).unwrap();
+    assert!(!fetch(&cfg, &s, name, &dest).unwrap());
+    assert!(!fetch(&cfg, &s, "00000002.history", &dest).unwrap());
+    assert!(fetch(&cfg, &s, "000000010000000000000002", &dest).unwrap());
+    // An emptied wal_005/ (everything deleted) still answers "not there".
+    s.delete("wal_005/000000010000000000000002.lz4").unwrap();
+    assert!(!fetch(&cfg, &s, "000000010000000000000002", &dir.path().join("d2")).unwrap());
+}
+
 #[test]
 fn conflicting_partial_is_overwritten_history_and_segments_never() {
     let (dir, s, cfg) = setup();

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use super::retry::{retrying, Failure};
-use super::{runtime, Inner, S3Config};
+use super::{runtime, wait, Inner, S3Config};
 use crate::error::Result;
 use crate::storage::ObjectWriter;
 
@@ -114,7 +114,7 @@ impl S3Writer {
             return Ok(id.clone());
         }
         let (cfg, client, full) = (&self.inner.cfg, &self.client, &self.full_key);
-        let r = runtime().block_on(retrying(cfg.max_retries, || {
+        let r = wait(retrying(cfg.max_retries, || {
             let req = with_create_options(cfg, client.create_multipart_upload().bucket(&cfg.bucket).key(full));
             async move { req.send().await.map_err(|e| Failure::from_sdk(&e)) }
         }));
@@ -129,7 +129,7 @@ impl S3Writer {
     /// Wait for the oldest part in flight.
     fn wait_oldest(&mut self) -> Result<()> {
         let Some(h) = self.in_flight.pop_front() else { return Ok(()) };
-        match runtime().block_on(h) {
+        match wait(h) {
             Ok(Ok(part)) => {
                 self.parts.push(part);
                 Ok(())
@@ -191,7 +191,7 @@ impl S3Writer {
         let upload = CompletedMultipartUpload::builder().set_parts(Some(self.parts.clone())).build();
         let (cfg, client, full) = (&self.inner.cfg, &self.client, &self.full_key);
         let id = self.upload_id.clone().unwrap_or_default();
-        let r = runtime().block_on(retrying(cfg.max_retries, || {
+        let r = wait(retrying(cfg.max_retries, || {
             let req = client
                 .complete_multipart_upload()
                 .bucket(&cfg.bucket)
@@ -211,7 +211,7 @@ impl S3Writer {
         let in_flight: Vec<_> = self.in_flight.drain(..).collect();
         let Some(id) = self.upload_id.take() else { return };
         let (cfg, client, full) = (&self.inner.cfg, &self.client, &self.full_key);
-        runtime().block_on(async {
+        wait(async {
             for h in in_flight {
                 let _ = h.await;
             }
