@@ -150,7 +150,7 @@ fn fetch_missing_versus_unreachable() {
     fs::remove_file(dir.path().join("bucket/wal_005")).unwrap();
     // Reached, wal_005/ there, the file is not: the one real "not in storage".
     let seg = dir.path().join("seg");
-    fs::write(&seg, vec![1u8; 1000]).unwrap();
+    fs::write(&seg, fake_segment("000000010000000000000002", 1 << 20, |_| 1)).unwrap();
     push(&cfg, &s, "000000010000000000000002", &seg).unwrap();
     assert!(!fetch(&cfg, &s, name, &dest).unwrap());
     assert!(!fetch(&cfg, &s, "00000002.history", &dest).unwrap());
