@@ -25,6 +25,8 @@ test-core: setup
 # with the name the fresh cluster's first backup gets, which is refused as a conflict.
 test-pg: setup
 	rm -rf $(PGRX_TEST_PGDATA) /tmp/walg-ext-pgrx-storage
+	# The storage prefix must exist: readers report a missing one as unreachable, not empty.
+	install -d -m 0700 -o postgres -g postgres /tmp/walg-ext-pgrx-storage
 	$(CARGO) pgrx test pg15 -p walg_ext --runas postgres --pgdata $(PGRX_TEST_PGDATA)
 
 test-e2e: install

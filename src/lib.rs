@@ -62,7 +62,6 @@ mod tests {
             "walg.s3_prefix",
             "walg.aws_endpoint",
             "walg.aws_region",
-            "walg.aws_s3_force_path_style",
             "walg.s3_storage_class",
             "walg.s3_sse",
             "walg.s3_sse_kms_id",
@@ -71,10 +70,75 @@ mod tests {
             let v = Spi::get_one::<String>(&format!("SELECT current_setting('{name}')")).unwrap();
             assert_eq!(v.as_deref(), Some(""), "{name} is registered and empty by default");
         }
+        let v = Spi::get_one::<String>("SELECT current_setting('walg.aws_s3_force_path_style')").unwrap();
+        assert_eq!(v.as_deref(), Some("off"), "a boolean now");
         for secret in ["walg.aws_access_key_id", "walg.aws_secret_access_key", "walg.aws_session_token"] {
             let v = Spi::get_one::<String>(&format!("SELECT current_setting('{secret}', true)")).unwrap();
             assert_eq!(v, None, "{secret} must not be a setting");
         }
+    }
+
+    /// Every GUC is the registry's: its type, unit, context and description; units are
+    /// PostgreSQL's (bytes show as `20MB`).
+    #[pg_test]
+    fn gucs_follow_the_registry() {
+        use walg_core::config::registry::{self as r, Kind, Unit};
+        for s in r::ALL {
+            let Some(guc) = s.guc else {
+                let n = Spi::get_one::<i64>(&format!("SELECT count(*) FROM pg_settings WHERE name = 'walg.{}'", s.key.to_lowercase())).unwrap();
+                assert_eq!(n, Some(0), "{} is not a GUC", s.key);
+                continue;
+            };
+            let row = Spi::get_one::<String>(&format!(
+                "SELECT vartype || '|' || coalesce(unit, '') || '|' || context || '|' || coalesce(array_to_string(enumvals, ','), '') || '|' || short_desc \
+                 FROM pg_settings WHERE name = '{guc}'"
+            ))
+            .unwrap()
+            .unwrap_or_else(|| panic!("{guc} is not registered"));
+            let (vartype, unit) = match s.kind {
+                Kind::Text => ("string", ""),
+                Kind::Bool => ("bool", ""),
+                Kind::Enum(_) if matches!(s.default, r::Default::Unset(_)) => ("string", ""),
+                Kind::Enum(_) => ("enum", ""),
+                Kind::Int { unit: Unit::Bytes | Unit::BytesPerSecond, .. } => ("integer", "B"),
+                Kind::Int { unit: Unit::Milliseconds, .. } => ("integer", "ms"),
+                Kind::Int { unit: Unit::Seconds, .. } => ("integer", "s"),
+                Kind::Int { unit: Unit::None, .. } => ("integer", ""),
+            };
+            let f: Vec<&str> = row.splitn(5, '|').collect();
+            assert_eq!((f[0], f[1], f[2]), (vartype, unit, "sighup"), "{guc}: {row}");
+            if let (Kind::Enum(values), "enum") = (s.kind, vartype) {
+                assert_eq!(f[3], values.join(","), "{guc}");
+            }
+            assert_eq!(f[4], s.doc.replace('`', ""), "{guc}");
+        }
+        let show = |q: &str| Spi::get_one::<String>(&format!("SELECT current_setting('{q}')")).unwrap().unwrap();
+        assert_eq!(show("walg.s3_max_part_size"), "20MB");
+        assert_eq!(show("walg.tar_size_threshold"), "1073741823B");
+        assert_eq!(show("walg.disk_rate_limit"), "0");
+        assert_eq!(show("walg.compression_method"), "lz4");
+        assert_eq!(show("walg.compression_level"), "-1");
+        assert_eq!(show("walg.upload_concurrency"), "2");
+        let max = Spi::get_one::<String>("SELECT max_val FROM pg_settings WHERE name = 'walg.tar_size_threshold'").unwrap();
+        assert_eq!(max.as_deref(), Some("2147483647"));
+    }
+
+    /// Only settings given in postgresql.conf become WAL-G keys: the rest (at PostgreSQL's
+    /// default) defer to walg.config_file, then the registry's default.
+    #[pg_test]
+    fn only_settings_that_are_set_override_the_file() {
+        let set = crate::settings::guc_settings();
+        let pairs: Vec<(&str, &str)> = set.iter().collect();
+        assert_eq!(
+            pairs,
+            vec![("WALG_FILE_PREFIX", "/tmp/walg-ext-pgrx-storage"), ("WALG_UPLOAD_CONCURRENCY", "2")]
+        );
+    }
+
+    // walg.* names are reserved: a typo is refused rather than kept as a placeholder.
+    #[pg_test(error = "invalid configuration parameter name \"walg.compresion_method\"")]
+    fn unknown_walg_settings_are_refused() {
+        Spi::run("SET walg.compresion_method = 'zstd'").unwrap();
     }
 
     // walg.* are server-wide (SIGHUP): the archiver and the backup worker must see the same.

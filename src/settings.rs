@@ -1,181 +1,235 @@
-//! The walg.* settings (GUCs) and their translation into one `walg_core::Config`.
+//! The walg.* settings (GUCs), registered from walg_core's registry of settings, and their
+//! translation into one `walg_core::Config`.
 //!
-//! Every setting is server-wide (PGC_SIGHUP): the archiver, the backup worker and SQL callers
-//! must all see the same storage. A setting left at its default defers to `walg.config_file`
-//! (WAL-G's file format and key names), then to walg_core's defaults.
+//! Every GUC comes from one registry entry (`walg_core::config::registry::ALL`); nothing here
+//! names a setting except `walg.config_file`. Integers carry PostgreSQL units where they have
+//! one (bytes: `'64MB'` works, `SHOW` prints it so). A GUC left at its default (source
+//! PGC_S_DEFAULT: not in postgresql.conf, postgresql.auto.conf or the command line) defers to
+//! `walg.config_file` (WAL-G's file and key names), then to the registry's default; a string
+//! set to '' counts as not set, as before. Secrets are never GUCs.
+//!
+//! GUC storage must live as long as the process: `_PG_init` runs once per process, so each
+//! setting's variable is leaked once there.
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::pg_sys;
 use std::ffi::{CStr, CString};
+use std::sync::OnceLock;
+use walg_core::config::registry::{self as r, Kind, Unit, Value};
 use walg_core::config::{Config, Settings};
 
 static CONFIG_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static FILE_PREFIX: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static COMPRESSION_METHOD: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(-1);
-static LIBSODIUM_KEY_PATH: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static LIBSODIUM_KEY_TRANSFORM: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static S3_PREFIX: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static AWS_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static AWS_REGION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static AWS_S3_FORCE_PATH_STYLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static S3_STORAGE_CLASS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static S3_SSE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static S3_SSE_KMS_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static S3_CA_CERT_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static TAR_SIZE_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(-1);
-static UPLOAD_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(-1);
-static DISK_RATE_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(-1);
-
-/// (GUC, WAL-G key) pairs for string settings (the S3 ones are in `S3_GUCS`).
-const STRING_SETTINGS: &[(&GucSetting<Option<CString>>, &str)] = &[
-    (&FILE_PREFIX, "WALG_FILE_PREFIX"),
-    (&COMPRESSION_METHOD, "WALG_COMPRESSION_METHOD"),
-    (&LIBSODIUM_KEY_PATH, "WALG_LIBSODIUM_KEY_PATH"),
-    (&LIBSODIUM_KEY_TRANSFORM, "WALG_LIBSODIUM_KEY_TRANSFORM"),
-];
-
-/// S3 string settings: (GUC, variable, WAL-G key, description). No secrets here: keys come only
-/// from walg.config_file or the server's environment.
-const S3_GUCS: &[(&std::ffi::CStr, &GucSetting<Option<CString>>, &str, &std::ffi::CStr)] = &[
-    (c"walg.s3_prefix", &S3_PREFIX, "WALG_S3_PREFIX", c"S3 location of the backups and WAL, s3://bucket/path (WALG_S3_PREFIX)."),
-    (c"walg.aws_endpoint", &AWS_ENDPOINT, "AWS_ENDPOINT", c"Endpoint of an S3-compatible service, e.g. http://minio:9000 (AWS_ENDPOINT); empty: AWS."),
-    (c"walg.aws_region", &AWS_REGION, "AWS_REGION", c"Region of the bucket (AWS_REGION); empty: the AWS default chain, or us-east-1 with walg.aws_endpoint."),
-    (c"walg.aws_s3_force_path_style", &AWS_S3_FORCE_PATH_STYLE, "AWS_S3_FORCE_PATH_STYLE", c"true: path-style URLs (endpoint/bucket/key), needed by most S3-compatible services (AWS_S3_FORCE_PATH_STYLE)."),
-    (c"walg.s3_storage_class", &S3_STORAGE_CLASS, "WALG_S3_STORAGE_CLASS", c"Storage class of uploaded objects, e.g. STANDARD_IA (WALG_S3_STORAGE_CLASS); empty: STANDARD."),
-    (c"walg.s3_sse", &S3_SSE, "WALG_S3_SSE", c"Server-side encryption: AES256 or aws:kms (WALG_S3_SSE)."),
-    (c"walg.s3_sse_kms_id", &S3_SSE_KMS_ID, "WALG_S3_SSE_KMS_ID", c"KMS key id for walg.s3_sse = aws:kms (WALG_S3_SSE_KMS_ID)."),
-    (c"walg.s3_ca_cert_file", &S3_CA_CERT_FILE, "WALG_S3_CA_CERT_FILE", c"PEM file with a CA certificate to trust for the endpoint (WALG_S3_CA_CERT_FILE)."),
-];
 
 /// Secrets taken from the server's environment (never from a GUC): they override the file, as
-/// WAL-G's environment overrides its file.
-const SECRET_ENV: &[&str] = &["WALG_LIBSODIUM_KEY"];
+/// WAL-G's environment overrides its file. (AWS keys in the environment are read by the AWS
+/// SDK's default chain when the file has none.)
+const SECRET_ENV: &[&str] = &[r::LIBSODIUM_KEY.key];
 
-/// (GUC, WAL-G key) pairs for integer settings; -1 means "not set here".
-const INT_SETTINGS: &[(&GucSetting<i32>, &str)] = &[
-    (&COMPRESSION_LEVEL, "WALG_COMPRESSION_LEVEL"),
-    (&TAR_SIZE_THRESHOLD, "WALG_TAR_SIZE_THRESHOLD"),
-    (&UPLOAD_CONCURRENCY, "WALG_UPLOAD_CONCURRENCY"),
-    (&DISK_RATE_LIMIT, "WALG_DISK_RATE_LIMIT"),
-];
+/// Where a registered GUC's value lives.
+enum Var {
+    Text(&'static GucSetting<Option<CString>>),
+    Int(&'static GucSetting<i32>, Option<i64>),
+    Bool(&'static GucSetting<bool>),
+    /// Index into the values (DefineCustomEnumVariable's storage).
+    Enum(*mut i32, &'static [&'static str]),
+}
+
+struct Registered {
+    setting: &'static r::Setting,
+    var: Var,
+    /// PostgreSQL's record of the GUC (stable once defined), for its source.
+    generic: *mut pg_sys::config_generic,
+}
+
+/// The registered GUCs of this process. Only the main thread touches them (pgrx's rule for
+/// everything PostgreSQL), so the raw pointers are never shared across threads in practice.
+struct Table(Vec<Registered>);
+unsafe impl Send for Table {}
+unsafe impl Sync for Table {}
+static TABLE: OnceLock<Table> = OnceLock::new();
+
+fn leak_cstr(s: &str) -> &'static CStr {
+    Box::leak(CString::new(s).expect("registry text has no NUL").into_boxed_c_str())
+}
+
+fn unit_flags(unit: Unit) -> GucFlags {
+    match unit {
+        Unit::None => GucFlags::default(),
+        Unit::Bytes | Unit::BytesPerSecond => GucFlags::UNIT_BYTE,
+        Unit::Milliseconds => GucFlags::UNIT_MS,
+        Unit::Seconds => GucFlags::UNIT_S,
+    }
+}
+
+/// PostgreSQL's record of GUC `name` (after it is defined).
+fn find_generic(name: &str) -> *mut pg_sys::config_generic {
+    unsafe {
+        let vars = pg_sys::get_guc_variables();
+        for i in 0..pg_sys::GetNumConfigOptions().max(0) as usize {
+            let g = *vars.add(i);
+            if !g.is_null() && CStr::from_ptr((*g).name).to_bytes().eq_ignore_ascii_case(name.as_bytes()) {
+                return g;
+            }
+        }
+    }
+    std::ptr::null_mut()
+}
+
+fn define(setting: &'static r::Setting, guc: &'static str) -> Var {
+    let name = leak_cstr(guc);
+    let short = leak_cstr(&setting.doc.replace('`', ""));
+    let default = setting.default_doc().replace('`', "");
+    let long = leak_cstr(&format!(
+        "WAL-G key {}. Not set in postgresql.conf, the value comes from walg.config_file, else the default ({default}).",
+        setting.key
+    ));
+    let ctx = || match setting.context {
+        r::Context::Reload => GucContext::Sighup,
+        r::Context::Restart => GucContext::Postmaster,
+    };
+    let default_value = setting.default_value();
+    match (setting.kind, default_value) {
+        (Kind::Int { min, max, unit, unset }, default) => {
+            let boot = match default {
+                Some(Value::Int(n)) => n,
+                _ => unset.expect("an integer with no default has an unset value (registry test)"),
+            };
+            let lo = unset.map_or(min, |u| u.min(min)).max(i32::MIN as i64) as i32;
+            let hi = unset.map_or(max, |u| u.max(max)).min(i32::MAX as i64) as i32;
+            let var: &'static GucSetting<i32> = Box::leak(Box::new(GucSetting::<i32>::new(boot as i32)));
+            GucRegistry::define_int_guc(name, short, long, var, lo, hi, ctx(), unit_flags(unit));
+            Var::Int(var, unset)
+        }
+        (Kind::Bool, default) => {
+            let boot = matches!(default, Some(Value::Bool(true)));
+            let var: &'static GucSetting<bool> = Box::leak(Box::new(GucSetting::<bool>::new(boot)));
+            GucRegistry::define_bool_guc(name, short, long, var, ctx(), GucFlags::default());
+            Var::Bool(var)
+        }
+        (Kind::Enum(values), Some(Value::Choice(default))) => {
+            let boot = values.iter().position(|v| *v == default).expect("default is a value") as i32;
+            let mut entries: Vec<pg_sys::config_enum_entry> = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| pg_sys::config_enum_entry { name: leak_cstr(v).as_ptr(), val: i as i32, hidden: false })
+                .collect();
+            entries.push(pg_sys::config_enum_entry { name: std::ptr::null(), val: 0, hidden: false });
+            let entries: &'static [pg_sys::config_enum_entry] = Box::leak(entries.into_boxed_slice());
+            let var: *mut i32 = Box::leak(Box::new(boot));
+            let context = match setting.context {
+                r::Context::Reload => pg_sys::GucContext::PGC_SIGHUP,
+                r::Context::Restart => pg_sys::GucContext::PGC_POSTMASTER,
+            };
+            unsafe {
+                pg_sys::DefineCustomEnumVariable(
+                    name.as_ptr(),
+                    short.as_ptr(),
+                    long.as_ptr(),
+                    var,
+                    boot,
+                    entries.as_ptr(),
+                    context,
+                    0,
+                    None,
+                    None,
+                    None,
+                );
+            }
+            Var::Enum(var, values)
+        }
+        // Text, and enums without a default (a GUC enum needs a value to show): a string GUC,
+        // checked against the registry when the config is built.
+        (Kind::Text | Kind::Enum(_), _) => {
+            let var: &'static GucSetting<Option<CString>> =
+                Box::leak(Box::new(GucSetting::<Option<CString>>::new(None)));
+            GucRegistry::define_string_guc(name, short, long, var, ctx(), GucFlags::default());
+            Var::Text(var)
+        }
+    }
+}
 
 pub fn register() {
-    let ctx = || GucContext::Sighup;
-    let none = GucFlags::default;
     GucRegistry::define_string_guc(
-        c"walg.config_file",
-        c"WAL-G configuration file (JSON or YAML, WAL-G key names) read by walg_ext.",
-        c"Settings given here in postgresql.conf override the file. The file may hold secrets: make it readable by the server user only.",
+        leak_cstr(r::CONFIG_FILE_GUC),
+        leak_cstr(&r::CONFIG_FILE_DOC.replace('`', "")),
+        c"The file may hold secrets: make it readable by the server user only.",
         &CONFIG_FILE,
-        ctx(),
+        GucContext::Sighup,
         GucFlags::SUPERUSER_ONLY,
     );
-    GucRegistry::define_string_guc(
-        c"walg.file_prefix",
-        c"Local or mounted directory holding the backups and WAL (WALG_FILE_PREFIX).",
-        c"",
-        &FILE_PREFIX,
-        ctx(),
-        none(),
-    );
-    for &(name, setting, _, short) in S3_GUCS {
-        GucRegistry::define_string_guc(name, short, c"", setting, ctx(), none());
+    let mut table = Vec::new();
+    for &setting in r::ALL {
+        let Some(guc) = setting.guc else { continue };
+        let var = define(setting, guc);
+        table.push(Registered { setting, var, generic: find_generic(guc) });
     }
-    GucRegistry::define_string_guc(
-        c"walg.compression_method",
-        c"Compression for WAL and backups: lz4 (default), zstd, brotli, lzma or none (WALG_COMPRESSION_METHOD).",
-        c"",
-        &COMPRESSION_METHOD,
-        ctx(),
-        none(),
-    );
-    GucRegistry::define_int_guc(
-        c"walg.compression_level",
-        c"Compression level (WALG_COMPRESSION_LEVEL): zstd 1..22, brotli 0..11, lzma 0..9; -1: file, WALG_ZSTD_LEVEL or the method's default.",
-        c"",
-        &COMPRESSION_LEVEL,
-        -1,
-        22,
-        ctx(),
-        none(),
-    );
-    GucRegistry::define_string_guc(
-        c"walg.libsodium_key_path",
-        c"File holding the libsodium encryption key (WALG_LIBSODIUM_KEY_PATH); empty: no encryption unless the key is in walg.config_file or the environment.",
-        c"The key itself (WALG_LIBSODIUM_KEY) is never a setting: put it in walg.config_file or the server's environment.",
-        &LIBSODIUM_KEY_PATH,
-        ctx(),
-        none(),
-    );
-    GucRegistry::define_string_guc(
-        c"walg.libsodium_key_transform",
-        c"How the libsodium key text is turned into 32 bytes: none (default), hex or base64 (WALG_LIBSODIUM_KEY_TRANSFORM).",
-        c"",
-        &LIBSODIUM_KEY_TRANSFORM,
-        ctx(),
-        none(),
-    );
-    GucRegistry::define_int_guc(
-        c"walg.tar_size_threshold",
-        c"Size in bytes after which a backup tar part is closed (WALG_TAR_SIZE_THRESHOLD); -1: file or default (1 GiB - 1).",
-        c"",
-        &TAR_SIZE_THRESHOLD,
-        -1,
-        i32::MAX,
-        ctx(),
-        none(),
-    );
-    GucRegistry::define_int_guc(
-        c"walg.upload_concurrency",
-        c"Parallel tar streams (read, compress, upload) of a backup (WALG_UPLOAD_CONCURRENCY); -1: file or number of cores.",
-        c"",
-        &UPLOAD_CONCURRENCY,
-        -1,
-        1024,
-        ctx(),
-        none(),
-    );
-    GucRegistry::define_int_guc(
-        c"walg.disk_rate_limit",
-        c"Limit on backup reads from PGDATA in bytes per second (WALG_DISK_RATE_LIMIT); 0: unlimited; -1: file or unlimited.",
-        c"",
-        &DISK_RATE_LIMIT,
-        -1,
-        i32::MAX,
-        ctx(),
-        none(),
-    );
+    // walg.* names that are not ours (a typo in postgresql.conf) get a WARNING and are removed,
+    // instead of being kept as silent placeholders.
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"walg".as_ptr()) };
+    let _ = TABLE.set(Table(table));
 }
 
 fn guc_str(s: &GucSetting<Option<CString>>) -> Option<String> {
-    s.get().map(|c| c.to_string_lossy().into_owned()).filter(|v| !v.is_empty())
+    s.get().map(|c| c.to_string_lossy().into_owned()).filter(|v| !v.trim().is_empty())
 }
 
-/// The effective configuration: `walg.config_file`, overridden by the walg.* settings.
+impl Registered {
+    /// Left at its built-in default (not set anywhere PostgreSQL reads settings from).
+    fn at_default(&self) -> bool {
+        self.generic.is_null() || unsafe { (*self.generic).source } == pg_sys::GucSource::PGC_S_DEFAULT
+    }
+
+    /// The value this GUC contributes as a WAL-G setting, or None to defer to the file.
+    fn value(&self) -> Option<String> {
+        match self.var {
+            Var::Text(var) => guc_str(var),
+            _ if self.at_default() => None,
+            Var::Int(var, unset) => Some(var.get()).filter(|&v| Some(v as i64) != unset).map(|v| v.to_string()),
+            Var::Bool(var) => Some(var.get().to_string()),
+            Var::Enum(var, values) => values.get(unsafe { *var } as usize).map(|v| v.to_string()),
+        }
+    }
+}
+
+/// The walg.* GUCs that are set, as WAL-G key/value pairs.
+pub fn guc_settings() -> Settings {
+    let mut over = Settings::default();
+    for reg in TABLE.get().map(|t| t.0.as_slice()).unwrap_or_default() {
+        if let Some(v) = reg.value() {
+            over.set(reg.setting.key, v);
+        }
+    }
+    over
+}
+
+/// The effective configuration: `walg.config_file`, overridden by the server's environment for
+/// secrets and by the walg.* settings that are set.
 pub fn load_config() -> walg_core::Result<Config> {
     let mut settings = match guc_str(&CONFIG_FILE) {
-        Some(path) => Settings::from_file(std::path::Path::new(&path))?,
+        Some(path) => {
+            let file = Settings::from_file(std::path::Path::new(&path))?;
+            log_once(r::check_keys(&file, r::Origin::File).unwrap_or_default());
+            file
+        }
         None => Settings::default(),
     };
-    let mut over = Settings::default();
     for key in SECRET_ENV {
         if let Some(v) = std::env::var(key).ok().filter(|v| !v.is_empty()) {
-            over.set(*key, v);
+            settings.set(*key, v);
         }
     }
-    let s3 = S3_GUCS.iter().map(|&(_, guc, key, _)| (guc, key));
-    for (guc, key) in STRING_SETTINGS.iter().map(|&(guc, key)| (guc, key)).chain(s3) {
-        if let Some(v) = guc_str(guc) {
-            over.set(key, v);
-        }
-    }
-    for (guc, key) in INT_SETTINGS {
-        let v = guc.get();
-        if v >= 0 {
-            over.set(*key, v.to_string());
-        }
-    }
-    settings.merge(&over);
+    settings.merge(&guc_settings());
     Config::from_settings(&settings)
+}
+
+/// WAL-G keys in the file that walg_ext ignores: said once per process in the server log (the
+/// archiver loads the config for every segment).
+fn log_once(warnings: Vec<String>) {
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !warnings.is_empty() && !DONE.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        for w in warnings {
+            pgrx::log!("walg_ext: {w}");
+        }
+    }
 }
 
 /// Data directory of this server.

@@ -33,7 +33,13 @@ pub struct BackupJob {
     pub permanent: u32,
     user_data: [u8; USER_DATA_MAX + 1],
     name: [u8; 64],
+    /// How the job failed (state Failed): the message, the error's kind
+    /// (walg_core::ErrorKind::name), and the SQLSTATE (PostgreSQL's packed sqlerrcode) and hint
+    /// the waiting backend raises, so a failure keeps its kind across the process boundary.
     error: [u8; 1024],
+    error_kind: [u8; 16],
+    pub error_sqlstate: i32,
+    error_hint: [u8; 256],
 }
 
 /// Longest user_data JSON text a backup request can carry through shared memory.
@@ -55,6 +61,9 @@ impl Default for BackupJob {
             user_data: [0; USER_DATA_MAX + 1],
             name: [0; 64],
             error: [0; 1024],
+            error_kind: [0; 16],
+            error_sqlstate: 0,
+            error_hint: [0; 256],
         }
     }
 }
@@ -111,6 +120,19 @@ impl BackupJob {
     }
     pub fn set_error(&mut self, s: &str) {
         put_str(&mut self.error, s)
+    }
+    /// The failed job's error kind; None unless it failed (or from an older layout).
+    pub fn error_kind(&self) -> Option<walg_core::ErrorKind> {
+        walg_core::ErrorKind::from_name(&get_str(&self.error_kind))
+    }
+    pub fn set_error_kind(&mut self, k: walg_core::ErrorKind) {
+        put_str(&mut self.error_kind, k.name())
+    }
+    pub fn error_hint(&self) -> String {
+        get_str(&self.error_hint)
+    }
+    pub fn set_error_hint(&mut self, s: &str) {
+        put_str(&mut self.error_hint, s)
     }
     /// A job is active while its worker (or, before the worker starts, its owner) is alive.
     pub fn is_active(&self) -> bool {

@@ -100,6 +100,26 @@ fn archive_rules(backend: Backend) {
     assert_eq!(out.code, Some(1), "wal-fetch of a missing segment must exit 1\n{}", out.describe());
     assert!(!dest3.exists(), "no file may be left behind for a missing segment");
 
+    // 4b. ...but never when storage was not reached: a missing prefix (an unmounted share, a
+    //     typo) or a wrong bucket exits 126, so PostgreSQL stops recovery instead of promoting.
+    let wrong: Vec<(String, String)> = storage
+        .env()
+        .into_iter()
+        .map(|(k, v)| match k.as_str() {
+            "WALG_FILE_PREFIX" => (k, format!("{v}-not-mounted")),
+            "WALG_S3_PREFIX" => (k, "s3://walg-e2e-no-such-bucket/x".to_string()),
+            _ => (k, v),
+        })
+        .collect();
+    let wrong: Vec<(&str, &str)> = wrong.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    for name in [seg.as_str(), missing] {
+        let out = walg_e2e::walg_ext(&["wal-fetch", name, &dest3.display().to_string()], &wrong);
+        assert_eq!(out.code, Some(126), "wal-fetch from an unreachable storage must exit 126\n{}", out.describe());
+        let what = if backend == Backend::File { "does not exist" } else { "bucket walg-e2e-no-such-bucket does not exist" };
+        assert!(out.stderr.contains(what) && out.stderr.trim_end().lines().count() == 1, "one line saying what to fix\n{}", out.describe());
+        assert!(!dest3.exists());
+    }
+
     // 5. The archiver itself re-archives an identical segment (as after a crash between the
     //    upload and the .done rename): mark it .ready again and archive one more segment.
     let status = a.pg_wal().join("archive_status");

@@ -215,7 +215,27 @@ fn manage_backups_from_sql_and_cli() {
     a.wait_for_value("SHOW walg.file_prefix", "/etc/passwd/walg", Duration::from_secs(30));
     assert_state(&a, "SELECT count(*) FROM walg_backup_list()", "58030", "Not a directory");
     assert_state(&a, "SELECT * FROM walg_delete_retain(1)", "58030", "");
-    assert!(a.psql("SELECT storage_error FROM walg_status()").contains("list"));
+    assert!(a.psql("SELECT storage_error FROM walg_status()").contains("storage unreachable"));
+    // A backup into it fails in the worker; the caller gets the kind's SQLSTATE and hint, not
+    // 38000 for everything.
+    assert_state(&a, "SELECT walg_backup_push()", "58030", "walg_ext backup failed: storage unreachable");
+    let err = a.try_psql("SELECT walg_backup_push()").expect_err("backup into an unusable prefix");
+    assert!(err.contains("HINT:") && err.contains("Check that the storage is reachable"), "{err}");
+    assert!(
+        a.psql("SELECT backup_state || ' ' || backup_error FROM walg_status()").starts_with("failed unreachable: "),
+        "walg_status shows the kind"
+    );
+    // A prefix that does not exist (an unmounted share, a typo): "unreachable", never "no backups".
+    let gone = storage.file_prefix().with_file_name("walg-e2e-not-mounted");
+    a.set_and_reload("walg.file_prefix", &format!("'{}'", gone.display()));
+    a.wait_for_value("SHOW walg.file_prefix", &gone.display().to_string(), Duration::from_secs(30));
+    assert_state(&a, "SELECT count(*) FROM walg_backup_list()", "58030", "unreachable");
+    assert_state(&a, "SELECT count(*) FROM walg_backup_list()", "58030", "does not exist");
+    assert_state(&a, "SELECT * FROM walg_wal_show()", "58030", "does not exist");
+    assert!(!gone.exists(), "readers never create the prefix");
+    let out = walg_e2e::walg_ext(&["backup-list"], &[("WALG_FILE_PREFIX", &gone.display().to_string())]);
+    assert_eq!(out.code, Some(6), "backup-list on a missing prefix: exit 6 (unreachable)\n{}", out.describe());
+    assert!(out.stderr.contains("storage unreachable") && !out.stderr.contains("no backups"), "{}", out.describe());
     a.set_and_reload("walg.file_prefix", "''");
     a.wait_for_value("SHOW walg.file_prefix", "", Duration::from_secs(30));
     assert_state(&a, "SELECT count(*) FROM walg_backup_list()", "F0000", "no storage configured");

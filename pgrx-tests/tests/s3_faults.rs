@@ -182,10 +182,10 @@ fn wrong_credentials_and_missing_bucket_are_reported_everywhere() {
     assert!(!w.contains("wrong-secret"), "never log the secret: {w}");
     // CLI.
     let out = storage.walg_ext(&["backup-list"]);
-    assert!(!out.success() && out.stderr.contains("fix AWS_SECRET_ACCESS_KEY"), "{}", out.describe());
+    assert!(out.code == Some(6) && out.stderr.contains("fix AWS_SECRET_ACCESS_KEY"), "exit 6: unreachable\n{}", out.describe());
     let out = storage.walg_ext(&["wal-fetch", "000000010000000000000001", "/tmp/walg-never-written"]);
     assert!(
-        out.code != Some(0) && out.code != Some(1) && out.stderr.contains("AWS_SECRET_ACCESS_KEY"),
+        out.code == Some(126) && out.stderr.contains("AWS_SECRET_ACCESS_KEY"),
         "wal-fetch must fail with an error, not report 'not found' (exit 1)\n{}",
         out.describe()
     );
@@ -204,7 +204,9 @@ fn wrong_credentials_and_missing_bucket_are_reported_everywhere() {
     b.switch_wal();
     wait_for_archive_warning(&b, &[expect, "WALG_S3_PREFIX"]);
     let out = storage2.walg_ext(&["backup-list"]);
-    assert!(!out.success() && out.stderr.contains(expect), "{}", out.describe());
+    assert!(out.code == Some(6) && out.stderr.contains(expect), "exit 6: unreachable\n{}", out.describe());
+    let out = storage2.walg_ext(&["wal-fetch", "000000010000000000000001", "/tmp/walg-never-written"]);
+    assert!(out.code == Some(126) && out.stderr.contains(expect), "a wrong bucket is not 'not in storage'\n{}", out.describe());
     let out = storage2.walg_ext_env(&["backup-list"]);
     assert!(!out.success() && out.stderr.contains(expect), "{}", out.describe());
 

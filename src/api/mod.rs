@@ -21,14 +21,23 @@ pub(crate) fn raise(e: walg_core::Error) -> ! {
 
 /// The one mapping from a core error to a SQLSTATE and hint, chosen by the error's kind.
 pub(crate) fn sqlstate_for(e: &walg_core::Error) -> (PgSqlErrorCode, &'static str) {
-    use walg_core::ErrorKind as K;
     if matches!(e, walg_core::Error::Config(_)) {
         return (
             PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
             "Set walg.file_prefix (or walg.config_file) in postgresql.conf and reload.",
         );
     }
-    match e.kind() {
+    match e {
+        walg_core::Error::Refused(_) => (PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "Nothing was changed."),
+        _ => sqlstate_for_kind(e.kind()),
+    }
+}
+
+/// SQLSTATE and hint by kind alone: what `sqlstate_for` gives for every error but the two it
+/// treats specially (a configuration error, a refusal).
+pub(crate) fn sqlstate_for_kind(kind: walg_core::ErrorKind) -> (PgSqlErrorCode, &'static str) {
+    use walg_core::ErrorKind as K;
+    match kind {
         K::NotFound => (PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, "SELECT backup_name FROM walg_backup_list() shows what exists."),
         K::Unreachable => (
             PgSqlErrorCode::ERRCODE_IO_ERROR,
@@ -36,10 +45,7 @@ pub(crate) fn sqlstate_for(e: &walg_core::Error) -> (PgSqlErrorCode, &'static st
         ),
         K::LocalIo => (PgSqlErrorCode::ERRCODE_IO_ERROR, "Check the file system of the server (space, permissions)."),
         K::Corrupt => (PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, "The object named above is damaged or not in WAL-G's format."),
-        K::Conflict => match e {
-            walg_core::Error::Refused(_) => (PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "Nothing was changed."),
-            _ => (PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, ""),
-        },
+        K::Conflict => (PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, ""),
         K::Cancelled => (PgSqlErrorCode::ERRCODE_QUERY_CANCELED, ""),
         K::BadInput => (PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, ""),
         K::Internal => (PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "This is a bug in walg_ext: please report it with the server log."),

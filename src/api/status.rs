@@ -115,7 +115,11 @@ fn walg_status() -> TableIterator<
         job_ok.map(|j| j.bytes_total as i64),
         job_ok.map(|j| j.files_done as i64),
         job_ok.map(|j| j.files_total as i64),
-        job_ok.and_then(|j| nonempty(j.error())),
+        // Prefixed with the error's kind (unreachable, corrupt, conflict, ...) when known.
+        job_ok.and_then(|j| nonempty(j.error())).map(|e| match job_ok.and_then(|j| j.error_kind()) {
+            Some(k) => format!("{}: {e}", k.name()),
+            None => e,
+        }),
         latest.as_ref().map(|b| b.name.clone()),
         finish.as_ref().and_then(chrono_to_tstz),
         age,

@@ -5,6 +5,13 @@
 //! for interrupts and publishes progress. The caller (a SQL backend) waits on its latch; if it is
 //! cancelled it terminates the worker, and a terminated worker never writes the sentinel
 //! (PostgreSQL aborts the backup when the worker's session ends).
+//!
+//! A failure keeps its kind on the way back: the worker records the error's kind, the SQLSTATE
+//! and hint `api::sqlstate_for` gives it (or PostgreSQL's own SQLSTATE and hint when PostgreSQL
+//! raised the ERROR inside the worker, e.g. pg_backup_start at wal_level minimal) and the
+//! message in the job slot; the waiting backend raises exactly that. So a backup into
+//! unreachable storage is 58030 with the storage hint, a conflict 23505, a cancel 57014.
+use crate::api::{sqlstate_for, sqlstate_for_kind};
 use crate::settings;
 use crate::shmem::{self, BackupJob, JobState, BACKUP_JOB};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus};
@@ -15,6 +22,58 @@ use std::sync::Arc;
 use walg_core::backup::push::{self, BackupStart, BackupStop, Progress};
 use walg_core::backup::{wait_for_wal, InProgress, WaitTiming, WalRange};
 use walg_core::format::names::{backup_name, parse_lsn};
+use walg_core::ErrorKind;
+
+/// Why a backup failed, as it crosses from the worker to the waiting backend.
+pub struct Failure {
+    pub kind: ErrorKind,
+    pub code: PgSqlErrorCode,
+    pub hint: String,
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure of `kind` found by the worker itself: SQLSTATE and hint by kind.
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Failure {
+        let (code, hint) = sqlstate_for_kind(kind);
+        Failure { kind, code, hint: hint.to_string(), message: message.into() }
+    }
+
+    /// An ERROR PostgreSQL raised inside the worker: its own SQLSTATE and hint, and the kind
+    /// that SQLSTATE's class stands for.
+    fn from_postgres(code: PgSqlErrorCode, message: &str, hint: Option<&str>) -> Failure {
+        Failure { kind: kind_of_sqlstate(code), code, hint: hint.unwrap_or("").to_string(), message: message.to_string() }
+    }
+}
+
+impl From<walg_core::Error> for Failure {
+    fn from(e: walg_core::Error) -> Failure {
+        let (code, hint) = sqlstate_for(&e);
+        Failure { kind: e.kind(), code, hint: hint.to_string(), message: e.to_string() }
+    }
+}
+
+/// The two class characters of a packed SQLSTATE (PostgreSQL's MAKE_SQLSTATE: six bits per
+/// character, first character lowest).
+fn sqlstate_class(code: PgSqlErrorCode) -> [u8; 2] {
+    let v = code as isize as i64;
+    [((v & 0x3F) as u8) + b'0', (((v >> 6) & 0x3F) as u8) + b'0']
+}
+
+/// The kind a PostgreSQL error's SQLSTATE class stands for (for walg_status and the job slot;
+/// the SQLSTATE itself is raised unchanged).
+fn kind_of_sqlstate(code: PgSqlErrorCode) -> ErrorKind {
+    if matches!(code, PgSqlErrorCode::ERRCODE_DATA_CORRUPTED | PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED) {
+        return ErrorKind::Corrupt;
+    }
+    match &sqlstate_class(code) {
+        b"57" => ErrorKind::Cancelled,
+        b"53" | b"58" => ErrorKind::LocalIo,
+        b"55" | b"23" | b"40" => ErrorKind::Conflict,
+        b"22" | b"42" | b"0A" | b"F0" | b"28" => ErrorKind::BadInput,
+        _ => ErrorKind::Internal,
+    }
+}
 
 pub const WORKER_TYPE: &str = "walg_ext backup";
 
@@ -40,7 +99,7 @@ pub fn run(opts: &BackupOptions) -> Option<String> {
     }
     // Fail early, in the caller, on a configuration the worker could not use.
     if let Err(e) = settings::load_config().and_then(|c| c.open_storage().map(|_| ())) {
-        error_with(PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR, &e.to_string(), "Check the walg.* settings and walg.config_file.");
+        crate::api::raise(e);
     }
 
     let generation = match claim_slot(opts) {
@@ -66,7 +125,7 @@ pub fn run(opts: &BackupOptions) -> Option<String> {
     let worker = match worker {
         Ok(w) => w,
         Err(_) => {
-            settle(generation, Err("could not register the backup worker".into()));
+            settle(generation, Err(&Failure::new(ErrorKind::Internal, "could not register the backup worker")));
             error_with(
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
                 "could not start the walg_ext backup worker",
@@ -106,21 +165,34 @@ pub fn run(opts: &BackupOptions) -> Option<String> {
     if job.generation != generation {
         error!("walg_ext: the backup job was replaced by another one while waiting");
     }
+    const NOTHING_COMMITTED: &str = "Nothing was committed to storage: the backup has no sentinel and is not listed.";
     match job.state() {
         JobState::Succeeded => Some(job.name()),
-        JobState::Failed => error_with(
-            PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
-            &format!("walg_ext backup failed: {}", job.error()),
-            "Nothing was committed to storage: the backup has no sentinel and is not listed.",
-        ),
+        JobState::Failed => {
+            // The SQLSTATE the worker chose from the error's kind (or PostgreSQL's own); a
+            // slot without one can only be a bug.
+            let code = match job.error_sqlstate {
+                0 => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                c => PgSqlErrorCode::from(c),
+            };
+            let hint = match job.error_hint() {
+                h if h.is_empty() => NOTHING_COMMITTED.to_string(),
+                h => format!("{h} {NOTHING_COMMITTED}"),
+            };
+            error_with(code, &format!("walg_ext backup failed: {}", job.error()), &hint)
+        }
         _ => {
+            // Ended without recording an outcome: killed (pg_terminate_backend at the wrong
+            // moment, kill -9, the OOM killer) or crashed. 57000: operator intervention.
             let msg = "the backup worker exited before finishing (terminated or crashed; see the server log)";
-            settle(generation, Err(msg.into()));
-            error_with(
-                PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
-                &format!("walg_ext backup failed: {msg}"),
-                "Nothing was committed to storage: the backup has no sentinel and is not listed.",
-            )
+            let f = Failure {
+                kind: ErrorKind::Cancelled,
+                code: PgSqlErrorCode::ERRCODE_OPERATOR_INTERVENTION,
+                hint: String::new(),
+                message: msg.into(),
+            };
+            settle(generation, Err(&f));
+            error_with(f.code, &format!("walg_ext backup failed: {msg}"), NOTHING_COMMITTED)
         }
     }
 }
@@ -158,7 +230,7 @@ fn claim_slot(opts: &BackupOptions) -> Result<u64, i32> {
 }
 
 /// Record the outcome of job `generation` (ignored if the slot moved on).
-fn settle(generation: u64, result: Result<&str, String>) {
+fn settle(generation: u64, result: Result<&str, &Failure>) {
     let mut job = BACKUP_JOB.exclusive();
     if job.generation != generation {
         return;
@@ -168,8 +240,11 @@ fn settle(generation: u64, result: Result<&str, String>) {
             job.set_name(name);
             job.set_state(JobState::Succeeded);
         }
-        Err(e) => {
-            job.set_error(&e);
+        Err(f) => {
+            job.set_error(&f.message);
+            job.set_error_kind(f.kind);
+            job.error_sqlstate = f.code as isize as i32;
+            job.set_error_hint(&f.hint);
             job.set_state(JobState::Failed);
         }
     }
@@ -202,23 +277,27 @@ pub extern "C-unwind" fn walg_ext_backup_worker_main(arg: pg_sys::Datum) {
     let db = pg_sys::Oid::from(arg.value() as u32);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
 
-    // An ERROR raised inside PostgreSQL (pg_backup_start refusing, say) must reach the caller as
-    // a message, not as a worker that silently died.
+    // An ERROR raised inside PostgreSQL (pg_backup_start refusing, say) must reach the caller
+    // with its message and SQLSTATE, not as a worker that silently died. A Rust panic is a bug.
     let result = PgTryBuilder::new(|| take_backup(generation, permanent, &user_data))
         .catch_others(|e| {
-            let msg = match &e {
-                CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.message().to_string(),
-                CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+            let f = match &e {
+                CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
+                    Failure::from_postgres(r.sql_error_code(), r.message(), r.hint())
+                }
+                CaughtError::RustPanic { ereport, .. } => {
+                    Failure::new(ErrorKind::Internal, format!("panic in the backup worker: {}", ereport.message()))
+                }
             };
             unsafe { pg_sys::AbortCurrentTransaction() };
-            Err(msg)
+            Err(f)
         })
         .execute();
     match &result {
         Ok(name) => log!("walg_ext: backup {name} completed"),
-        Err(e) => log!("walg_ext: backup failed: {e}"),
+        Err(f) => log!("walg_ext: backup failed ({}): {}", f.kind.name(), f.message),
     }
-    settle(generation, result.as_deref().map_err(|e| e.clone()));
+    settle(generation, result.as_deref());
     // A pending termination request ends the process here, after the outcome is recorded.
     pg_sys::check_for_interrupts!();
 }
@@ -229,16 +308,19 @@ struct StartInfo {
     system_identifier: i64,
 }
 
-fn take_backup(generation: u64, permanent: bool, user_data: &str) -> Result<String, String> {
+fn take_backup(generation: u64, permanent: bool, user_data: &str) -> Result<String, Failure> {
     let user_data = match user_data {
         "" => None,
-        text => Some(serde_json::from_str(text).map_err(|e| format!("user_data is not valid JSON: {e}"))?),
+        text => Some(
+            serde_json::from_str(text)
+                .map_err(|e| Failure::new(ErrorKind::BadInput, format!("user_data is not valid JSON: {e}")))?,
+        ),
     };
-    let cfg = settings::load_config().map_err(|e| e.to_string())?;
-    let storage = cfg.open_storage().map_err(|e| e.to_string())?;
+    let cfg = settings::load_config()?;
+    let storage = cfg.open_storage()?;
     // The in-progress marker goes first, before pg_backup_start: from now on no delete, from any
     // server, removes what this backup writes or the WAL it needs (catalog/delete.rs).
-    let mut marker = InProgress::begin(storage.clone(), &hostname(), std::process::id()).map_err(|e| e.to_string())?;
+    let mut marker = InProgress::begin(storage.clone(), &hostname(), std::process::id())?;
     let start_time = chrono::Utc::now();
 
     let info = BackgroundWorker::transaction(|| {
@@ -264,14 +346,12 @@ fn take_backup(generation: u64, permanent: bool, user_data: &str) -> Result<Stri
             })
         })
     })
-    .map_err(|e| format!("pg_backup_start: {e}"))?;
+    .map_err(|e| Failure::new(ErrorKind::Internal, format!("pg_backup_start: {e}")))?;
 
-    let start_lsn = parse_lsn(&info.lsn).map_err(|e| e.to_string())?;
+    let start_lsn = parse_lsn(&info.lsn)?;
     let seg_size = unsafe { pg_sys::wal_segment_size } as u64;
     let name = backup_name(info.timeline as u32, start_lsn, seg_size);
-    marker
-        .set_backup(&name, start_lsn, info.timeline as u32, seg_size, None)
-        .map_err(|e| e.to_string())?;
+    marker.set_backup(&name, start_lsn, info.timeline as u32, seg_size, None)?;
     log!("walg_ext: backup {name} started at {}", info.lsn);
     {
         // Visible in walg_status while it runs.
@@ -305,7 +385,7 @@ fn take_backup(generation: u64, permanent: bool, user_data: &str) -> Result<Stri
         }
         Ok(())
     };
-    let data = push::push_data(&cfg, &storage, &start, &progress, &mut poll).map_err(|e| e.to_string())?;
+    let data = push::push_data(&cfg, &storage, &start, &progress, &mut poll)?;
     publish(&progress);
 
     let stop = BackgroundWorker::transaction(|| {
@@ -317,16 +397,16 @@ fn take_backup(generation: u64, permanent: bool, user_data: &str) -> Result<Stri
             Ok::<_, pgrx::spi::Error>((lsn.unwrap_or_default(), label.unwrap_or_default(), map.unwrap_or_default()))
         })
     })
-    .map_err(|e| format!("pg_backup_stop: {e}"))?;
+    .map_err(|e| Failure::new(ErrorKind::Internal, format!("pg_backup_stop: {e}")))?;
     let stop = BackupStop {
-        finish_lsn: parse_lsn(&stop.0).map_err(|e| e.to_string())?,
+        finish_lsn: parse_lsn(&stop.0)?,
         backup_label: stop.1,
         tablespace_map: stop.2,
         finish_time: chrono::Utc::now(),
     };
     wait_for_wal_in_storage(storage.as_ref(), &start, &stop, &progress, &mut marker)?;
-    marker.ensure_fresh().map_err(|e| e.to_string())?;
-    push::finish(&cfg, &storage, &start, data, &stop).map_err(|e| e.to_string())?;
+    marker.ensure_fresh()?;
+    push::finish(&cfg, &storage, &start, data, &stop)?;
     let marker_key = marker.key().to_string();
     if let Err(e) = marker.end() {
         // Committed all the same; the marker goes stale and `delete garbage` removes it.
@@ -345,7 +425,7 @@ fn wait_for_wal_in_storage(
     stop: &BackupStop,
     progress: &Progress,
     marker: &mut InProgress,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let range = WalRange {
         timeline: start.timeline,
         start_lsn: start.start_lsn,
@@ -367,7 +447,7 @@ fn wait_for_wal_in_storage(
         Ok(())
     };
     let mut log = |line: &str| warning!("walg_ext: backup {}: {line}", start.name);
-    wait_for_wal(storage, &range, WaitTiming::default(), &mut poll, &mut log).map_err(|e| e.to_string())?;
+    wait_for_wal(storage, &range, WaitTiming::default(), &mut poll, &mut log)?;
     Ok(())
 }
 
@@ -385,4 +465,44 @@ fn hostname() -> String {
     let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
     let end = buf.iter().position(|&b| b == 0).unwrap_or(0);
     if ok { String::from_utf8_lossy(&buf[..end]).into_owned() } else { String::new() }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use super::*;
+
+    #[pg_test]
+    fn failures_keep_their_kind_and_sqlstate() {
+        let f = Failure::from(walg_core::Error::Unreachable("file storage prefix /x does not exist".into()));
+        assert_eq!((f.kind, f.code), (ErrorKind::Unreachable, PgSqlErrorCode::ERRCODE_IO_ERROR));
+        assert!(f.hint.contains("storage is reachable"), "{}", f.hint);
+        let f = Failure::from(walg_core::Error::Conflict("backup base_1 already exists".into()));
+        assert_eq!(f.code, PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION);
+        let f = Failure::from(walg_core::Error::Cancelled("asked to stop".into()));
+        assert_eq!(f.code, PgSqlErrorCode::ERRCODE_QUERY_CANCELED);
+        let f = Failure::from(walg_core::Error::corrupt("basebackups_005/x", "bad"));
+        assert_eq!(f.code, PgSqlErrorCode::ERRCODE_DATA_CORRUPTED);
+        let f = Failure::new(ErrorKind::Cancelled, "the backup worker was asked to stop");
+        assert_eq!(f.code, PgSqlErrorCode::ERRCODE_QUERY_CANCELED);
+
+        // PostgreSQL's own errors keep their SQLSTATE; the kind follows its class.
+        let f = Failure::from_postgres(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "WAL level not sufficient", Some("wal_level"));
+        assert_eq!((f.kind, f.code, f.hint.as_str()), (ErrorKind::Conflict, PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "wal_level"));
+        assert_eq!(&sqlstate_class(PgSqlErrorCode::ERRCODE_QUERY_CANCELED), b"57");
+        assert_eq!(&sqlstate_class(PgSqlErrorCode::ERRCODE_IO_ERROR), b"58");
+        assert_eq!(kind_of_sqlstate(PgSqlErrorCode::ERRCODE_ADMIN_SHUTDOWN), ErrorKind::Cancelled);
+        assert_eq!(kind_of_sqlstate(PgSqlErrorCode::ERRCODE_DISK_FULL), ErrorKind::LocalIo);
+        assert_eq!(kind_of_sqlstate(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED), ErrorKind::Corrupt);
+        assert_eq!(kind_of_sqlstate(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR), ErrorKind::Internal);
+        assert_eq!(kind_of_sqlstate(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE), ErrorKind::BadInput);
+
+        // Through the job slot's representation (packed SQLSTATE, kind name) and back.
+        let packed = PgSqlErrorCode::ERRCODE_IO_ERROR as isize as i32;
+        assert_eq!(PgSqlErrorCode::from(packed), PgSqlErrorCode::ERRCODE_IO_ERROR);
+        let mut job = crate::shmem::BackupJob::default();
+        job.set_error_kind(ErrorKind::Unreachable);
+        job.set_error_hint("hint");
+        assert_eq!((job.error_kind(), job.error_hint().as_str()), (Some(ErrorKind::Unreachable), "hint"));
+    }
 }

@@ -3,16 +3,31 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 use walg_core::config::{Config, Settings};
-use walg_core::{backup, wal, Error, Result};
+use walg_core::{backup, wal, Error, ErrorKind, Result};
 
-/// WAL-G's precedence: the config file, then the environment on top of it.
+/// WAL-G's precedence: the config file, then the environment on top of it. A file with an
+/// unknown key is refused; WAL-G keys walg-ext ignores, and unknown WALG_* variables in the
+/// environment, are warned about on stderr.
 pub fn load_config(file: Option<&Path>) -> Result<Config> {
+    use walg_core::config::registry::{check_keys, Origin};
     let mut settings = match file {
-        Some(f) => Settings::from_file(f)?,
+        Some(f) => {
+            let s = Settings::from_file(f)?;
+            warn(check_keys(&s, Origin::File)?);
+            s
+        }
         None => Settings::default(),
     };
-    settings.merge(&Settings::from_env());
+    let env = Settings::from_env();
+    warn(check_keys(&env, Origin::Env)?);
+    settings.merge(&env);
     Config::from_settings(&settings)
+}
+
+fn warn(warnings: Vec<String>) {
+    for w in warnings {
+        eprintln!("walg-ext: warning: {w}");
+    }
 }
 
 pub fn backup_fetch(config: Option<&Path>, target: &Path, name: &str) -> Result<()> {
@@ -39,8 +54,9 @@ pub fn print_table(rows: &[Vec<String>]) {
     }
 }
 
-/// restore_command semantics: 0 fetched, 1 truly absent, 126 anything else (after retries),
-/// so that PostgreSQL stops recovery instead of ending it early on a storage hiccup.
+/// restore_command semantics (exit.rs): 0 fetched, 1 only when storage was reached and said
+/// the file is not there, 126 anything else (after retries), so that PostgreSQL stops recovery
+/// instead of ending it early on a missing mount, a typo or a storage hiccup.
 pub fn wal_fetch(config: Option<&Path>, file: &str, dest: &Path) -> ExitCode {
     const ATTEMPTS: u32 = 3;
     let mut last: Option<Error> = None;
@@ -54,19 +70,20 @@ pub fn wal_fetch(config: Option<&Path>, file: &str, dest: &Path) -> ExitCode {
         });
         match r {
             Ok(true) => return ExitCode::SUCCESS,
-            Ok(false) => return ExitCode::from(1),
-            // A bad configuration, key or object will not get better by retrying.
-            Err(e @ (Error::Config(_) | Error::Codec { .. })) => {
+            Ok(false) => return ExitCode::from(crate::exit::NOT_IN_STORAGE),
+            // Storage or the local disk may come back; a bad configuration, a damaged object
+            // or a conflict will not get better by retrying.
+            Err(e) if matches!(e.kind(), ErrorKind::Unreachable | ErrorKind::LocalIo) => last = Some(e),
+            Err(e) => {
                 last = Some(e);
                 break;
             }
-            Err(e) => last = Some(e),
         }
     }
     if let Some(e) = last {
         eprintln!("walg-ext: wal-fetch {file}: {e}");
     }
-    ExitCode::from(126)
+    ExitCode::from(crate::exit::WAL_FETCH_FAILED)
 }
 
 pub fn wal_push(config: Option<&Path>, path: &Path) -> Result<()> {

@@ -2,14 +2,16 @@
 //! Configuration: a `--config` file
 //! (WAL-G's JSON/YAML keys) is read first and the environment overrides it, as in WAL-G.
 mod commands;
+mod exit;
 mod manage;
+mod recovery;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "walg-ext", version, about = "Restore and inspect walg_ext / WAL-G backups")]
+#[command(name = "walg-ext", version, about = "Restore and inspect walg_ext / WAL-G backups", after_help = exit::HELP)]
 struct Cli {
     /// WAL-G configuration file (JSON or YAML with WAL-G key names, e.g. WALG_FILE_PREFIX).
     #[arg(long, global = true, value_name = "FILE")]
@@ -23,12 +25,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Restore a base backup into an empty directory (LATEST = newest backup).
+    /// Restore a base backup into an empty directory (LATEST = newest backup), and optionally set
+    /// up recovery: --recovery, --target-*, --standby (see the README); --dry-run writes nothing.
     BackupFetch {
         /// Target data directory; must not exist or be empty.
         target: PathBuf,
-        /// Backup name (base_...) or LATEST.
+        /// Backup name (base_...) or LATEST (with a time or LSN target: the newest backup that
+        /// finished before it).
         name: String,
+        #[command(flatten)]
+        recovery: recovery::RecoveryArgs,
     },
     /// List backups.
     BackupList {
@@ -52,7 +58,7 @@ enum Command {
         json: bool,
     },
     /// Check the WAL archive: integrity (segments from the earliest backup on) and/or timeline.
-    /// Exit 1 unless every check is OK.
+    /// Exit 1 when a check is not OK (errors: the codes in `walg-ext --help`).
     WalVerify {
         /// integrity, timeline, or both.
         #[arg(required = true)]
@@ -85,7 +91,9 @@ enum Command {
         command: StCommand,
     },
     /// Fetch one WAL file (for restore_command = 'walg-ext wal-fetch %f %p').
-    /// Exit 0: fetched; 1: not in storage; 126: any other failure (recovery stops).
+    /// Exit 0: fetched; 1: not in storage (storage was reached and its wal_005/ exists, the file
+    /// does not); 126: any other failure (storage unreachable, damaged object, bad settings,
+    /// local I/O): PostgreSQL then stops recovery rather than ending it early.
     WalFetch {
         /// WAL file name, e.g. 000000010000000000000004 or 00000002.history.
         file: String,
@@ -112,18 +120,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let seg = cli.wal_segment_size;
     if !seg.is_power_of_two() || !(1 << 20..=1 << 30).contains(&seg) {
-        eprintln!("walg-ext: --wal-segment-size {seg}: must be a power of two from 1 MiB to 1 GiB");
-        return ExitCode::FAILURE;
+        let e = walg_core::Error::InvalidArgument(format!(
+            "--wal-segment-size {seg}: must be a power of two from 1 MiB to 1 GiB"
+        ));
+        return exit::fail("", &e);
     }
     let result = match cli.command {
-        Command::BackupFetch { target, name } => commands::backup_fetch(cli.config.as_deref(), &target, &name),
+        Command::BackupFetch { target, name, recovery } => recovery::backup_fetch(cli.config.as_deref(), &target, &name, &recovery, seg),
         Command::BackupList { json, detail } => manage::backup_list(cli.config.as_deref(), json, detail),
         Command::BackupMark { name, impermanent } => manage::backup_mark(cli.config.as_deref(), &name, impermanent),
         Command::WalShow { json } => manage::wal_show(cli.config.as_deref(), json, cli.wal_segment_size),
         Command::WalVerify { checks, json, current_segment } => {
             match manage::wal_verify(cli.config.as_deref(), &checks, json, current_segment.as_deref(), cli.wal_segment_size) {
                 Ok(true) => Ok(()),
-                Ok(false) => return ExitCode::FAILURE,
+                Ok(false) => return ExitCode::from(exit::NOT_IN_STORAGE),
                 Err(e) => Err(e),
             }
         }
@@ -136,9 +146,15 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("walg-ext: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => exit::fail("", &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -1,4 +1,10 @@
 //! Settings (raw WAL-G key/value pairs from a file or the environment) and the validated `Config`.
+//!
+//! Which keys exist, their types and defaults: `registry` (one entry per setting). A config
+//! file with an unknown key is refused (naming the closest known key); every value is checked
+//! against its registry type before `Config` is built.
+
+pub mod registry;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,6 +14,7 @@ use crate::codec::crypto::Key;
 use crate::codec::{zstd_level_from_name, Compression, Pipeline};
 use crate::error::{Error, Result};
 use crate::storage::{FsStorage, S3Config, S3Storage, Storage};
+use registry as r;
 
 /// WAL-G's default tar part size: 1 GiB - 1.
 pub const DEFAULT_TAR_SIZE_THRESHOLD: u64 = (1 << 30) - 1;
@@ -33,10 +40,12 @@ impl Settings {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::Config(format!("cannot read config file {}: {e}", path.display()))
         })?;
-        Settings::parse(&text).map_err(|e| match e {
-            Error::Config(msg) => Error::Config(format!("config file {}: {msg}", path.display())),
-            other => other,
-        })
+        Settings::parse(&text)
+            .and_then(|s| r::check_keys(&s, r::Origin::File).map(|_| s))
+            .map_err(|e| match e {
+                Error::Config(msg) => Error::Config(format!("config file {}: {}", path.display(), msg.replace(" in the config file", ""))),
+                other => other,
+            })
     }
 
     /// Parse config file text. JSON is tried first when it looks like JSON, because JSON with
@@ -54,8 +63,9 @@ impl Settings {
             _ => return Err(Error::Config("expected a mapping of setting names to values".into())),
         };
         for (k, v) in map {
+            // WAL-G (viper) reads keys without regard to case.
             let key = match k {
-                serde_yaml::Value::String(s) => s,
+                serde_yaml::Value::String(s) => s.to_ascii_uppercase(),
                 other => return Err(Error::Config(format!("setting name {other:?} is not a string"))),
             };
             let value = match v {
@@ -138,13 +148,10 @@ fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(1)
 }
 
-fn parse_u64(settings: &Settings, key: &str, min: u64) -> Result<Option<u64>> {
-    let Some(raw) = settings.value(key) else { return Ok(None) };
-    match raw.parse::<u64>() {
-        Ok(v) if v >= min => Ok(Some(v)),
-        Ok(_) => Err(Error::Config(format!("{key}: value {raw:?} must be at least {min}"))),
-        Err(_) => Err(Error::Config(format!("{key}: value {raw:?} is not a non-negative integer"))),
-    }
+/// An integer setting with a default (so never None after `check_values`), as u64.
+fn count(s: &Settings, setting: &r::Setting) -> Result<u64> {
+    let v = s.int(setting)?.ok_or_else(|| Error::Internal(format!("{} has no default", setting.key)))?;
+    u64::try_from(v).map_err(|_| Error::Internal(format!("{}: {v} is negative", setting.key)))
 }
 
 /// WALG_COMPRESSION_LEVEL (a number, any method with levels), else WAL-G's WALG_ZSTD_LEVEL
@@ -153,11 +160,10 @@ fn with_level(s: &Settings, c: Compression) -> Result<Compression> {
     let level = |key: &str, raw: &str| -> Result<i32> {
         raw.parse::<i32>().map_err(|_| Error::Config(format!("{key}: value {raw:?} is not an integer")))
     };
-    if let Some(raw) = s.value("WALG_COMPRESSION_LEVEL") {
-        let l = level("WALG_COMPRESSION_LEVEL", raw)?;
-        return c.with_level(l).map_err(|e| Error::Config(format!("WALG_COMPRESSION_LEVEL: {e}")));
+    if let Some(l) = s.int(&r::COMPRESSION_LEVEL)? {
+        return c.with_level(l as i32).map_err(|e| Error::Config(format!("WALG_COMPRESSION_LEVEL: {e}")));
     }
-    match (c, s.value("WALG_ZSTD_LEVEL")) {
+    match (c, s.raw(&r::ZSTD_LEVEL)) {
         (Compression::Zstd { .. }, Some(raw)) => {
             let l = match zstd_level_from_name(raw) {
                 Some(l) => l,
@@ -184,12 +190,13 @@ fn encryption_key(s: &Settings) -> Result<Option<Key>> {
             )));
         }
     }
-    let transform = s.value("WALG_LIBSODIUM_KEY_TRANSFORM").unwrap_or("none");
+    let transform = s.text(&r::LIBSODIUM_KEY_TRANSFORM)?.unwrap_or_else(|| "none".into());
+    let transform = transform.as_str();
     // The key itself is not trimmed (WAL-G takes it as is); an empty value means unset.
     if let Some(text) = s.get("WALG_LIBSODIUM_KEY").filter(|v| !v.is_empty()) {
         return Key::from_text(text, transform).map(Some);
     }
-    match s.value("WALG_LIBSODIUM_KEY_PATH") {
+    match s.raw(&r::LIBSODIUM_KEY_PATH) {
         Some(path) => Key::from_file(Path::new(path), transform).map(Some),
         None => Ok(None),
     }
@@ -198,8 +205,9 @@ fn encryption_key(s: &Settings) -> Result<Option<Key>> {
 impl Config {
     /// Validate settings; every bad value gives an error naming the key and the value.
     pub fn from_settings(s: &Settings) -> Result<Config> {
+        r::check_values(s)?;
         let s3 = S3Config::from_settings(s)?;
-        let storage = match (s.value("WALG_FILE_PREFIX"), s3) {
+        let storage = match (s.raw(&r::FILE_PREFIX), s3) {
             (Some(_), Some(_)) => {
                 return Err(Error::Config(
                     "both WALG_FILE_PREFIX and WALG_S3_PREFIX are set: keep only one storage".into(),
@@ -218,20 +226,17 @@ impl Config {
                 ));
             }
         };
-        let compression = match s.value("WALG_COMPRESSION_METHOD") {
+        let compression = match s.text(&r::COMPRESSION_METHOD)? {
             None => Compression::Lz4,
-            Some(m) => Compression::parse(m)
+            Some(m) => Compression::parse(&m)
                 .map_err(|e| Error::Config(format!("WALG_COMPRESSION_METHOD: {e}")))?,
         };
         let compression = with_level(s, compression)?;
         let encryption = encryption_key(s)?;
-        let tar_size_threshold =
-            parse_u64(s, "WALG_TAR_SIZE_THRESHOLD", 1)?.unwrap_or(DEFAULT_TAR_SIZE_THRESHOLD);
-        let upload_concurrency =
-            parse_u64(s, "WALG_UPLOAD_CONCURRENCY", 1)?.map(|v| v as usize).unwrap_or_else(cores);
-        let download_concurrency =
-            parse_u64(s, "WALG_DOWNLOAD_CONCURRENCY", 1)?.map(|v| v as usize).unwrap_or_else(cores);
-        let disk_rate_limit = parse_u64(s, "WALG_DISK_RATE_LIMIT", 0)?.filter(|&v| v > 0);
+        let tar_size_threshold = count(s, &r::TAR_SIZE_THRESHOLD)?;
+        let upload_concurrency = count(s, &r::UPLOAD_CONCURRENCY)? as usize;
+        let download_concurrency = count(s, &r::DOWNLOAD_CONCURRENCY)? as usize;
+        let disk_rate_limit = Some(count(s, &r::DISK_RATE_LIMIT)?).filter(|&v| v > 0);
         Ok(Config {
             storage,
             compression,
@@ -293,6 +298,8 @@ mod tests {
         assert_eq!(y.get("WALG_FILE_PREFIX"), Some("/backups"));
         assert_eq!(y.get("WALG_UPLOAD_CONCURRENCY"), Some("4"));
         assert_eq!(y.get("X"), Some("true"));
+        let lower = Settings::parse("walg_file_prefix: /b\n").unwrap();
+        assert_eq!(lower.get("WALG_FILE_PREFIX"), Some("/b"), "keys are case-insensitive, as in WAL-G");
         let j = Settings::parse("{\n\t\"WALG_FILE_PREFIX\": \"/b\",\n\t\"WALG_DISK_RATE_LIMIT\": 1000\n}").unwrap();
         assert_eq!(j.get("WALG_FILE_PREFIX"), Some("/b"));
         assert_eq!(j.get("WALG_DISK_RATE_LIMIT"), Some("1000"));
@@ -345,6 +352,95 @@ mod tests {
         assert!(matches!(c.compression, Compression::Zstd { .. }));
         assert_eq!(c.tar_size_threshold, 1000);
         assert_eq!(c.disk_rate_limit, Some(5000));
+    }
+
+    /// Every registry setting changes the Config it is given to (so none is registered but
+    /// ignored); a new setting must add its case here.
+    #[test]
+    fn every_registry_setting_reaches_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key");
+        let hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        std::fs::write(&key_file, hex).unwrap();
+        let key_path = key_file.display().to_string();
+        let s3: &[(&str, &str)] = &[("WALG_S3_PREFIX", "s3://bkt/a")];
+        let creds: &[(&str, &str)] = &[("WALG_S3_PREFIX", "s3://bkt/a"), ("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")];
+        let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+            ("WALG_FILE_PREFIX", vec![], "/tmp/b"),
+            ("WALG_COMPRESSION_METHOD", vec![], "zstd"),
+            ("WALG_COMPRESSION_LEVEL", vec![("WALG_COMPRESSION_METHOD", "zstd")], "9"),
+            ("WALG_ZSTD_LEVEL", vec![("WALG_COMPRESSION_METHOD", "zstd")], "best"),
+            ("WALG_LIBSODIUM_KEY_PATH", vec![("WALG_LIBSODIUM_KEY_TRANSFORM", "hex")], &key_path),
+            ("WALG_LIBSODIUM_KEY", vec![], "this is my long libsodium secret key"),
+            ("WALG_LIBSODIUM_KEY_TRANSFORM", vec![("WALG_LIBSODIUM_KEY", hex)], "hex"),
+            ("WALG_S3_PREFIX", s3.to_vec(), "s3://bkt/b"),
+            ("AWS_ENDPOINT", s3.to_vec(), "http://127.0.0.1:9000"),
+            ("AWS_REGION", s3.to_vec(), "eu-west-1"),
+            ("AWS_S3_FORCE_PATH_STYLE", s3.to_vec(), "true"),
+            ("WALG_S3_STORAGE_CLASS", s3.to_vec(), "STANDARD_IA"),
+            ("WALG_S3_SSE", s3.to_vec(), "AES256"),
+            ("WALG_S3_SSE_KMS_ID", [s3, &[("WALG_S3_SSE", "aws:kms")]].concat(), "k1"),
+            ("WALG_S3_CA_CERT_FILE", s3.to_vec(), "/etc/ca.pem"),
+            ("AWS_ACCESS_KEY_ID", creds.to_vec(), "c"),
+            ("AWS_SECRET_ACCESS_KEY", creds.to_vec(), "d"),
+            ("AWS_SESSION_TOKEN", creds.to_vec(), "t"),
+            ("AWS_PROFILE", s3.to_vec(), "prod"),
+            ("WALG_S3_MAX_PART_SIZE", s3.to_vec(), "8388608"),
+            ("WALG_S3_UPLOAD_PARTS_IN_FLIGHT", s3.to_vec(), "5"),
+            ("WALG_S3_MAX_RETRIES", s3.to_vec(), "3"),
+            ("WALG_TAR_SIZE_THRESHOLD", vec![], "1000"),
+            ("WALG_UPLOAD_CONCURRENCY", vec![], "1000"),
+            ("WALG_DISK_RATE_LIMIT", vec![], "5000"),
+            ("WALG_DOWNLOAD_CONCURRENCY", vec![], "1000"),
+        ];
+        for setting in registry::ALL {
+            let Some((key, ctx, value)) = cases.iter().find(|c| c.0 == setting.key) else {
+                panic!("{}: add a case to this test", setting.key)
+            };
+            let mut base = Settings::new();
+            if !ctx.iter().any(|(k, _)| *k == "WALG_S3_PREFIX") {
+                base.set("WALG_FILE_PREFIX", "/tmp/a");
+            }
+            for (k, v) in ctx {
+                base.set(*k, *v);
+            }
+            let before = Config::from_settings(&base).unwrap_or_else(|e| panic!("{key} baseline: {e}"));
+            let mut with = base.clone();
+            with.set(*key, *value);
+            let after = Config::from_settings(&with).unwrap_or_else(|e| panic!("{key}={value}: {e}"));
+            assert_ne!(before, after, "{key} = {value} changed nothing in the Config");
+        }
+        assert_eq!(cases.len(), registry::ALL.len(), "a case for a setting that is not in the registry");
+    }
+
+    #[test]
+    fn config_files_are_checked_against_the_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal-g.yaml");
+        std::fs::write(&path, "WALG_FILE_PREFIX: /b\nWALG_COMPRESION_METHOD: zstd\n").unwrap();
+        let err = Settings::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("unknown setting WALG_COMPRESION_METHOD") && err.contains("did you mean WALG_COMPRESSION_METHOD?"), "{err}");
+        // WAL-G keys walg_ext does not use are no typo: the file loads (the CLI warns).
+        std::fs::write(&path, "WALG_FILE_PREFIX: /b\nWALG_DELTA_MAX_STEPS: 6\nPGHOST: /run/postgresql\n").unwrap();
+        let s = Settings::from_file(&path).unwrap();
+        assert_eq!(registry::check_keys(&s, registry::Origin::File).unwrap().len(), 2);
+        Config::from_settings(&s).unwrap();
+        // Values: key, value and what is allowed.
+        let cases = [
+            ("WALG_COMPRESSION_METHOD", "gzip", "lz4, zstd, brotli, lzma, none"),
+            ("WALG_LIBSODIUM_KEY_TRANSFORM", "rot13", "none, hex, base64"),
+            ("WALG_TAR_SIZE_THRESHOLD", "-5", "out of range 1.."),
+            ("WALG_UPLOAD_CONCURRENCY", "2000", "out of range 1..1024"),
+            ("WALG_DISK_RATE_LIMIT", "10MB", "not an integer in bytes/s"),
+            ("AWS_S3_FORCE_PATH_STYLE", "maybe", "not a boolean"),
+        ];
+        for (key, value, allowed) in cases {
+            let mut bad = s.clone();
+            bad.set(key, value);
+            let err = Config::from_settings(&bad).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(value) && err.contains(allowed), "{err}");
+        }
     }
 
     #[test]

@@ -155,6 +155,8 @@ impl Error {
             Error::Storage { source, .. } => match source.kind() {
                 // Data read from storage that does not decode is damage, not an outage.
                 io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => ErrorKind::Corrupt,
+                // An object key we refuse to use (`..`, empty): the caller's input.
+                io::ErrorKind::InvalidInput => ErrorKind::BadInput,
                 _ => ErrorKind::Unreachable,
             },
             Error::Unreachable(_) => ErrorKind::Unreachable,

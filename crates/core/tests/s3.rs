@@ -256,6 +256,241 @@ fn endpoint_down_is_retried_then_reported_and_recovers() {
     assert_eq!(get_bytes(&s, "during").unwrap().unwrap(), b"2");
 }
 
+/// The fault-injection slice on S3 (the whole matrix runs on file storage in
+/// backup/faults.rs): zstd, a data part missing, flipped, cut short; a WAL segment cut at a zstd
+/// frame boundary. Each fails naming the object, kind Corrupt, nothing left behind to start.
+#[test]
+fn damaged_backup_and_wal_objects_fail_naming_them() {
+    use walg_core::backup::{fetch, finish, push_data, BackupStart, BackupStop, Progress};
+    use walg_core::{Compression, Config, ErrorKind};
+
+    let server = S3Server::start();
+    server.create_bucket("walg-faults");
+    let settings = settings(&server, "s3://walg-faults/c", &[("WALG_COMPRESSION_METHOD", "zstd"), ("WALG_COMPRESSION_LEVEL", "1")]);
+    let cfg = Config { tar_size_threshold: 64 * 1024, upload_concurrency: 1, ..Config::from_settings(&settings).unwrap() };
+    assert_eq!(cfg.compression, Compression::Zstd { level: 1 });
+    let storage = cfg.open_storage().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pg = dir.path().join("pgdata");
+    for d in ["base/1", "global"] {
+        std::fs::create_dir_all(pg.join(d)).unwrap();
+    }
+    std::fs::write(pg.join("global/pg_control"), data(8192, 1)).unwrap();
+    for i in 0..4u64 {
+        std::fs::write(pg.join(format!("base/1/{}", 100 + i)), data(40_000, 2 + i)).unwrap();
+    }
+    let name = "base_000000010000000000000002";
+    let start = BackupStart {
+        name: name.into(),
+        pgdata: pg.clone(),
+        start_lsn: 0x0200_0028,
+        timeline: 1,
+        wal_segment_size: 16 << 20,
+        pg_version: 150004,
+        system_identifier: 1,
+        start_time: chrono::Utc::now(),
+        hostname: "h".into(),
+        is_permanent: false,
+        user_data: None,
+    };
+    let d = push_data(&cfg, &storage, &start, &Progress::default(), &mut || Ok(())).unwrap();
+    let stop = BackupStop {
+        finish_lsn: 0x0200_0100,
+        backup_label: "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n".into(),
+        tablespace_map: String::new(),
+        finish_time: chrono::Utc::now(),
+    };
+    finish(&cfg, &storage, &start, d, &stop).unwrap();
+    fetch(&cfg, &storage, name, &dir.path().join("ok"), &|_| {}).unwrap();
+    assert_eq!(std::fs::read(dir.path().join("ok/base/1/101")).unwrap(), data(40_000, 3));
+
+    let part = format!("basebackups_005/{name}/tar_partitions/part_002.tar.zst");
+    let raw = get_bytes(storage.as_ref(), &part).unwrap().unwrap();
+    let mut flipped = raw.clone();
+    flipped[raw.len() / 2] ^= 1;
+    let cases: Vec<(&str, Option<Vec<u8>>)> =
+        vec![("missing", None), ("flipped", Some(flipped)), ("cut", Some(raw[..raw.len() - 100].to_vec()))];
+    for (i, (what, content)) in cases.into_iter().enumerate() {
+        match content {
+            None => storage.delete(&part).unwrap(),
+            Some(c) => storage.put(&part, &c).unwrap(),
+        }
+        let target = dir.path().join(format!("t{i}"));
+        let err = fetch(&cfg, &storage, name, &target, &|_| {}).unwrap_err();
+        assert!(err.to_string().contains(&part), "{what}: {err}");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{what}: {err}");
+        assert!(!target.join("global/pg_control").exists(), "{what}");
+    }
+    storage.put(&part, &raw).unwrap();
+
+    // A 2 MiB segment is two zstd frames at level 1: cut at the boundary, it still decodes.
+    let seg_name = "000000010000000000000003";
+    let mut seg = data(2 << 20, 9);
+    seg[..40].copy_from_slice(&walg_core::wal::check::long_page_header(0xD110, 1, 3 << 21, 2 << 20, 1));
+    std::fs::write(dir.path().join("seg"), &seg).unwrap();
+    walg_core::wal::push(&cfg, storage.as_ref(), seg_name, &dir.path().join("seg")).unwrap();
+    let key = format!("wal_005/{seg_name}.zst");
+    let raw = get_bytes(storage.as_ref(), &key).unwrap().unwrap();
+    let first = zstd::zstd_safe::find_frame_compressed_size(&raw).unwrap();
+    assert!(first < raw.len(), "two frames");
+    storage.put(&key, &raw[..first]).unwrap();
+    let dest = dir.path().join("fetched");
+    let err = walg_core::wal::fetch(&cfg, storage.as_ref(), seg_name, &dest).unwrap_err();
+    assert!(err.to_string().contains(&key) && err.to_string().contains("truncated"), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    assert!(!dest.exists());
+}
+
+/// A loopback HTTP server that answers every request with `status` and `body` (then closes the
+/// connection): a stand-in for a proxy or a wrong endpoint in front of (or instead of) S3.
+/// Returns its endpoint and how many requests it answered.
+fn fake_http(status: &'static str, body: &'static str) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            // Read the request head (and a body, if any) before answering.
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = conn.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+                if let Some(end) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&req[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                        .unwrap_or(0);
+                    if req.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            seen.fetch_add(1, Ordering::SeqCst);
+            let answer = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len(),
+                if body.starts_with('<') && body.contains("<Error>") { "application/xml" } else { "text/html" }
+            );
+            let _ = conn.write_all(answer.as_bytes());
+        }
+    });
+    (endpoint, count)
+}
+
+fn fake_storage(endpoint: &str, prefix: &str) -> S3Storage {
+    let mut s = Settings::new();
+    s.set("WALG_S3_PREFIX", prefix);
+    s.set("AWS_ENDPOINT", endpoint);
+    s.set("AWS_REGION", "us-east-1");
+    s.set("AWS_S3_FORCE_PATH_STYLE", "true");
+    s.set("AWS_ACCESS_KEY_ID", "AKIAFAKEFAKEFAKE0000");
+    s.set("AWS_SECRET_ACCESS_KEY", "fake");
+    s.set("WALG_S3_MAX_RETRIES", "1");
+    S3Storage::new(S3Config::from_settings(&s).unwrap().unwrap())
+}
+
+/// Every read that could say "not there" is an error of kind Unreachable, and wal-fetch does
+/// not answer "not in storage".
+fn assert_all_unreachable(what: &str, s: &S3Storage, needles: &[&str]) {
+    use walg_core::ErrorKind;
+    let dest = tempfile::tempdir().unwrap();
+    let cfg = walg_core::config::Config::for_file_storage("/nonexistent-unused");
+    let checks: Vec<(&str, walg_core::Result<()>)> = vec![
+        ("get", s.get("wal_005/000000010000000000000001.lz4").map(|_| ())),
+        ("exists", s.exists("wal_005/000000010000000000000001.lz4").map(|_| ())),
+        ("list", s.list("basebackups_005/").map(|_| ())),
+        ("has_dir", s.has_dir("wal_005/").map(|_| ())),
+        ("list_backups", walg_core::catalog::list_backups(s).map(|_| ())),
+        (
+            "wal fetch",
+            walg_core::wal::fetch(&cfg, s, "000000010000000000000001", &dest.path().join("f")).map(|found| {
+                panic!("{what}: wal fetch answered {found} instead of failing");
+            }),
+        ),
+    ];
+    for (op, r) in checks {
+        let e = r.expect_err(op);
+        assert_eq!(e.kind(), ErrorKind::Unreachable, "{what} {op}: {e}");
+        let msg = e.to_string();
+        for n in needles {
+            assert!(msg.contains(n), "{what} {op}: should mention {n:?}: {msg}");
+        }
+    }
+}
+
+#[test]
+fn missing_is_only_what_s3_calls_no_such_key() {
+    use walg_core::ErrorKind;
+    let server = S3Server::start();
+    server.create_bucket("walg-missing");
+    let s = storage(&server, "s3://walg-missing/c", &[]);
+    let cfg = walg_core::config::Config::for_file_storage("/nonexistent-unused");
+    let dest = tempfile::tempdir().unwrap();
+
+    // Bucket there, nothing archived yet: objects are missing, but wal-fetch does not say "end
+    // of archive" for a prefix without wal_005/.
+    assert!(s.get("wal_005/000000010000000000000001.lz4").unwrap().is_none());
+    assert!(!s.exists("wal_005/000000010000000000000001.lz4").unwrap());
+    assert!(!s.has_dir("wal_005/").unwrap());
+    assert!(walg_core::catalog::list_backups(&s).unwrap().is_empty(), "no backups: an answer");
+    let e = walg_core::wal::fetch(&cfg, &s, "000000010000000000000001", &dest.path().join("a")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
+    assert!(e.to_string().contains("no wal_005/ under s3://walg-missing/c"), "{e}");
+    // Something archived (in another segment): now "not in storage" is the answer.
+    s.put("wal_005/000000010000000000000002.lz4", b"x").unwrap();
+    assert!(s.has_dir("wal_005/").unwrap());
+    assert!(!walg_core::wal::fetch(&cfg, &s, "000000010000000000000001", &dest.path().join("b")).unwrap());
+    // Another path in the same bucket does not see it.
+    assert!(!storage(&server, "s3://walg-missing/other", &[]).has_dir("wal_005/").unwrap());
+
+    // Wrong bucket.
+    let nobucket = storage(&server, "s3://walg-no-such-bucket/c", &[]);
+    assert_all_unreachable("wrong bucket", &nobucket, &["bucket walg-no-such-bucket does not exist", "WALG_S3_PREFIX"]);
+
+    // Endpoint down: after the retries, unreachable (and transient), never missing.
+    let few = storage(&server, "s3://walg-missing/c", &[("WALG_S3_MAX_RETRIES", "1")]);
+    server.stop_endpoint();
+    assert_all_unreachable("endpoint down", &few, &["cannot reach endpoint"]);
+    let e = few.exists("wal_005/000000010000000000000002.lz4").unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    server.start_endpoint();
+    assert!(few.exists("wal_005/000000010000000000000002.lz4").unwrap());
+}
+
+#[test]
+fn a_bare_404_or_403_is_unreachable_not_missing() {
+    // A proxy or a wrong endpoint: 404 with no body (the SDK calls that code "NotFound").
+    let (endpoint, hits) = fake_http("404 Not Found", "");
+    assert_all_unreachable("bare 404", &fake_storage(&endpoint, "s3://bucket/p"), &["HTTP 404"]);
+    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) > 0, "the fake server was asked");
+    // 404 with an HTML page.
+    let (endpoint, _) = fake_http("404 Not Found", "<html><body>nginx: not found</body></html>");
+    assert_all_unreachable("html 404", &fake_storage(&endpoint, "s3://bucket/p"), &["404"]);
+    // AccessDenied (S3 says so for a missing key without s3:ListBucket, too).
+    let (endpoint, _) = fake_http(
+        "403 Forbidden",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
+    );
+    assert_all_unreachable("access denied", &fake_storage(&endpoint, "s3://bucket/p"), &["access denied", "grant"]);
+
+    // The same fake server with S3's real answer for a missing key: that one is "missing".
+    let (endpoint, _) = fake_http(
+        "404 Not Found",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>",
+    );
+    let s = fake_storage(&endpoint, "s3://bucket/p");
+    assert!(s.get("wal_005/000000010000000000000001.lz4").unwrap().is_none());
+    assert!(!s.exists("wal_005/000000010000000000000001.lz4").unwrap());
+}
+
 #[test]
 fn killed_multipart_upload_is_garbage_after_a_day_and_aborted_by_delete() {
     use walg_core::catalog::delete::{self, DeleteRequest, GarbageScope, PENDING_UPLOAD_MIN_AGE};

@@ -198,6 +198,20 @@ mod tests {
         s.put(&sentinel_key("base_000000010000000000000009"), b"{broken").unwrap();
         let err = list_backups(&s).unwrap_err().to_string();
         assert!(err.contains("base_000000010000000000000009_backup_stop_sentinel.json"), "{err}");
+        // An empty prefix has no backups; a missing one is unreachable, never "no backups".
+        std::fs::create_dir(dir.path().join("empty")).unwrap();
         assert!(latest_backup(&FsStorage::new(dir.path().join("empty"))).unwrap().is_none());
+        assert!(list_backups(&FsStorage::new(dir.path().join("empty"))).unwrap().is_empty());
+        let missing = FsStorage::new(dir.path().join("missing"));
+        let e = latest_backup(&missing).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Unreachable, "{e}");
+        let e = list_backups(&missing).unwrap_err();
+        assert!(e.to_string().contains("storage unreachable") && e.to_string().contains("does not exist"), "{e}");
+        let e = crate::backup::fetch::resolve_backup_name(&missing, "LATEST").unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Unreachable, "LATEST on a missing prefix: {e}");
+        let e = crate::backup::fetch::resolve_backup_name(&missing, "base_000000010000000000000002").unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Unreachable, "a name on a missing prefix: {e}");
+        let e = crate::backup::fetch::resolve_backup_name(&s, "base_0000000100000000000000AA").unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::NotFound, "a name not in a reachable storage: {e}");
     }
 }

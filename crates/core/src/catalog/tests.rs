@@ -19,7 +19,9 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let s = FsStorage::new(dir.path().join("bucket"));
+    let root = dir.path().join("bucket");
+    std::fs::create_dir(&root).unwrap();
+    let s = FsStorage::new(root);
     Fixture { _dir: dir, s }
 }
 

@@ -1,5 +1,17 @@
 //! Storage in a local directory. Writes are durable and atomic: temp file in the target
 //! directory, fsync, rename, fsync the directory; so a crash never leaves a half object visible.
+//!
+//! Missing versus unreachable: a read that would answer "not there" (`get` -> None, `exists` ->
+//! false, `list` -> fewer keys, `delete` of nothing) first makes sure the root is an existing,
+//! readable directory (one `stat` of the root per call); otherwise it is `Error::Unreachable`,
+//! saying what to fix. An unmounted share or a typo in the prefix must never read as "no such
+//! WAL file" (recovery would end early) or "no backups". Permission errors and a path component
+//! that is a file (ENOTDIR) are errors of kind Unreachable too, never "missing".
+//!
+//! Writes still create a missing root (and every directory below it), as WAL-G does, so that
+//! archiving into a fresh prefix works without a setup step. The price: archiving into the mount
+//! point of an unmounted share writes to the local disk; reads of such a prefix then see an
+//! empty or foreign directory (wal-fetch reports "no wal_005/" as unreachable, see wal/fetch.rs).
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -31,6 +43,51 @@ impl FsStorage {
         &self.root
     }
 
+    /// The root is an existing directory we can read: the precondition of every "not there".
+    fn check_root(&self) -> Result<()> {
+        let root = self.root.display();
+        match fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::Unreachable(format!(
+                    "file storage prefix {root} is not a directory: fix WALG_FILE_PREFIX (walg.file_prefix)"
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::Unreachable(format!(
+                    "file storage prefix {root} does not exist (unmounted share? typo?): \
+                     create it, mount it or fix WALG_FILE_PREFIX (walg.file_prefix)"
+                )))
+            }
+            Err(e) => {
+                return Err(Error::Unreachable(format!(
+                    "file storage prefix {root} cannot be used: {e}: fix WALG_FILE_PREFIX (walg.file_prefix) \
+                     or the permissions of the path"
+                )))
+            }
+        }
+        // Readable and searchable by us (root passes; see tests for how ENOTDIR stands in).
+        let c = std::ffi::CString::new(self.root.as_os_str().as_encoded_bytes())
+            .map_err(|_| Error::Unreachable(format!("file storage prefix {root} contains a NUL byte")))?;
+        // SAFETY: access() on a valid NUL-terminated path.
+        if unsafe { libc::access(c.as_ptr(), libc::R_OK | libc::X_OK) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(Error::Unreachable(format!(
+                "file storage prefix {root} is not readable by this user: {e}: fix its permissions or WALG_FILE_PREFIX (walg.file_prefix)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// An error of operation `op` on `key`: when the root itself is the trouble (a file, not
+    /// there, unreadable), the root's error, which says what to fix.
+    fn fail(&self, op: &'static str, key: &str, e: io::Error) -> Error {
+        match self.check_root() {
+            Err(root) => root,
+            Ok(()) => Error::storage(op, key, e),
+        }
+    }
+
     /// Map a key to a path, refusing keys that could leave the root.
     fn path(&self, op: &'static str, key: &str) -> Result<PathBuf> {
         let bad = key.is_empty()
@@ -55,6 +112,8 @@ impl FsStorage {
             Some(i) => &prefix[..i],
             None => "",
         };
+        // Storage must be there before an empty list can mean "nothing here".
+        self.check_root()?;
         let start = if dir_part.is_empty() { self.root.clone() } else { self.root.join(dir_part) };
         let mut out = Vec::new();
         let mut stack = vec![(start, dir_part.to_string())];
@@ -148,12 +207,16 @@ impl Storage for FsStorage {
         match File::open(&path) {
             Ok(f) => {
                 if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+                    self.check_root()?;
                     return Ok(None);
                 }
                 Ok(Some(Box::new(io::BufReader::with_capacity(256 * 1024, f))))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::storage("get", key, e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.check_root()?;
+                Ok(None)
+            }
+            Err(e) => Err(self.fail("get", &key, e)),
         }
     }
 
@@ -166,7 +229,7 @@ impl Storage for FsStorage {
     fn writer(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
         let dest = self.path("write", key)?;
         let dir = dest.parent().expect("key has a parent").to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| Error::storage("write", key, e))?;
+        fs::create_dir_all(&dir).map_err(|e| self.fail("write", key, e))?;
         let base = dest.file_name().unwrap().to_string_lossy();
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}-{base}", std::process::id()));
@@ -187,9 +250,10 @@ impl Storage for FsStorage {
     fn exists(&self, key: &str) -> Result<bool> {
         let path = self.path("stat", key)?;
         match fs::metadata(&path) {
-            Ok(m) => Ok(m.is_file()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::storage("stat", key, e)),
+            Ok(m) if m.is_file() => Ok(true),
+            Ok(_) => self.check_root().map(|()| false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.check_root().map(|()| false),
+            Err(e) => Err(self.fail("stat", &key, e)),
         }
     }
 
@@ -197,8 +261,29 @@ impl Storage for FsStorage {
         let path = self.path("delete", key)?;
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::storage("delete", key, e)),
+            // Nothing to delete, but only if the storage is really there.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.check_root(),
+            Err(e) => Err(self.fail("delete", &key, e)),
+        }
+    }
+
+    fn prepare_write(&self) -> Result<()> {
+        fs::create_dir_all(&self.root).map_err(|e| self.fail("write", "", e))?;
+        self.check_root()
+    }
+
+    /// The root is checked first, so `Ok(false)` means the directory is not there.
+    fn has_dir(&self, dir: &str) -> Result<bool> {
+        self.check_root()?;
+        let dir = dir.trim_end_matches('/');
+        if dir.is_empty() {
+            return Ok(true);
+        }
+        let path = self.path("stat", dir)?;
+        match fs::metadata(&path) {
+            Ok(m) => Ok(m.is_dir()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::storage("stat", dir, e)),
         }
     }
 
@@ -227,15 +312,95 @@ impl Storage for FsStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
     use crate::storage::get_bytes;
+
+    /// Every read that could answer "not there" fails as unreachable, with `what` in the message.
+    fn assert_unreachable(s: &FsStorage, what: &str) {
+        let checks: Vec<(&str, Result<()>)> = vec![
+            ("get", s.get("wal_005/000000010000000000000001").map(|_| ())),
+            ("exists", s.exists("wal_005/000000010000000000000001").map(|_| ())),
+            ("list", s.list("").map(|_| ())),
+            ("list wal_005/", s.list("wal_005/").map(|_| ())),
+            ("has_dir", s.has_dir("wal_005/").map(|_| ())),
+            ("delete", s.delete("wal_005/000000010000000000000001")),
+        ];
+        for (op, r) in checks {
+            let e = r.expect_err(op);
+            assert_eq!(e.kind(), ErrorKind::Unreachable, "{op}: {e}");
+            let msg = e.to_string();
+            assert!(msg.contains("storage unreachable") && msg.contains(what), "{op}: {msg}");
+            assert!(msg.contains("WALG_FILE_PREFIX"), "says what to fix: {msg}");
+        }
+    }
+
+    #[test]
+    fn missing_root_is_unreachable_not_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStorage::new(dir.path().join("not-mounted"));
+        assert_unreachable(&s, "does not exist");
+        // Readers never create it.
+        assert!(!dir.path().join("not-mounted").exists());
+        // A writer does: archiving into a fresh prefix works.
+        s.put("wal_005/x", b"1").unwrap();
+        assert!(s.exists("wal_005/x").unwrap());
+        assert!(!s.exists("wal_005/y").unwrap(), "now storage answers: not there");
+    }
+
+    #[test]
+    fn root_that_is_a_file_is_unreachable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain-file");
+        fs::write(&file, b"x").unwrap();
+        assert_unreachable(&FsStorage::new(&file), "is not a directory");
+        // A path under a file (ENOTDIR), the way an unreadable prefix shows up when the tests
+        // run as root (root reads any directory whatever its mode, so chmod 000 proves nothing).
+        let under = FsStorage::new(file.join("walg"));
+        assert_unreachable(&under, "cannot be used");
+        assert!(under.put("wal_005/x", b"1").is_err(), "nor can a writer create it");
+        assert_eq!(under.prepare_write().unwrap_err().kind(), ErrorKind::Unreachable);
+    }
+
+    #[test]
+    fn unreadable_root_is_unreachable_for_other_users() {
+        // Only meaningful when not root: root passes access() checks on any directory.
+        if unsafe { libc::geteuid() } == 0 {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("locked");
+        fs::create_dir(&root).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o000)).unwrap();
+        assert_unreachable(&FsStorage::new(&root), "not readable");
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).unwrap();
+    }
+
+    #[test]
+    fn a_subdirectory_that_is_a_file_is_an_error_not_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStorage::new(dir.path());
+        fs::write(dir.path().join("wal_005"), b"x").unwrap();
+        let e = s.get("wal_005/000000010000000000000001").map(|_| ()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
+        let e = s.exists("wal_005/000000010000000000000001").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
+        assert!(!s.has_dir("wal_005/").unwrap(), "a file named wal_005 is no wal_005/ directory");
+    }
 
     #[test]
     fn put_get_list_delete() {
         let dir = tempfile::tempdir().unwrap();
         let s = FsStorage::new(dir.path().join("store"));
+        // Not created yet: unreachable for readers; a writer creates it.
+        assert_eq!(get_bytes(&s, "a/b.json").unwrap_err().kind(), ErrorKind::Unreachable);
+        s.prepare_write().unwrap();
         assert!(get_bytes(&s, "a/b.json").unwrap().is_none());
         assert!(!s.exists("a/b.json").unwrap());
+        assert!(!s.has_dir("a/").unwrap());
         s.put("a/b.json", b"hello").unwrap();
+        assert!(s.has_dir("a/").unwrap() && s.has_dir("a").unwrap());
+        assert!(!s.has_dir("a/b.json").unwrap(), "a file is not a directory");
         s.put("a/c/d", b"x").unwrap();
         s.put("ab", b"y").unwrap();
         s.put("a/b.json", b"hello2").unwrap(); // atomic replace

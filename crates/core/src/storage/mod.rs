@@ -1,5 +1,11 @@
 //! Object storage abstraction. Keys are `/`-separated and relative to the storage root/prefix.
 //! Two implementations: a local directory (fs) and S3 or an S3-compatible service (s3).
+//!
+//! Invariant of every implementation: "not there" (`get` -> None, `exists` -> false, an empty
+//! `list`, `has_dir` -> false) is said only when the storage was reached and answered so. A
+//! storage that cannot be reached or read (missing or unreadable prefix, wrong bucket, wrong
+//! endpoint, a proxy's bare 404, permissions, timeouts) gives an error whose `kind()` is
+//! Unreachable.
 
 mod direct;
 mod fs;
@@ -67,6 +73,20 @@ pub trait Storage: Send + Sync {
     /// Every object whose key starts with `prefix` (recursive), keys relative to the root, sorted.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
     fn exists(&self, key: &str) -> Result<bool>;
+    /// Whether the "directory" `dir` (a key prefix such as "wal_005/") is there: for files, the
+    /// directory exists; for S3, some object's key starts with it. `Ok(false)` is an answer from
+    /// a reachable storage; an unreachable one is an error (kind Unreachable). The default lists
+    /// everything under `dir`; implementations answer with one cheap request.
+    fn has_dir(&self, dir: &str) -> Result<bool> {
+        Ok(!self.list(dir)?.is_empty())
+    }
+    /// Make the storage ready for writing before a writer's first existence check: file storage
+    /// creates its prefix directory when it is missing (archiving into a fresh prefix works
+    /// without a setup step); S3 has nothing to do. Readers never call this, so a missing
+    /// prefix stays "unreachable" for them.
+    fn prepare_write(&self) -> Result<()> {
+        Ok(())
+    }
     /// Remove an object; a missing object is not an error.
     fn delete(&self, key: &str) -> Result<()>;
     /// Human-readable location, e.g. "file:///backups".

@@ -11,7 +11,7 @@ use super::{push_with, PushOutcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::storage::Storage;
-use crate::threads::{block_signals, catch_panic};
+use crate::threads::{catch_panic, spawn_scoped};
 
 /// Size and modification time of a local WAL file when it was uploaded ahead.
 type Stamp = (u64, SystemTime);
@@ -59,8 +59,7 @@ impl Archiver {
                 .iter()
                 .map(|f| {
                     let pipeline = &pipeline;
-                    s.spawn(move || {
-                        block_signals();
+                    spawn_scoped(s, "walg-ahead".into(), move || {
                         catch_panic("WAL look-ahead upload", || {
                             let p = pg_wal.join(f);
                             let stamp = stamp_of(&p)?;
@@ -72,7 +71,10 @@ impl Archiver {
             let own = push_with(&pipeline, storage, file_name, path);
             let ahead: Vec<Result<(Stamp, PushOutcome)>> = handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(Error::Format("look-ahead thread died".into()))))
+                .map(|h| match h {
+                    Ok(h) => h.join().unwrap_or_else(|_| Err(Error::Internal("look-ahead thread died".into()))),
+                    Err(e) => Err(Error::io("(starting a look-ahead thread)", e)),
+                })
                 .collect();
             (own, ahead)
         });
@@ -120,7 +122,8 @@ mod tests {
         fs::create_dir_all(pg_wal.join("archive_status")).unwrap();
         let names: Vec<String> = (1..=5).map(|i| format!("0000000100000000000000{i:02X}")).collect();
         for (i, n) in names.iter().enumerate() {
-            fs::write(pg_wal.join(n), vec![i as u8; 100_000]).unwrap();
+            // Real segments as far as fetch checks them (size and first page header).
+            fs::write(pg_wal.join(n), super::super::tests::fake_segment(n, 1 << 20, |_| i as u8)).unwrap();
             fs::write(pg_wal.join("archive_status").join(format!("{n}.ready")), b"").unwrap();
         }
         let storage = FsStorage::new(dir.path().join("bucket"));

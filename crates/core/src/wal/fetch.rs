@@ -1,9 +1,19 @@
-//! wal-fetch: restore one WAL file from storage, atomically, for restore_command.
+//! wal-fetch: restore one WAL file from storage, atomically, for restore_command. Nothing is
+//! put in place unless the decoded file passes `WalCheck` (segment size and first page header,
+//! history syntax) and every check of the object's own stream (frame/chunk checksums).
+//!
+//! "Not in storage" (Ok(false), exit 1 for restore_command: PostgreSQL then ends recovery or
+//! tries the next source) is said only when the storage was reached and answered so: the
+//! object is absent, the prefix is a readable directory (or the S3 bucket answered NoSuchKey)
+//! and `wal_005/` exists there. An absent `wal_005/` under a reachable prefix means nothing was
+//! ever archived here or the prefix is wrong: an error of kind Unreachable, so recovery stops
+//! instead of promoting early.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use super::check::WalCheck;
 use super::{check_file_name, find_object};
 use crate::codec::{read_error, Pipeline};
 use crate::config::Config;
@@ -18,7 +28,8 @@ pub(crate) fn temp_path(dest: &Path) -> PathBuf {
 }
 
 /// Restore `wal_005/<file_name>` to `dest` (atomically: temp file, fsync, rename), decoded with
-/// `cfg`'s key. Ok(false) only when no object with that name (any extension) exists.
+/// `cfg`'s key. Ok(false) only when no object with that name (any extension) exists in a
+/// reachable storage whose `wal_005/` exists (see the module header).
 pub fn fetch(cfg: &Config, storage: &dyn Storage, file_name: &str, dest: &Path) -> Result<bool> {
     fetch_with(&cfg.pipeline(), storage, file_name, dest)
 }
@@ -26,9 +37,23 @@ pub fn fetch(cfg: &Config, storage: &dyn Storage, file_name: &str, dest: &Path) 
 /// `fetch` with an explicit pipeline (only its key matters for reading).
 pub fn fetch_with(pipeline: &Pipeline, storage: &dyn Storage, file_name: &str, dest: &Path) -> Result<bool> {
     check_file_name(file_name)?;
-    let Some(key) = find_object(storage, &format!("{WAL_PREFIX}{file_name}"))? else { return Ok(false) };
-    let Some(mut r) = pipeline.open(storage, &key)? else { return Ok(false) };
+    let Some(key) = find_object(storage, &format!("{WAL_PREFIX}{file_name}"))? else {
+        return confirm_missing(storage);
+    };
+    // Deleted between the probe and the read: still an answer from storage.
+    let Some(mut r) = pipeline.open(storage, &key)? else { return confirm_missing(storage) };
     let tmp = temp_path(dest);
+    let mut check = WalCheck::new(file_name, &key);
+    // Without a key, an encrypted object may decompress into garbage rather than fail: then the
+    // content check is what fails, and it gets the same hint as a decoder error.
+    let maybe_encrypted = !pipeline.is_encrypted() && !crate::codec::extension_of(&key).is_empty();
+    let hint = |e: Error| match e {
+        Error::Corrupt { object, msg } if maybe_encrypted => Error::Corrupt {
+            object,
+            msg: format!("{msg} (maybe the object is encrypted: {})", crate::codec::crypto::KEY_HINT),
+        },
+        other => other,
+    };
     let result = (|| -> Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
@@ -44,8 +69,10 @@ pub fn fetch_with(pipeline: &Pipeline, storage: &dyn Storage, file_name: &str, d
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(read_error(&key, e)),
             };
+            check.feed(&buf[..n]).map_err(hint)?;
             f.write_all(&buf[..n]).map_err(|e| Error::io(&tmp, e))?;
         }
+        check.finish().map_err(hint)?;
         f.sync_all().map_err(|e| Error::io(&tmp, e))?;
         drop(f);
         fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;
@@ -60,3 +87,15 @@ pub fn fetch_with(pipeline: &Pipeline, storage: &dyn Storage, file_name: &str, d
     result.map(|()| true).map_err(|e| pipeline.explain(e))
 }
 
+/// Ok(false) when `wal_005/` is there (so the storage answered "no such file"), else an error
+/// saying that this prefix holds no WAL archive at all.
+fn confirm_missing(storage: &dyn Storage) -> Result<bool> {
+    if storage.has_dir(WAL_PREFIX)? {
+        return Ok(false);
+    }
+    Err(Error::Unreachable(format!(
+        "no {WAL_PREFIX} under {}: nothing was ever archived here, or the prefix is wrong \
+         (fix WALG_FILE_PREFIX / WALG_S3_PREFIX)",
+        storage.describe()
+    )))
+}

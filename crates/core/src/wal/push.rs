@@ -39,6 +39,8 @@ pub fn push_with(pipeline: &Pipeline, storage: &dyn Storage, file_name: &str, pa
     check_file_name(file_name)?;
     let name = format!("{WAL_PREFIX}{file_name}");
     let open_local = || File::open(path).map_err(|e| Error::io(path, e));
+    // A fresh file prefix is created here: the probe below must not read it as unreachable.
+    storage.prepare_write()?;
     let mut previous = None;
     if let Some(key) = find_object(storage, &name)? {
         if let Some(stored) = pipeline.open(storage, &key)? {

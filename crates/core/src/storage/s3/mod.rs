@@ -1,8 +1,18 @@
 //! S3 (and S3-compatible) storage with aws-sdk-s3.
 //!
 //! The `Storage` trait is synchronous; the SDK is async. One small multi-threaded tokio runtime
-//! per process, built on first use, runs the requests; callers wait with `block_on`. Its
-//! threads block all signals so PostgreSQL's handlers keep running on the main thread.
+//! per process, built on first use, runs the requests; callers wait with `wait` (`block_on`).
+//! None of its threads ever takes a signal, so PostgreSQL's handlers keep running on the main
+//! thread: the runtime is built, and every `block_on` runs (tokio may start a blocking-pool
+//! thread from inside it, e.g. for a DNS lookup), with all signals blocked in the calling thread
+//! (threads.rs), so each new thread inherits an all-blocked mask; `on_thread_start` blocks them
+//! again as a second line of defence. PostgreSQL's handlers only set flags that are looked at
+//! between requests, so deferring a signal until `block_on` returns changes nothing.
+//!
+//! Missing versus unreachable: an object is "not there" only when S3 said so with a
+//! `NoSuchKey` error code (retry.rs `Failure::is_not_found`). A 404 without that code (a proxy,
+//! a wrong endpoint), `NoSuchBucket`, `AccessDenied`, or a timeout after the retries is an error
+//! whose `kind()` is Unreachable.
 
 mod reader;
 mod retry;
@@ -31,15 +41,25 @@ pub use settings::S3Config;
 pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .max_blocking_threads(2)
-            .thread_name("walg-s3")
-            .on_thread_start(crate::threads::block_signals)
-            .enable_all()
-            .build()
-            .expect("cannot start the S3 I/O runtime (threads)")
+        // tokio starts its worker threads inside build().
+        crate::threads::with_signals_blocked(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .max_blocking_threads(2)
+                .thread_name("walg-s3")
+                .on_thread_start(crate::threads::block_signals)
+                .enable_all()
+                .build()
+                .expect("cannot start the S3 I/O runtime (threads)")
+        })
     })
+}
+
+/// Run `fut` on the runtime and wait for it, with all signals blocked in the calling thread
+/// meanwhile (see the module header).
+pub(crate) fn wait<F: Future>(fut: F) -> F::Output {
+    let rt = runtime();
+    crate::threads::with_signals_blocked(|| rt.block_on(fut))
 }
 
 pub struct S3Storage {
@@ -142,8 +162,7 @@ impl Inner {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let client = runtime()
-            .block_on(build_client(&self.cfg))
+        let client = wait(build_client(&self.cfg))
             .map_err(|msg| Error::storage(op, key, io::Error::other(format!("{}: {msg}", self.cfg.url()))))?;
         *slot = Some(client.clone());
         Ok(client)
@@ -151,7 +170,16 @@ impl Inner {
 
     fn error(&self, op: &'static str, key: &str, (failure, attempts): (Failure, u32)) -> Error {
         let object = self.url(&self.full_key(key));
-        let kind = if failure.is_not_found() { io::ErrorKind::NotFound } else { io::ErrorKind::Other };
+        // The io kind carries what Error::kind() and is_transient() need: all of these are
+        // Unreachable; those worth retrying later (timeouts, connection trouble, 5xx,
+        // throttling) are transient.
+        let kind = if failure.is_not_found() {
+            io::ErrorKind::NotFound
+        } else if classify(&failure) == Verdict::Retry {
+            if failure.kind == FailureKind::Timeout { io::ErrorKind::TimedOut } else { io::ErrorKind::ConnectionAborted }
+        } else {
+            io::ErrorKind::Other
+        };
         Error::storage(op, key, io::Error::new(kind, failure.explain(&self.cfg, &object, attempts)))
     }
 
@@ -163,17 +191,19 @@ impl Inner {
     {
         let client = self.client(op, key)?;
         let mut f = f;
-        Ok(runtime().block_on(retry::retrying(self.cfg.max_retries, || f(client.clone()))))
+        Ok(wait(retry::retrying(self.cfg.max_retries, || f(client.clone()))))
     }
 
     fn put_bytes(&self, key: &str, data: Vec<u8>) -> Result<()> {
         let full = self.full_key(key);
+        let md5 = writer::content_md5(&data);
         let data = bytes::Bytes::from(data);
         let r = self.call("put", key, |c| {
             let req = c
                 .put_object()
                 .bucket(&self.cfg.bucket)
                 .key(&full)
+                .content_md5(&md5)
                 .body(ByteStream::from(data.clone()));
             let req = writer::with_put_options(&self.cfg, req);
             async move { req.send().await.map(|_| ()).map_err(|e| Failure::from_sdk(&e)) }
@@ -269,6 +299,18 @@ impl Storage for S3Storage {
         }
     }
 
+    /// One ListObjectsV2 with max-keys 1: a missing bucket or a bad endpoint is an error.
+    fn has_dir(&self, dir: &str) -> Result<bool> {
+        let inner = &self.inner;
+        let full_prefix = inner.full_key(dir);
+        let r = inner.call("list", dir, |c| {
+            let req = c.list_objects_v2().bucket(&inner.cfg.bucket).prefix(&full_prefix).max_keys(1);
+            async move { req.send().await.map_err(|e| Failure::from_sdk(&e)) }
+        })?;
+        let page = r.map_err(|f| inner.error("list", dir, f))?;
+        Ok(!page.contents().is_empty())
+    }
+
     fn delete(&self, key: &str) -> Result<()> {
         check_key("delete", key)?;
         let inner = &self.inner;
@@ -279,7 +321,7 @@ impl Storage for S3Storage {
         })?;
         match r {
             Ok(()) => Ok(()),
-            Err((f, _)) if f.is_not_found() && f.code.as_deref() != Some("NoSuchBucket") => Ok(()),
+            Err((f, _)) if f.is_not_found() => Ok(()),
             Err(f) => Err(inner.error("delete", key, f)),
         }
     }

@@ -10,7 +10,7 @@ use aws_sdk_s3::Client;
 use bytes::Bytes;
 
 use super::retry::{retrying, Failure};
-use super::{runtime, Inner};
+use super::{wait, Inner};
 use crate::error::Result;
 
 pub(super) struct S3Reader {
@@ -58,7 +58,7 @@ async fn get_from(
 pub(super) fn open(inner: Arc<Inner>, key: &str) -> Result<Option<Box<dyn Read + Send>>> {
     let client = inner.client("get", key)?;
     let full_key = inner.full_key(key);
-    let r = runtime().block_on(retrying(inner.cfg.max_retries, || get_from(&client, &inner.cfg.bucket, &full_key, 0, None)));
+    let r = wait(retrying(inner.cfg.max_retries, || get_from(&client, &inner.cfg.bucket, &full_key, 0, None)));
     let opened = match r {
         Ok(o) => o,
         Err((f, _)) if f.is_not_found() => return Ok(None),
@@ -79,22 +79,29 @@ pub(super) fn open(inner: Arc<Inner>, key: &str) -> Result<Option<Box<dyn Read +
     })))
 }
 
+/// The download could not be completed (after the retries): a transport failure, so its kind
+/// must stay Unreachable. `io::ErrorKind::Other` would read as undecodable data (Corrupt) in
+/// `codec::read_error`.
+fn lost(e: crate::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string())
+}
+
 impl S3Reader {
     /// Ask again for the rest of the object after a broken body.
     fn reconnect(&mut self, why: Failure) -> io::Result<()> {
         if self.reconnects_left == 0 {
-            return Err(io::Error::other(self.inner.error("get", &self.key, (why, self.inner.cfg.max_retries + 1)).to_string()));
+            return Err(lost(self.inner.error("get", &self.key, (why, self.inner.cfg.max_retries + 1))));
         }
         self.reconnects_left -= 1;
         let (client, bucket, key, pos, etag) =
             (&self.client, &self.inner.cfg.bucket, &self.full_key, self.pos, self.etag.as_deref());
-        let r = runtime().block_on(retrying(self.inner.cfg.max_retries, || get_from(client, bucket, key, pos, etag)));
+        let r = wait(retrying(self.inner.cfg.max_retries, || get_from(client, bucket, key, pos, etag)));
         match r {
             Ok(o) => {
                 self.body = o.body;
                 Ok(())
             }
-            Err(f) => Err(io::Error::other(self.inner.error("get", &self.key, f).to_string())),
+            Err(f) => Err(lost(self.inner.error("get", &self.key, f))),
         }
     }
 }
@@ -111,7 +118,7 @@ impl Read for S3Reader {
                 self.pos += n as u64;
                 return Ok(n);
             }
-            match runtime().block_on(self.body.next()) {
+            match wait(self.body.next()) {
                 Some(Ok(b)) => self.chunk = b,
                 Some(Err(e)) => self.reconnect(Failure::body(&e))?,
                 None => {

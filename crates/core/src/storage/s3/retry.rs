@@ -206,9 +206,13 @@ impl Failure {
         Failure { kind: FailureKind::Body, status: None, code: None, detail: chain(e) }
     }
 
+    /// S3 answered that the object does not exist: only its `NoSuchKey` error code says so. A
+    /// 404 without it is not an answer about the object: the SDK gives a body-less 404 the code
+    /// `NotFound`, and a proxy or a wrong endpoint answers 404 for anything; `NoSuchBucket` is
+    /// a wrong setting. Those are failures (kind Unreachable), never "missing". (We never HEAD an
+    /// object, where a bare 404 would be S3's normal answer: `exists` GETs one byte.)
     pub fn is_not_found(&self) -> bool {
-        self.status == Some(404) && self.code.as_deref() != Some("NoSuchBucket")
-            || matches!(self.code.as_deref(), Some("NoSuchKey" | "NotFound"))
+        self.kind == FailureKind::Service && self.code.as_deref() == Some("NoSuchKey")
     }
 
     /// What went wrong and what to do about it, for `object` (an `s3://` URL).
@@ -252,6 +256,11 @@ impl Failure {
             ),
             _ if self.kind == FailureKind::Dispatch || self.kind == FailureKind::Timeout => format!(
                 "cannot reach endpoint {endpoint} ({}): is the S3 service up and AWS_ENDPOINT right?",
+                self.detail
+            ),
+            _ if self.status == Some(404) => format!(
+                "{object}: endpoint {endpoint} answered HTTP 404 without S3's NoSuchKey code ({}): \
+                 is AWS_ENDPOINT an S3 service (not a proxy or a web server) and WALG_S3_PREFIX right?",
                 self.detail
             ),
             _ => match self.status {
@@ -355,11 +364,16 @@ mod tests {
     }
 
     #[test]
-    fn not_found_is_an_answer() {
+    fn only_no_such_key_is_an_answer() {
         assert!(service(404, "NoSuchKey").is_not_found());
-        let head = Failure { kind: FailureKind::Service, status: Some(404), code: None, detail: String::new() };
-        assert!(head.is_not_found());
+        let bare = Failure { kind: FailureKind::Service, status: Some(404), code: None, detail: String::new() };
+        assert!(!bare.is_not_found(), "a 404 without an S3 code (a proxy, a wrong endpoint) is not an answer");
+        assert_eq!(classify(&bare), Verdict::Fail);
+        assert!(!service(404, "NotFound").is_not_found(), "the SDK's code for a body-less 404");
         assert!(!service(404, "NoSuchBucket").is_not_found(), "a missing bucket is an error");
+        assert!(!service(403, "AccessDenied").is_not_found());
+        let unparsable = Failure { kind: FailureKind::Response, status: Some(404), code: None, detail: "html".into() };
+        assert!(!unparsable.is_not_found());
     }
 
     #[test]

@@ -3,8 +3,11 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::config::registry as r;
 use crate::config::Settings;
 use crate::error::{Error, Result};
+
+// Defaults and limits below are the registry's (crate::config::registry; a test checks they agree).
 
 /// WALG_S3_MAX_PART_SIZE default (WAL-G's): 20 MiB.
 pub const DEFAULT_PART_SIZE: u64 = 20 << 20;
@@ -70,26 +73,14 @@ pub struct S3Config {
     pub max_retries: u32,
 }
 
-fn value<'a>(s: &'a Settings, key: &str) -> Option<&'a str> {
-    s.get(key).map(str::trim).filter(|v| !v.is_empty())
+fn value<'a>(s: &'a Settings, setting: &r::Setting) -> Option<&'a str> {
+    s.raw(setting)
 }
 
-fn parse_bool(s: &Settings, key: &str) -> Result<bool> {
-    match value(s, key).map(str::to_ascii_lowercase).as_deref() {
-        None => Ok(false),
-        Some("true" | "1" | "yes" | "on") => Ok(true),
-        Some("false" | "0" | "no" | "off") => Ok(false),
-        Some(other) => Err(Error::Config(format!("{key}: value {other:?} is not a boolean (true/false)"))),
-    }
-}
-
-fn parse_num(s: &Settings, key: &str, min: u64, max: u64) -> Result<Option<u64>> {
-    let Some(raw) = value(s, key) else { return Ok(None) };
-    match raw.parse::<u64>() {
-        Ok(v) if (min..=max).contains(&v) => Ok(Some(v)),
-        Ok(_) => Err(Error::Config(format!("{key}: value {raw:?} must be between {min} and {max}"))),
-        Err(_) => Err(Error::Config(format!("{key}: value {raw:?} is not a non-negative integer"))),
-    }
+/// An integer setting with a default in the registry (checked there: in range, never negative).
+fn num(s: &Settings, setting: &r::Setting) -> Result<u64> {
+    let v = s.int(setting)?.ok_or_else(|| Error::Internal(format!("{} has no default", setting.key)))?;
+    u64::try_from(v).map_err(|_| Error::Internal(format!("{}: {v} is negative", setting.key)))
 }
 
 /// Split `s3://bucket/path/` into ("bucket", "path").
@@ -120,14 +111,12 @@ pub fn parse_prefix(key: &str, raw: &str) -> Result<(String, String)> {
 impl S3Config {
     /// `Some` when WALG_S3_PREFIX (or WAL-E's WALE_S3_PREFIX) is set.
     pub fn from_settings(s: &Settings) -> Result<Option<S3Config>> {
-        let Some((prefix_key, raw)) = ["WALG_S3_PREFIX", "WALE_S3_PREFIX"]
-            .into_iter()
-            .find_map(|k| value(s, k).map(|v| (k, v)))
-        else {
+        let Some(raw) = value(s, &r::S3_PREFIX) else {
             return Ok(None);
         };
-        let (bucket, path) = parse_prefix(prefix_key, raw)?;
-        let endpoint = value(s, "AWS_ENDPOINT").map(|e| e.trim_end_matches('/').to_string());
+        r::check_values(s)?;
+        let (bucket, path) = parse_prefix(s.key_of(&r::S3_PREFIX), raw)?;
+        let endpoint = value(s, &r::AWS_ENDPOINT).map(|e| e.trim_end_matches('/').to_string());
         if let Some(e) = &endpoint {
             if !(e.starts_with("http://") || e.starts_with("https://")) {
                 return Err(Error::Config(format!(
@@ -135,13 +124,11 @@ impl S3Config {
                 )));
             }
         }
-        let credentials = match (value(s, "AWS_ACCESS_KEY_ID"), value(s, "AWS_SECRET_ACCESS_KEY")) {
+        let credentials = match (value(s, &r::AWS_ACCESS_KEY_ID), value(s, &r::AWS_SECRET_ACCESS_KEY)) {
             (Some(id), Some(secret)) => Some(StaticCredentials {
                 access_key_id: id.to_string(),
                 secret_access_key: Secret(secret.to_string()),
-                session_token: value(s, "AWS_SESSION_TOKEN")
-                    .or_else(|| value(s, "AWS_SECURITY_TOKEN"))
-                    .map(|t| Secret(t.to_string())),
+                session_token: value(s, &r::AWS_SESSION_TOKEN).map(|t| Secret(t.to_string())),
             }),
             (None, None) => None,
             (Some(_), None) => {
@@ -155,41 +142,30 @@ impl S3Config {
                 ))
             }
         };
-        let sse = value(s, "WALG_S3_SSE").map(str::to_string);
-        if let Some(v) = &sse {
-            if v != "AES256" && v != "aws:kms" && v != "aws:kms:dsse" {
-                return Err(Error::Config(format!(
-                    "WALG_S3_SSE: {v:?} is not a server-side encryption algorithm (AES256, aws:kms, aws:kms:dsse)"
-                )));
-            }
-        }
-        let sse_kms_id = value(s, "WALG_S3_SSE_KMS_ID").map(str::to_string);
+        // Checked by the registry: AES256, aws:kms or aws:kms:dsse, in that spelling.
+        let sse = s.text(&r::S3_SSE)?;
+        let sse_kms_id = value(s, &r::S3_SSE_KMS_ID).map(str::to_string);
         if sse_kms_id.is_some() && !sse.as_deref().is_some_and(|v| v.starts_with("aws:kms")) {
             return Err(Error::Config(
                 "WALG_S3_SSE_KMS_ID is set but WALG_S3_SSE is not aws:kms: set WALG_S3_SSE=aws:kms".into(),
             ));
         }
-        let ca_cert_file = value(s, "WALG_S3_CA_CERT_FILE").map(PathBuf::from);
+        let ca_cert_file = value(s, &r::S3_CA_CERT_FILE).map(PathBuf::from);
         Ok(Some(S3Config {
             bucket,
             path,
             endpoint,
-            region: value(s, "AWS_REGION").map(str::to_string),
-            force_path_style: parse_bool(s, "AWS_S3_FORCE_PATH_STYLE")?,
-            storage_class: value(s, "WALG_S3_STORAGE_CLASS").map(str::to_string),
+            region: value(s, &r::AWS_REGION).map(str::to_string),
+            force_path_style: s.flag(&r::AWS_S3_FORCE_PATH_STYLE)?,
+            storage_class: value(s, &r::S3_STORAGE_CLASS).map(str::to_string),
             sse,
             sse_kms_id,
             ca_cert_file,
             credentials,
-            profile: value(s, "AWS_PROFILE").map(str::to_string),
-            part_size: parse_num(s, "WALG_S3_MAX_PART_SIZE", MIN_PART_SIZE, MAX_PART_SIZE)?
-                .unwrap_or(DEFAULT_PART_SIZE),
-            parts_in_flight: parse_num(s, "WALG_S3_UPLOAD_PARTS_IN_FLIGHT", 1, 64)?
-                .map(|v| v as usize)
-                .unwrap_or(DEFAULT_PARTS_IN_FLIGHT),
-            max_retries: parse_num(s, "WALG_S3_MAX_RETRIES", 0, 100)?
-                .map(|v| v as u32)
-                .unwrap_or(DEFAULT_MAX_RETRIES),
+            profile: value(s, &r::AWS_PROFILE).map(str::to_string),
+            part_size: num(s, &r::S3_MAX_PART_SIZE)?,
+            parts_in_flight: num(s, &r::S3_UPLOAD_PARTS_IN_FLIGHT)? as usize,
+            max_retries: num(s, &r::S3_MAX_RETRIES)? as u32,
         }))
     }
 
@@ -274,6 +250,17 @@ mod tests {
         assert_eq!(c.part_size, DEFAULT_PART_SIZE);
         assert_eq!(c.parts_in_flight, DEFAULT_PARTS_IN_FLIGHT);
         assert_eq!(c.max_retries, DEFAULT_MAX_RETRIES);
+    }
+
+    #[test]
+    fn constants_agree_with_the_registry() {
+        use crate::config::registry::{Default, Kind};
+        assert_eq!(r::S3_MAX_PART_SIZE.default, Default::Value("20971520"));
+        assert_eq!(DEFAULT_PART_SIZE, 20971520);
+        assert!(matches!(r::S3_MAX_PART_SIZE.kind, Kind::Int { min, max, .. }
+            if min as u64 == MIN_PART_SIZE && max as u64 == MAX_PART_SIZE));
+        assert_eq!(r::S3_MAX_RETRIES.default, Default::Value(&*DEFAULT_MAX_RETRIES.to_string().leak()));
+        assert_eq!(r::S3_UPLOAD_PARTS_IN_FLIGHT.default, Default::Value(&*DEFAULT_PARTS_IN_FLIGHT.to_string().leak()));
     }
 
     #[test]

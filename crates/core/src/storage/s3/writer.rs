@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use super::retry::{retrying, Failure};
-use super::{runtime, Inner, S3Config};
+use super::{runtime, wait, Inner, S3Config};
 use crate::error::Result;
 use crate::storage::ObjectWriter;
 
@@ -38,6 +38,14 @@ macro_rules! with_object_options {
         }
         req
     }};
+}
+
+/// Base64 MD5 of a body, for the Content-MD5 header: S3 refuses (BadDigest) a PUT or part whose
+/// body does not match it, so a body damaged or cut on the way never becomes an object.
+pub(super) fn content_md5(data: &[u8]) -> String {
+    use base64::Engine;
+    use md5::Digest;
+    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(data))
 }
 
 pub(super) fn with_put_options(cfg: &S3Config, req: PutObjectFluentBuilder) -> PutObjectFluentBuilder {
@@ -106,7 +114,7 @@ impl S3Writer {
             return Ok(id.clone());
         }
         let (cfg, client, full) = (&self.inner.cfg, &self.client, &self.full_key);
-        let r = runtime().block_on(retrying(cfg.max_retries, || {
+        let r = wait(retrying(cfg.max_retries, || {
             let req = with_create_options(cfg, client.create_multipart_upload().bucket(&cfg.bucket).key(full));
             async move { req.send().await.map_err(|e| Failure::from_sdk(&e)) }
         }));
@@ -121,7 +129,7 @@ impl S3Writer {
     /// Wait for the oldest part in flight.
     fn wait_oldest(&mut self) -> Result<()> {
         let Some(h) = self.in_flight.pop_front() else { return Ok(()) };
-        match runtime().block_on(h) {
+        match wait(h) {
             Ok(Ok(part)) => {
                 self.parts.push(part);
                 Ok(())
@@ -148,6 +156,7 @@ impl S3Writer {
         let (client, bucket, key) = (self.client.clone(), self.inner.cfg.bucket.clone(), self.full_key.clone());
         let max_retries = self.inner.cfg.max_retries;
         self.in_flight.push_back(runtime().spawn(async move {
+            let md5 = content_md5(&data);
             retrying(max_retries, || {
                 let req = client
                     .upload_part()
@@ -155,6 +164,7 @@ impl S3Writer {
                     .key(&key)
                     .upload_id(&upload_id)
                     .part_number(number)
+                    .content_md5(md5.clone())
                     .body(ByteStream::from(data.clone()));
                 async move {
                     let out = req.send().await.map_err(|e| Failure::from_sdk(&e))?;
@@ -181,7 +191,7 @@ impl S3Writer {
         let upload = CompletedMultipartUpload::builder().set_parts(Some(self.parts.clone())).build();
         let (cfg, client, full) = (&self.inner.cfg, &self.client, &self.full_key);
         let id = self.upload_id.clone().unwrap_or_default();
-        let r = runtime().block_on(retrying(cfg.max_retries, || {
+        let r = wait(retrying(cfg.max_retries, || {
             let req = client
                 .complete_multipart_upload()
                 .bucket(&cfg.bucket)
@@ -201,7 +211,7 @@ impl S3Writer {
         let in_flight: Vec<_> = self.in_flight.drain(..).collect();
         let Some(id) = self.upload_id.take() else { return };
         let (cfg, client, full) = (&self.inner.cfg, &self.client, &self.full_key);
-        runtime().block_on(async {
+        wait(async {
             for h in in_flight {
                 let _ = h.await;
             }
@@ -259,5 +269,15 @@ impl Drop for S3Writer {
         if !self.finished {
             self.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn content_md5_is_base64_of_the_digest() {
+        // RFC 1321 test vectors, base64 as S3's Content-MD5 header wants them.
+        assert_eq!(super::content_md5(b""), "1B2M2Y8AsgTpgAmY7PhCfg==");
+        assert_eq!(super::content_md5(b"abc"), "kAFQmDzST7DWlj99KOF/cg==");
     }
 }
