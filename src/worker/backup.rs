@@ -119,6 +119,10 @@ pub fn run(opts: &BackupOptions) -> Option<String> {
         .set_argument(Some(pg_sys::Datum::from(db.to_u32())))
         .set_extra(&generation.to_string())
         .enable_spi_access()
+        // enable_spi_access() sets "after recovery finished", so on a hot standby the worker
+        // never started and walg_backup_push() waited forever; a consistent standby accepts
+        // read-only connections, which is all the backup needs (pg_backup_start/stop).
+        .set_start_time(pgrx::bgworkers::BgWorkerStartTime::ConsistentState)
         .set_notify_pid(shmem::my_pid())
         .set_restart_time(None)
         .load_dynamic();

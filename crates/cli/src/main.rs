@@ -4,6 +4,7 @@
 mod commands;
 mod exit;
 mod manage;
+mod recovery;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -24,12 +25,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Restore a base backup into an empty directory (LATEST = newest backup).
+    /// Restore a base backup into an empty directory (LATEST = newest backup), and optionally set
+    /// up recovery: --recovery, --target-*, --standby (see the README); --dry-run writes nothing.
     BackupFetch {
         /// Target data directory; must not exist or be empty.
         target: PathBuf,
-        /// Backup name (base_...) or LATEST.
+        /// Backup name (base_...) or LATEST (with a time or LSN target: the newest backup that
+        /// finished before it).
         name: String,
+        #[command(flatten)]
+        recovery: recovery::RecoveryArgs,
     },
     /// List backups.
     BackupList {
@@ -121,7 +126,7 @@ fn main() -> ExitCode {
         return exit::fail("", &e);
     }
     let result = match cli.command {
-        Command::BackupFetch { target, name } => commands::backup_fetch(cli.config.as_deref(), &target, &name),
+        Command::BackupFetch { target, name, recovery } => recovery::backup_fetch(cli.config.as_deref(), &target, &name, &recovery, seg),
         Command::BackupList { json, detail } => manage::backup_list(cli.config.as_deref(), json, detail),
         Command::BackupMark { name, impermanent } => manage::backup_mark(cli.config.as_deref(), &name, impermanent),
         Command::WalShow { json } => manage::wal_show(cli.config.as_deref(), json, cli.wal_segment_size),
@@ -142,5 +147,14 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => exit::fail("", &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -59,12 +59,15 @@ fn wal_fetch_exits_1_only_when_storage_says_not_there() {
     // Archive one segment; then a missing one is a true "not in storage".
     let store = dir.path().join("store");
     let src = dir.path().join(seg);
-    std::fs::write(&src, vec![7u8; 100_000]).unwrap();
+    // A segment as wal-fetch checks it: 1 MiB (segment 2) with its first page's long header.
+    let mut content = vec![7u8; 1 << 20];
+    content[..40].copy_from_slice(&walg_core::wal::check::long_page_header(0xD110, 1, 2 << 20, 1 << 20, 42));
+    std::fs::write(&src, &content).unwrap();
     expect(&store, &["wal-push", src.to_str().unwrap()], 0, "archived");
     expect(&store, &["wal-fetch", "000000010000000000000003", dest], 1, "");
     expect(&store, &["wal-fetch", "00000002.history", dest], 1, "");
     expect(&store, &["wal-fetch", seg, dest], 0, "");
-    assert_eq!(std::fs::read(dest).unwrap(), vec![7u8; 100_000]);
+    assert!(std::fs::read(dest).unwrap() == content);
 
     // A damaged object: 126, naming it.
     std::fs::write(store.join("wal_005/000000010000000000000004.lz4"), b"not lz4").unwrap();

@@ -43,7 +43,7 @@ impl Settings {
         Settings::parse(&text)
             .and_then(|s| r::check_keys(&s, r::Origin::File).map(|_| s))
             .map_err(|e| match e {
-                Error::Config(msg) => Error::Config(format!("config file {}: {msg}", path.display())),
+                Error::Config(msg) => Error::Config(format!("config file {}: {}", path.display(), msg.replace(" in the config file", ""))),
                 other => other,
             })
     }
@@ -63,8 +63,9 @@ impl Settings {
             _ => return Err(Error::Config("expected a mapping of setting names to values".into())),
         };
         for (k, v) in map {
+            // WAL-G (viper) reads keys without regard to case.
             let key = match k {
-                serde_yaml::Value::String(s) => s,
+                serde_yaml::Value::String(s) => s.to_ascii_uppercase(),
                 other => return Err(Error::Config(format!("setting name {other:?} is not a string"))),
             };
             let value = match v {
@@ -297,6 +298,8 @@ mod tests {
         assert_eq!(y.get("WALG_FILE_PREFIX"), Some("/backups"));
         assert_eq!(y.get("WALG_UPLOAD_CONCURRENCY"), Some("4"));
         assert_eq!(y.get("X"), Some("true"));
+        let lower = Settings::parse("walg_file_prefix: /b\n").unwrap();
+        assert_eq!(lower.get("WALG_FILE_PREFIX"), Some("/b"), "keys are case-insensitive, as in WAL-G");
         let j = Settings::parse("{\n\t\"WALG_FILE_PREFIX\": \"/b\",\n\t\"WALG_DISK_RATE_LIMIT\": 1000\n}").unwrap();
         assert_eq!(j.get("WALG_FILE_PREFIX"), Some("/b"));
         assert_eq!(j.get("WALG_DISK_RATE_LIMIT"), Some("1000"));

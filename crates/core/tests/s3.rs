@@ -256,6 +256,91 @@ fn endpoint_down_is_retried_then_reported_and_recovers() {
     assert_eq!(get_bytes(&s, "during").unwrap().unwrap(), b"2");
 }
 
+/// The fault-injection slice on S3 (the whole matrix runs on file storage in
+/// backup/faults.rs): zstd, a data part missing, flipped, cut short; a WAL segment cut at a zstd
+/// frame boundary. Each fails naming the object, kind Corrupt, nothing left behind to start.
+#[test]
+fn damaged_backup_and_wal_objects_fail_naming_them() {
+    use walg_core::backup::{fetch, finish, push_data, BackupStart, BackupStop, Progress};
+    use walg_core::{Compression, Config, ErrorKind};
+
+    let server = S3Server::start();
+    server.create_bucket("walg-faults");
+    let settings = settings(&server, "s3://walg-faults/c", &[("WALG_COMPRESSION_METHOD", "zstd"), ("WALG_COMPRESSION_LEVEL", "1")]);
+    let cfg = Config { tar_size_threshold: 64 * 1024, upload_concurrency: 1, ..Config::from_settings(&settings).unwrap() };
+    assert_eq!(cfg.compression, Compression::Zstd { level: 1 });
+    let storage = cfg.open_storage().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pg = dir.path().join("pgdata");
+    for d in ["base/1", "global"] {
+        std::fs::create_dir_all(pg.join(d)).unwrap();
+    }
+    std::fs::write(pg.join("global/pg_control"), data(8192, 1)).unwrap();
+    for i in 0..4u64 {
+        std::fs::write(pg.join(format!("base/1/{}", 100 + i)), data(40_000, 2 + i)).unwrap();
+    }
+    let name = "base_000000010000000000000002";
+    let start = BackupStart {
+        name: name.into(),
+        pgdata: pg.clone(),
+        start_lsn: 0x0200_0028,
+        timeline: 1,
+        wal_segment_size: 16 << 20,
+        pg_version: 150004,
+        system_identifier: 1,
+        start_time: chrono::Utc::now(),
+        hostname: "h".into(),
+        is_permanent: false,
+        user_data: None,
+    };
+    let d = push_data(&cfg, &storage, &start, &Progress::default(), &mut || Ok(())).unwrap();
+    let stop = BackupStop {
+        finish_lsn: 0x0200_0100,
+        backup_label: "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n".into(),
+        tablespace_map: String::new(),
+        finish_time: chrono::Utc::now(),
+    };
+    finish(&cfg, &storage, &start, d, &stop).unwrap();
+    fetch(&cfg, &storage, name, &dir.path().join("ok"), &|_| {}).unwrap();
+    assert_eq!(std::fs::read(dir.path().join("ok/base/1/101")).unwrap(), data(40_000, 3));
+
+    let part = format!("basebackups_005/{name}/tar_partitions/part_002.tar.zst");
+    let raw = get_bytes(storage.as_ref(), &part).unwrap().unwrap();
+    let mut flipped = raw.clone();
+    flipped[raw.len() / 2] ^= 1;
+    let cases: Vec<(&str, Option<Vec<u8>>)> =
+        vec![("missing", None), ("flipped", Some(flipped)), ("cut", Some(raw[..raw.len() - 100].to_vec()))];
+    for (i, (what, content)) in cases.into_iter().enumerate() {
+        match content {
+            None => storage.delete(&part).unwrap(),
+            Some(c) => storage.put(&part, &c).unwrap(),
+        }
+        let target = dir.path().join(format!("t{i}"));
+        let err = fetch(&cfg, &storage, name, &target, &|_| {}).unwrap_err();
+        assert!(err.to_string().contains(&part), "{what}: {err}");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{what}: {err}");
+        assert!(!target.join("global/pg_control").exists(), "{what}");
+    }
+    storage.put(&part, &raw).unwrap();
+
+    // A 2 MiB segment is two zstd frames at level 1: cut at the boundary, it still decodes.
+    let seg_name = "000000010000000000000003";
+    let mut seg = data(2 << 20, 9);
+    seg[..40].copy_from_slice(&walg_core::wal::check::long_page_header(0xD110, 1, 3 << 21, 2 << 20, 1));
+    std::fs::write(dir.path().join("seg"), &seg).unwrap();
+    walg_core::wal::push(&cfg, storage.as_ref(), seg_name, &dir.path().join("seg")).unwrap();
+    let key = format!("wal_005/{seg_name}.zst");
+    let raw = get_bytes(storage.as_ref(), &key).unwrap().unwrap();
+    let first = zstd::zstd_safe::find_frame_compressed_size(&raw).unwrap();
+    assert!(first < raw.len(), "two frames");
+    storage.put(&key, &raw[..first]).unwrap();
+    let dest = dir.path().join("fetched");
+    let err = walg_core::wal::fetch(&cfg, storage.as_ref(), seg_name, &dest).unwrap_err();
+    assert!(err.to_string().contains(&key) && err.to_string().contains("truncated"), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    assert!(!dest.exists());
+}
+
 /// A loopback HTTP server that answers every request with `status` and `body` (then closes the
 /// connection): a stand-in for a proxy or a wrong endpoint in front of (or instead of) S3.
 /// Returns its endpoint and how many requests it answered.

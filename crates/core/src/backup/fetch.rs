@@ -1,8 +1,16 @@
 //! Base backup restore: data parts in parallel, then backup_label.tar, then pg_control.tar, so
 //! an interrupted restore never looks like a startable cluster.
+//!
+//! A restore is right or it fails. It reads exactly the tar objects `files_metadata.json`
+//! records (a stray `part_` left by an aborted earlier attempt is ignored, and logged), checks
+//! each recorded object's presence and stored size before writing anything, its BLAKE3 while it
+//! streams (our backups), every recorded entry and file on the way out, and writes pg_control
+//! only when all of that passed. Backups written by WAL-G are checked as far as their metadata
+//! allows; without files metadata the parts come from a listing (logged as a weaker check).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, DirBuilder, File};
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,8 +21,9 @@ use crate::catalog::latest_backup;
 use crate::codec::{read_error, Pipeline};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::format::names::{sentinel_key, tar_partitions_prefix};
-use crate::format::sentinel::Sentinel;
+use crate::format::integrity::{settle, ObjectRecord, VerifyingReader};
+use crate::format::names::{files_metadata_key, lsn_to_string, metadata_key, parse_lsn, sentinel_key, tar_partitions_prefix};
+use crate::format::sentinel::{BackupMetadata, FileDescription, FilesMetadata, Sentinel, SENTINEL_SUM_KEY};
 use crate::format::tar::{extract_tar_from, ExtractStats};
 use crate::storage::{get_bytes, Storage};
 
@@ -67,17 +76,346 @@ fn prepare_target(target: &Path) -> Result<()> {
     }
 }
 
-/// Download, decompress and extract one tar object.
-fn extract_part(pipeline: &Pipeline, storage: &dyn Storage, key: &str, target: &Path) -> Result<ExtractStats> {
-    extract_decoded(pipeline, storage, key, target).map_err(|e| pipeline.explain(e))
+/// One tar object to restore, as the backup's metadata records it.
+#[derive(Clone, Debug)]
+struct PartPlan {
+    key: String,
+    /// Stored size and hash (our backups); None for WAL-G's and when restoring from a listing.
+    record: Option<ObjectRecord>,
+    /// Entry names `TarFileSets` records for it; None when restoring from a listing.
+    entries: Option<Vec<String>>,
 }
 
-fn extract_decoded(pipeline: &Pipeline, storage: &dyn Storage, key: &str, target: &Path) -> Result<ExtractStats> {
-    let mut r = pipeline.open(storage, key)?.ok_or_else(|| Error::NotFound(key.to_string()))?;
-    let stats = extract_tar_from(&mut r, target, true, key)?;
-    // Read to the end of the stream so frame checksums are verified.
-    io::copy(&mut r, &mut io::sink()).map_err(|e| read_error(key, e))?;
+/// Everything a restore reads, decided before anything is written.
+struct Plan {
+    data: Vec<PartPlan>,
+    label: PartPlan,
+    control: PartPlan,
+    files: Option<RecordedFiles>,
+}
+
+/// What `Files` says must come out of a restore.
+struct RecordedFiles {
+    /// files_metadata.json's key.
+    fm_key: String,
+    files: BTreeMap<String, FileDescription>,
+    /// Entry name -> key of the part `TarFileSets` puts it in.
+    where_is: BTreeMap<String, String>,
+}
+
+const FILES_METADATA: &str = "files_metadata.json";
+
+fn is_tar_named(base: &str, stem: &str) -> bool {
+    base == stem || base.strip_prefix(stem).is_some_and(|rest| rest.starts_with('.'))
+}
+
+/// Objects directly under the backup's tar_partitions/: base name -> stored size.
+fn list_parts(storage: &dyn Storage, prefix: &str) -> Result<BTreeMap<String, u64>> {
+    Ok(storage
+        .list(prefix)?
+        .into_iter()
+        .filter_map(|o| {
+            let base = o.key[prefix.len()..].to_string();
+            (!base.is_empty() && !base.contains('/')).then_some((base, o.size))
+        })
+        .collect())
+}
+
+/// The weaker plan for a backup without usable files metadata: whatever `part_*`,
+/// backup_label.tar.* and pg_control.tar.* the listing shows (a missing data part goes unseen).
+fn plan_from_listing(prefix: &str, listed: &BTreeMap<String, u64>) -> Result<Plan> {
+    let find = |stem: &str| {
+        listed.keys().find(|b| is_tar_named(b, stem)).map(|b| PartPlan { key: format!("{prefix}{b}"), record: None, entries: None })
+    };
+    let missing = |stem: &str| Error::corrupt(format!("{prefix}{stem}"), "missing from storage (no object with any extension): the backup is incomplete");
+    let label = find("backup_label.tar").ok_or_else(|| missing("backup_label.tar"))?;
+    let control = find("pg_control.tar").ok_or_else(|| missing("pg_control.tar"))?;
+    let data = listed
+        .keys()
+        .filter(|b| b.starts_with("part_"))
+        .map(|b| PartPlan { key: format!("{prefix}{b}"), record: None, entries: None })
+        .collect();
+    Ok(Plan { data, label, control, files: None })
+}
+
+/// Read the backup's metadata and decide exactly which objects to restore, checking every
+/// record against storage (presence, stored size) before the target is touched.
+fn plan(storage: &dyn Storage, backup: &str, sentinel: &Sentinel, log: &(dyn Fn(&str) + Sync)) -> Result<Plan> {
+    let prefix = tar_partitions_prefix(backup);
+    let fm_key = files_metadata_key(backup);
+    let listed = list_parts(storage, &prefix)?;
+    let weaker = |why: &str| {
+        log(&format!(
+            "{backup}: {why}; restoring the tar parts found by listing {prefix}: a missing data part or a stray \
+             one cannot be detected, only each object's own stream checks apply"
+        ))
+    };
+    if sentinel.files_metadata_disabled {
+        weaker("the sentinel says FilesMetadataDisabled");
+        return plan_from_listing(&prefix, &listed);
+    }
+    let Some(bytes) = get_bytes(storage, &fm_key)? else {
+        if sentinel.walg_ext_files_metadata.is_some() {
+            return Err(Error::corrupt(&fm_key, "missing from storage, though the sentinel records it: the backup is incomplete"));
+        }
+        weaker(&format!("no {fm_key}"));
+        return plan_from_listing(&prefix, &listed);
+    };
+    if let Some(rec) = &sentinel.walg_ext_files_metadata {
+        rec.check_bytes(&fm_key, &bytes, "the sentinel")?;
+    }
+    let fm = FilesMetadata::from_json(&bytes, &fm_key)?;
+    if fm.tar_file_sets.is_empty() {
+        if sentinel.walg_ext_files_metadata.is_some() {
+            return Err(Error::corrupt(&fm_key, "records no tar parts"));
+        }
+        weaker(&format!("{fm_key} records no tar parts"));
+        return plan_from_listing(&prefix, &listed);
+    }
+    let ours = !fm.walg_ext_parts.is_empty();
+    if ours {
+        if let Some(name) = fm.walg_ext_parts.keys().find(|n| !fm.tar_file_sets.contains_key(*n)) {
+            return Err(Error::corrupt(&fm_key, format!("WalgExtParts has {name}, which TarFileSets does not list")));
+        }
+        let stored: u64 = fm.walg_ext_parts.values().map(|r| r.size).sum();
+        if sentinel.compressed_size > 0 && stored != sentinel.compressed_size as u64 {
+            return Err(Error::corrupt(
+                &fm_key,
+                format!("its parts add up to {stored} bytes, the sentinel's CompressedSize is {}", sentinel.compressed_size),
+            ));
+        }
+    } else {
+        log(&format!("{backup}: {fm_key} has no part checksums (written by WAL-G?): checking that every recorded part and file is restored, not the parts' content"));
+    }
+    let mut data = Vec::new();
+    let (mut label, mut control) = (None, None);
+    let mut where_is = BTreeMap::new();
+    for (name, entries) in &fm.tar_file_sets {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(Error::corrupt(&fm_key, format!("bad tar part name {name:?}")));
+        }
+        let key = format!("{prefix}{name}");
+        let record = fm.walg_ext_parts.get(name).cloned();
+        if ours && record.is_none() {
+            return Err(Error::corrupt(&fm_key, format!("no size and checksum recorded for {name}")));
+        }
+        match (listed.get(name), &record) {
+            (None, _) => {
+                return Err(Error::corrupt(
+                    &key,
+                    format!("missing from storage, though {FILES_METADATA} records it: the backup is incomplete"),
+                ))
+            }
+            (Some(&size), Some(rec)) if size != rec.size => {
+                return Err(Error::corrupt(&key, format!("{size} bytes in storage, {FILES_METADATA} records {}", rec.size)))
+            }
+            _ => {}
+        }
+        for e in entries {
+            where_is.insert(e.clone(), key.clone());
+        }
+        let part = PartPlan { key, record, entries: Some(entries.clone()) };
+        if is_tar_named(name, "backup_label.tar") {
+            label = Some(part);
+        } else if is_tar_named(name, "pg_control.tar") {
+            control = Some(part);
+        } else {
+            data.push(part);
+        }
+    }
+    // WAL-G's metadata may leave these two out of TarFileSets: then they come from the listing.
+    let unrecorded = |stem: &str| -> Result<PartPlan> {
+        let b = listed.keys().find(|b| is_tar_named(b, stem)).ok_or_else(|| {
+            Error::corrupt(format!("{prefix}{stem}"), "missing from storage (no object with any extension): the backup is incomplete")
+        })?;
+        Ok(PartPlan { key: format!("{prefix}{b}"), record: None, entries: None })
+    };
+    let label = match label {
+        Some(p) => p,
+        None if ours => return Err(Error::corrupt(&fm_key, "records no backup_label.tar")),
+        None => unrecorded("backup_label.tar")?,
+    };
+    let control = match control {
+        Some(p) => p,
+        None if ours => return Err(Error::corrupt(&fm_key, "records no pg_control.tar")),
+        None => unrecorded("pg_control.tar")?,
+    };
+    for base in listed.keys() {
+        let key = format!("{prefix}{base}");
+        if !fm.tar_file_sets.contains_key(base) && key != label.key && key != control.key {
+            log(&format!("ignoring {key}: not recorded in {fm_key} (left over from an earlier, aborted attempt?)"));
+        }
+    }
+    Ok(Plan { data, label, control, files: Some(RecordedFiles { fm_key, files: fm.files, where_is }) })
+}
+
+/// The decoded stream of `part`, its raw bytes checked against the part's record as they
+/// stream (when there is one); `consume` reads it, then the rest is drained so every frame's and
+/// chunk's own check runs too. Damage found by the record wins over the consumer's error.
+fn read_part<T>(
+    pipeline: &Pipeline,
+    storage: &dyn Storage,
+    part: &PartPlan,
+    consume: impl FnOnce(&mut dyn Read) -> Result<T>,
+) -> Result<T> {
+    let key = &part.key;
+    let raw = storage.get(key)?.ok_or_else(|| {
+        Error::corrupt(key, "missing from storage (it was listed a moment ago): the backup is incomplete")
+    })?;
+    let (raw, verdict) = match &part.record {
+        Some(rec) => {
+            let (r, v) = VerifyingReader::wrap(raw, key, rec.clone(), FILES_METADATA);
+            (r, Some(v))
+        }
+        None => (raw, None),
+    };
+    let result = (|| {
+        // A recorded BLAKE3 checks every stored byte: zstd's own frame checksums are skipped then.
+        let mut r = pipeline.reader_opts(key, raw, part.record.is_none())?;
+        let out = consume(&mut r)?;
+        io::copy(&mut r, &mut io::sink()).map_err(|e| read_error(key, e))?;
+        Ok(out)
+    })();
+    let result = match (&verdict, &part.record) {
+        (Some(v), Some(rec)) => settle(key, v, rec.size, result),
+        _ => result,
+    };
+    result.map_err(|e| pipeline.explain(e))
+}
+
+/// Every entry `TarFileSets` records for `part` must have come out of it.
+fn check_entries(part: &PartPlan, names: &[String]) -> Result<()> {
+    let Some(recorded) = &part.entries else { return Ok(()) };
+    let got: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+    if let Some(lost) = recorded.iter().find(|e| !got.contains(e.as_str())) {
+        return Err(Error::corrupt(
+            &part.key,
+            format!("holds no entry {lost:?}, which {FILES_METADATA} records in it (is it another backup's object?)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Download, decode and extract one data part, verifying it as it streams.
+fn extract_part(pipeline: &Pipeline, storage: &dyn Storage, part: &PartPlan, target: &Path) -> Result<ExtractStats> {
+    let stats = read_part(pipeline, storage, part, |r| extract_tar_from(r, target, true, &part.key))?;
+    check_entries(part, &stats.names)?;
     Ok(stats)
+}
+
+/// backup_label.tar and pg_control.tar are small: read (and verified) whole before any of
+/// them is written, so a damaged pg_control.tar never leaves a pg_control behind.
+const SMALL_PART_LIMIT: u64 = 64 << 20;
+
+fn read_small_part(pipeline: &Pipeline, storage: &dyn Storage, part: &PartPlan) -> Result<Vec<u8>> {
+    read_part(pipeline, storage, part, |r| {
+        let mut buf = Vec::new();
+        r.take(SMALL_PART_LIMIT + 1).read_to_end(&mut buf).map_err(|e| read_error(&part.key, e))?;
+        if buf.len() as u64 > SMALL_PART_LIMIT {
+            return Err(Error::corrupt(&part.key, format!("decodes to more than {SMALL_PART_LIMIT} bytes")));
+        }
+        Ok(buf)
+    })
+}
+
+fn extract_small(part: &PartPlan, tar: &[u8], target: &Path) -> Result<ExtractStats> {
+    let stats = extract_tar_from(tar, target, true, &part.key)?;
+    check_entries(part, &stats.names)?;
+    Ok(stats)
+}
+
+/// backup_label's START WAL LOCATION must be the sentinel's start LSN: a label from another
+/// backup would make PostgreSQL replay from the wrong place.
+fn check_label(target: &Path, label: &PartPlan, sentinel: &Sentinel) -> Result<()> {
+    let path = target.join("backup_label");
+    let text = fs::read_to_string(&path).map_err(|_| Error::corrupt(&label.key, "holds no readable backup_label file"))?;
+    let lsn = text
+        .lines()
+        .find_map(|l| l.strip_prefix("START WAL LOCATION: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|l| parse_lsn(l).ok())
+        .ok_or_else(|| Error::corrupt(&label.key, "backup_label has no readable START WAL LOCATION line"))?;
+    if lsn != sentinel.lsn {
+        return Err(Error::corrupt(
+            &label.key,
+            format!(
+                "backup_label starts at {} but the backup's sentinel says {}: the label belongs to another backup",
+                lsn_to_string(lsn),
+                lsn_to_string(sentinel.lsn)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Every file `Files` records (not skipped) came out of the restore, with its recorded size.
+fn check_files(target: &Path, fm_key: &str, files: &BTreeMap<String, FileDescription>, where_is: &BTreeMap<String, String>) -> Result<()> {
+    for (name, d) in files.iter().filter(|(_, d)| !d.is_skipped) {
+        let object = where_is.get(name).ok_or_else(|| {
+            Error::corrupt(fm_key, format!("records file {name:?} in Files but in no tar part of TarFileSets"))
+        })?;
+        let rel = name.trim_start_matches('/');
+        if rel.is_empty() || rel.split('/').any(|c| c == ".." ) {
+            return Err(Error::corrupt(fm_key, format!("bad file name {name:?}")));
+        }
+        match fs::symlink_metadata(target.join(rel)) {
+            Ok(m) if m.is_file() => {
+                if let Some(size) = d.size.filter(|&s| s != m.len()) {
+                    return Err(Error::corrupt(
+                        object,
+                        format!("file {name:?} came out with {} bytes, {FILES_METADATA} records {size}", m.len()),
+                    ));
+                }
+            }
+            _ => {
+                return Err(Error::corrupt(
+                    object,
+                    format!("file {name:?}, which {FILES_METADATA} records in it, was not restored"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// metadata.json must be there and agree with the sentinel on the backup's LSNs and system.
+fn check_metadata(storage: &dyn Storage, backup: &str, sentinel: &Sentinel) -> Result<()> {
+    let key = metadata_key(backup);
+    let data = get_bytes(storage, &key)?
+        .ok_or_else(|| Error::corrupt(&key, "missing from storage: the backup is incomplete"))?;
+    let m = BackupMetadata::from_json(&data, &key)?;
+    let skey = sentinel_key(backup);
+    let differs = |what: &str, a: String, b: String| {
+        Error::corrupt(&key, format!("{what} {a} differs from {b} in {skey} (one of them is damaged or another backup's)"))
+    };
+    if m.start_lsn != sentinel.lsn {
+        return Err(differs("start_lsn", lsn_to_string(m.start_lsn), lsn_to_string(sentinel.lsn)));
+    }
+    if m.finish_lsn != sentinel.finish_lsn {
+        return Err(differs("finish_lsn", lsn_to_string(m.finish_lsn), lsn_to_string(sentinel.finish_lsn)));
+    }
+    if let (Some(a), Some(b)) = (m.system_identifier, sentinel.system_identifier) {
+        if a != b {
+            return Err(differs("system_identifier", a.to_string(), b.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// A failure once the target has been written to: it is incomplete and, pg_control being
+/// written last, cannot be started. Said in the log and, where the error has a message, there.
+fn unstartable(e: Error, target: &Path, log: &(dyn Fn(&str) + Sync)) -> Error {
+    let note = format!(
+        "the restore into {} is incomplete and cannot be started (global/pg_control was not written)",
+        target.display()
+    );
+    log(&format!("restore failed: {e}; {note}"));
+    match e {
+        Error::Corrupt { object, msg } => Error::Corrupt { object, msg: format!("{msg}; {note}") },
+        Error::Codec { object, msg } => Error::Codec { object, msg: format!("{msg}; {note}") },
+        Error::Format(msg) => Error::Format(format!("{msg}; {note}")),
+        other => other,
+    }
 }
 
 fn fsync_dirs(target: &Path) -> Result<()> {
@@ -98,6 +436,8 @@ fn fsync_dirs(target: &Path) -> Result<()> {
 }
 
 /// Restore backup `name` ("LATEST" allowed) into `target`, which must not exist or be empty.
+/// Every check of README "What is verified" runs; on any failure after the target was written
+/// to, it is left without global/pg_control, so it cannot be started, and the error says so.
 pub fn fetch(
     cfg: &Config,
     storage: &Arc<dyn Storage>,
@@ -109,7 +449,11 @@ pub fn fetch(
     let pipeline = cfg.pipeline();
     let backup = resolve_backup_name(storage, name)?;
     let skey = sentinel_key(&backup);
-    let data = get_bytes(storage, &skey)?.ok_or_else(|| Error::NotFound(skey.clone()))?;
+    let data = get_bytes(storage, &skey)?
+        .ok_or_else(|| Error::corrupt(&skey, "missing from storage (it was listed a moment ago)"))?;
+    if !Sentinel::verify_self_sum(&data, &skey)? {
+        log(&format!("{skey} has no {SENTINEL_SUM_KEY} (written by WAL-G or an older walg_ext): its content is not checked"));
+    }
     let sentinel = Sentinel::from_json(&data, &skey)?;
     if sentinel.is_delta() {
         return Err(Error::Format(format!(
@@ -117,32 +461,40 @@ pub fn fetch(
             sentinel.delta_from.as_deref().unwrap_or("?")
         )));
     }
-
-    let prefix = tar_partitions_prefix(&backup);
-    let objects = storage.list(&prefix)?;
-    let file_name = |key: &str| key[prefix.len()..].to_string();
-    let mut data_parts = Vec::new();
-    let (mut label, mut control) = (None, None);
-    for o in &objects {
-        let base = file_name(&o.key);
-        if base.contains('/') {
-            continue;
-        }
-        if base.starts_with("part_") {
-            data_parts.push(o.key.clone());
-        } else if base == "backup_label.tar" || base.starts_with("backup_label.tar.") {
-            label = Some(o.key.clone());
-        } else if base == "pg_control.tar" || base.starts_with("pg_control.tar.") {
-            control = Some(o.key.clone());
-        }
-    }
-    let control = control.ok_or_else(|| {
-        Error::NotFound(format!("{prefix}pg_control.tar.*: backup {backup} is incomplete"))
-    })?;
+    check_metadata(storage, &backup, &sentinel)?;
+    let plan = plan(storage, &backup, &sentinel, log)?;
+    // The two small objects first, whole and verified: nothing is written if either is bad.
+    let label_tar = read_small_part(&pipeline, storage, &plan.label)?;
+    let control_tar = read_small_part(&pipeline, storage, &plan.control)?;
     prepare_target(target)?;
-    log(&format!("restoring {backup} from {} into {}: {} data parts", storage.describe(), target.display(), data_parts.len()));
+    log(&format!(
+        "restoring {backup} from {} into {}: {} data parts",
+        storage.describe(),
+        target.display(),
+        plan.data.len()
+    ));
+    restore_planned(cfg, &pipeline, storage, &backup, &sentinel, &plan, &label_tar, &control_tar, target, log)
+        .map_err(|e| {
+            // pg_control may only stay if everything succeeded.
+            let _ = fs::remove_file(target.join("global/pg_control"));
+            unstartable(e, target, log)
+        })
+}
 
-    let total = Mutex::new(FetchSummary { backup: backup.clone(), files: 0, bytes: 0 });
+#[allow(clippy::too_many_arguments)]
+fn restore_planned(
+    cfg: &Config,
+    pipeline: &Pipeline,
+    storage: &dyn Storage,
+    backup: &str,
+    sentinel: &Sentinel,
+    plan: &Plan,
+    label_tar: &[u8],
+    control_tar: &[u8],
+    target: &Path,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<FetchSummary> {
+    let total = Mutex::new(FetchSummary { backup: backup.to_string(), files: 0, bytes: 0 });
     let add = |s: &ExtractStats| {
         let mut t = total.lock().unwrap_or_else(|e| e.into_inner());
         t.files += s.files;
@@ -150,23 +502,23 @@ pub fn fetch(
     };
 
     let (tx, queue) = crossbeam_channel::unbounded();
-    for k in &data_parts {
-        tx.send(k.clone()).expect("queue open");
+    for p in &plan.data {
+        tx.send(p.clone()).expect("queue open");
     }
     drop(tx);
     let stop = AtomicBool::new(false);
     let first_err: Mutex<Option<Error>> = Mutex::new(None);
-    let threads = cfg.download_concurrency.max(1).min(data_parts.len().max(1));
+    let threads = cfg.download_concurrency.max(1).min(plan.data.len().max(1));
     std::thread::scope(|scope| {
         for i in 0..threads {
-            let (queue, stop, first_err, add, pipeline) = (queue.clone(), &stop, &first_err, &add, &pipeline);
+            let (queue, stop, first_err, add) = (queue.clone(), &stop, &first_err, &add);
             let spawned = spawn_scoped(scope, format!("walg-fetch-{i}"), move || {
-                while let Ok(key) = queue.recv() {
+                while let Ok(part) = queue.recv() {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    log(&format!("extracting {key}"));
-                    match catch_panic("restore worker", || extract_part(pipeline, storage, &key, target)) {
+                    log(&format!("extracting {}", part.key));
+                    match catch_panic("restore worker", || extract_part(pipeline, storage, &part, target)) {
                         Ok(s) => add(&s),
                         Err(e) => {
                             stop.store(true, Ordering::Relaxed);
@@ -187,14 +539,30 @@ pub fn fetch(
         return Err(e);
     }
 
-    if let Some(key) = &label {
-        log(&format!("extracting {key}"));
-        add(&extract_part(&pipeline, storage, key, target)?);
+    log(&format!("extracting {}", plan.label.key));
+    add(&extract_small(&plan.label, label_tar, target)?);
+    check_label(target, &plan.label, sentinel)?;
+    if let Some(r) = &plan.files {
+        check_files(target, &r.fm_key, &r.files, &r.where_is)?;
     }
-    log(&format!("extracting {control}"));
-    add(&extract_part(&pipeline, storage, &control, target)?);
+    // Last: only now can the directory be started.
+    log(&format!("extracting {}", plan.control.key));
+    add(&extract_small(&plan.control, control_tar, target)?);
+    match fs::symlink_metadata(target.join("global/pg_control")) {
+        Ok(m) if m.is_file() && m.len() == PG_CONTROL_SIZE => {}
+        Ok(m) => {
+            return Err(Error::corrupt(
+                &plan.control.key,
+                format!("global/pg_control came out with {} bytes, not {PG_CONTROL_SIZE}", m.len()),
+            ))
+        }
+        Err(_) => return Err(Error::corrupt(&plan.control.key, "holds no global/pg_control")),
+    }
     fsync_dirs(target)?;
     let summary = total.into_inner().unwrap_or_else(|e| e.into_inner());
-    log(&format!("restored {backup}: {} files, {} bytes", summary.files, summary.bytes));
+    log(&format!("restored {backup}: {} files, {} bytes, all checks passed", summary.files, summary.bytes));
     Ok(summary)
 }
+
+/// PostgreSQL's PG_CONTROL_FILE_SIZE: the control file is always this long on disk.
+const PG_CONTROL_SIZE: u64 = 8192;

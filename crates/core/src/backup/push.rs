@@ -17,6 +17,7 @@ use crate::threads::{catch_panic, spawn_scoped};
 use crate::codec::Pipeline;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::format::integrity::{HashingWriter, ObjectRecord, RecordSlot};
 use crate::format::names::{files_metadata_key, metadata_key, part_base_name, sentinel_key, tar_partitions_prefix};
 use crate::format::sentinel::{BackupMetadata, FileDescription, FilesMetadata, Sentinel, DATE_FMT};
 use crate::format::tar as tarfmt;
@@ -64,6 +65,8 @@ pub struct Progress {
 pub struct DataResult {
     pub(crate) files: BTreeMap<String, FileDescription>,
     pub(crate) tar_file_sets: BTreeMap<String, Vec<String>>,
+    /// Size and hash of each tar object as stored (files_metadata.json `WalgExtParts`).
+    pub(crate) part_records: BTreeMap<String, ObjectRecord>,
     pub(crate) uncompressed_size: u64,
     pub(crate) compressed_size: u64,
     pub(crate) data_catalog_size: u64,
@@ -87,6 +90,7 @@ impl DataResult {
     fn add_part(&mut self, p: PartResult) {
         self.uncompressed_size += p.uncompressed;
         self.compressed_size += p.compressed;
+        self.part_records.insert(p.name.clone(), p.record);
         self.tar_file_sets.insert(p.name, p.entries);
     }
 }
@@ -172,6 +176,7 @@ struct PartResult {
     entries: Vec<String>,
     uncompressed: u64,
     compressed: u64,
+    record: ObjectRecord,
 }
 
 /// One tar object being uploaded. Dropped without `close` = aborted.
@@ -180,13 +185,18 @@ struct PartWriter {
     key: String,
     builder: tar::Builder<Counting>,
     entries: Vec<String>,
+    /// Filled with the stored size and hash when the object is committed.
+    record: RecordSlot,
 }
 
 impl PartWriter {
     fn create(storage: &dyn Storage, backup: &str, base: &str, pipeline: &Pipeline) -> Result<PartWriter> {
         let name = pipeline.object_name(base);
-        let (key, inner) = pipeline.create(storage, &format!("{}{base}", tar_partitions_prefix(backup)))?;
-        Ok(PartWriter { name, key, builder: tarfmt::builder(Counting { inner, count: 0 }), entries: Vec::new() })
+        let key = format!("{}{name}", tar_partitions_prefix(backup));
+        // The hash sees exactly the bytes storage receives: under compression and encryption.
+        let (raw, record) = HashingWriter::wrap(storage.writer(&key)?);
+        let inner = pipeline.writer(raw)?;
+        Ok(PartWriter { name, key, builder: tarfmt::builder(Counting { inner, count: 0 }), entries: Vec::new(), record })
     }
 
     fn uncompressed(&self) -> u64 {
@@ -257,9 +267,12 @@ impl PartWriter {
 
     fn close(self) -> Result<PartResult> {
         let key = self.key.clone();
-        let counting = self.builder.into_inner().map_err(|e| Error::storage("write", key, e))?;
+        let counting = self.builder.into_inner().map_err(|e| Error::storage("write", key.clone(), e))?;
         let compressed = counting.inner.finish()?;
-        Ok(PartResult { name: self.name, entries: self.entries, uncompressed: counting.count, compressed })
+        let record = self.record.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or_else(|| {
+            Error::Internal(format!("{key}: committed without a size and hash record"))
+        })?;
+        Ok(PartResult { name: self.name, entries: self.entries, uncompressed: counting.count, compressed, record })
     }
 }
 
@@ -300,6 +313,8 @@ fn describe(e: &WalkEntry) -> FileDescription {
         mtime: DateTime::<Utc>::from(e.mtime),
         updates_count: 0,
         corrupt_blocks: None,
+        // Exactly this many bytes go into the tar (see `PartWriter::add_file`).
+        size: Some(e.size),
     }
 }
 
@@ -531,8 +546,10 @@ pub fn finish(
         files: std::mem::take(&mut data.files),
         tar_file_sets: std::mem::take(&mut data.tar_file_sets),
         databases_by_names: serde_json::Map::new(),
+        walg_ext_parts: std::mem::take(&mut data.part_records),
     };
-    storage.put(&files_metadata_key(&start.name), &files_metadata.to_json())?;
+    let files_metadata = files_metadata.to_json();
+    storage.put(&files_metadata_key(&start.name), &files_metadata)?;
 
     let sentinel = Sentinel {
         lsn: start.start_lsn,
@@ -557,6 +574,7 @@ pub fn finish(
         hostname: start.hostname.clone(),
         data_dir: start.pgdata.display().to_string(),
         is_permanent: start.is_permanent,
+        walg_ext_files_metadata: Some(ObjectRecord::of_bytes(&files_metadata)),
     };
     storage.put(&sentinel_key(&start.name), &sentinel.to_json())?;
     Ok(sentinel)

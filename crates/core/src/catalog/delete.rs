@@ -21,6 +21,7 @@
 //!   a marker that has no start yet (the backup is inside pg_backup_start) keeps all WAL;
 //! - `everything` is refused, FORCE or not (FORCE overrides permanence, never a running backup);
 //!   `target` of a backup that a running one depends on is refused.
+//!
 //! `execute` reads the markers once more right before deleting WAL, and keeps the WAL that a
 //! backup started since the plan needs. A stale or abandoned marker is garbage, with the
 //! objects of its backup if that has no sentinel.

@@ -5,6 +5,7 @@
 pub mod delete;
 pub mod list;
 pub mod mark;
+pub mod pitr;
 pub mod timeline;
 pub mod wal_show;
 pub mod wal_verify;

@@ -566,9 +566,11 @@ fn backup_starting_after_the_plan_keeps_its_parts_and_wal() {
 
 /// File storage that runs a hook once, right after the first listing of `wal_005/` (that is:
 /// after the backup objects were listed, before the markers are read).
+type Hook = Box<dyn FnOnce(&FsStorage) + Send>;
+
 struct Interleave {
     inner: FsStorage,
-    hook: std::sync::Mutex<Option<Box<dyn FnOnce(&FsStorage) + Send>>>,
+    hook: std::sync::Mutex<Option<Hook>>,
 }
 
 impl Storage for Interleave {

@@ -244,11 +244,22 @@ pub(crate) fn named(object: &str, inner: Box<dyn Read + Send>) -> Box<dyn Read +
 
 /// Decompressing reader for an object whose key has extension `ext` ("" = none).
 pub fn decompress_reader(ext: &str, object: &str, r: Box<dyn Read + Send>) -> Result<Box<dyn Read + Send>> {
+    decompress_reader_opts(ext, object, r, true)
+}
+
+/// `decompress_reader`; `frame_checksums` false skips zstd's per-frame content checksum, for an
+/// object whose stored bytes are verified against a recorded hash instead (see zstd.rs).
+pub fn decompress_reader_opts(
+    ext: &str,
+    object: &str,
+    r: Box<dyn Read + Send>,
+    frame_checksums: bool,
+) -> Result<Box<dyn Read + Send>> {
     let err = |e: io::Error| Error::Codec { object: object.to_string(), msg: e.to_string() };
     let dec: Box<dyn Read + Send> = match ext {
         "" => return Ok(r),
         "lz4" => lz4::decoder(r),
-        "zst" => zstd::decoder(r).map_err(err)?,
+        "zst" => zstd::decoder(r, frame_checksums).map_err(err)?,
         "br" => self::brotli::decoder(r),
         "lzma" => self::lzma::decoder(r).map_err(err)?,
         other => {

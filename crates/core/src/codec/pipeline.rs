@@ -4,7 +4,7 @@
 use std::io::{self, Read};
 
 use super::crypto::{DecryptReader, EncryptWriter, Key, KEY_HINT};
-use super::{decompress_reader, encoder, extension_of, named, wrap_object, Compression, READ_EXTENSIONS};
+use super::{decompress_reader_opts, encoder, extension_of, named, wrap_object, Compression, READ_EXTENSIONS};
 use crate::error::{Error, Result};
 use crate::storage::{ObjectWriter, Storage};
 
@@ -68,12 +68,18 @@ impl Pipeline {
     /// Decode a raw object stream whose key is `object`: decrypt (with a key), then decompress
     /// by the key's extension. Read errors name the object and, without a key, suggest one.
     pub fn reader(&self, object: &str, raw: Box<dyn Read + Send>) -> Result<Box<dyn Read + Send>> {
+        self.reader_opts(object, raw, true)
+    }
+
+    /// `reader`; `frame_checksums` false when the caller checks the raw stream against a
+    /// recorded hash (zstd's per-frame checksums are then skipped, see codec/zstd.rs).
+    pub fn reader_opts(&self, object: &str, raw: Box<dyn Read + Send>, frame_checksums: bool) -> Result<Box<dyn Read + Send>> {
         let plain: Box<dyn Read + Send> = match &self.key {
             Some(key) => named(object, Box::new(DecryptReader::new(key, raw))),
             None => raw,
         };
         let ext = extension_of(object);
-        let decoded = decompress_reader(ext, object, plain)?;
+        let decoded = decompress_reader_opts(ext, object, plain, frame_checksums)?;
         if self.key.is_none() && !ext.is_empty() {
             return Ok(Box::new(KeyHint { inner: decoded }));
         }

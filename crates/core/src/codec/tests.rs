@@ -300,3 +300,58 @@ fn key_transforms_follow_wal_g_and_never_echo_the_key() {
     let err = Key::from_file(&dir.path().join("nope"), "none").unwrap_err().to_string();
     assert!(err.contains("WALG_LIBSODIUM_KEY_PATH") && err.contains("nope"), "{err}");
 }
+
+#[test]
+fn zstd_frames_carry_checksums_that_the_decoder_verifies() {
+    let data = sample(5 << 20);
+    let mut z = Vec::new();
+    let mut enc = encoder(Compression::Zstd { level: 1 }, 2, Vec::new()).unwrap();
+    enc.write_all(&data).unwrap();
+    z.extend(enc.finish().unwrap());
+    // Walk the frames: every Frame_Header_Descriptor has Content_Checksum_flag (bit 2) set.
+    let mut pos = 0;
+    let mut frames = 0;
+    while pos < z.len() {
+        assert_eq!(&z[pos..pos + 4], &[0x28, 0xB5, 0x2F, 0xFD]);
+        assert_eq!(z[pos + 4] & 0x04, 0x04, "frame {frames} has no content checksum");
+        let size = ::zstd::zstd_safe::find_frame_compressed_size(&z[pos..]).unwrap();
+        pos += size;
+        frames += 1;
+    }
+    assert!(frames >= 3, "{frames}");
+    assert_eq!(decode("zst", z.clone()).unwrap(), data);
+    // A changed checksum (the last 4 bytes of the last frame): the decoder refuses the frame.
+    let mut bad = z.clone();
+    let n = bad.len();
+    bad[n - 2] ^= 0x01;
+    let err = decode("zst", bad.clone()).unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::Corrupt);
+    assert!(err.to_string().contains("obj.zst"), "{err}");
+    // Only a reader whose caller checks a recorded hash of the raw bytes skips them.
+    let mut r = decompress_reader_opts("zst", "obj.zst", Box::new(io::Cursor::new(bad)), false).unwrap();
+    let mut out = Vec::new();
+    r.read_to_end(&mut out).unwrap();
+    assert!(out == data);
+}
+
+
+#[test]
+fn lz4_frames_must_be_whole_and_alone() {
+    let data = sample(300_000);
+    let packed = compress_bytes(Compression::Lz4, &data).unwrap();
+    assert_eq!(decode("lz4", packed.clone()).unwrap(), data);
+    // Two frames back to back are one stream.
+    let mut two = packed.clone();
+    two.extend_from_slice(&packed);
+    assert_eq!(decode("lz4", two).unwrap().len(), 2 * data.len());
+    // Cut before the end mark, before the content checksum, inside it: all refused.
+    for cut in [packed.len() - 8, packed.len() - 4, packed.len() - 1, packed.len() / 2, 3] {
+        let err = decode("lz4", packed[..cut].to_vec()).unwrap_err();
+        assert!(err.to_string().contains("obj.lz4"), "cut {cut}: {err}");
+    }
+    // Bytes after the last frame that are not a frame: refused.
+    let mut longer = packed.clone();
+    longer.extend_from_slice(b"trailing garbage");
+    let err = decode("lz4", longer).unwrap_err();
+    assert!(err.to_string().contains("after the last lz4 frame"), "{err}");
+}

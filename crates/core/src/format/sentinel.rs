@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::integrity::ObjectRecord;
+
 /// WAL-G writes this date format string into every sentinel and metadata.json.
 pub const DATE_FMT: &str = "%Y-%m-%dT%H:%M:%S.%fZ";
 
@@ -79,6 +81,20 @@ pub struct Sentinel {
     pub hostname: String,
     pub data_dir: String,
     pub is_permanent: bool,
+    /// Ours (WAL-G ignores it): size and BLAKE3 of `files_metadata.json` as stored, so a restore
+    /// can tell it is the file this backup wrote, whole.
+    #[serde(rename = "WalgExtFilesMetadata", skip_serializing_if = "Option::is_none")]
+    pub walg_ext_files_metadata: Option<ObjectRecord>,
+}
+
+/// Ours (WAL-G ignores it): BLAKE3 of the sentinel's own JSON without this key, written by
+/// `Sentinel::to_json` and checked by `Sentinel::verify_self_sum`.
+pub const SENTINEL_SUM_KEY: &str = "WalgExtSentinelBlake3";
+
+/// The canonical bytes the sentinel's self-sum covers: the JSON object without the sum key,
+/// serialized again by serde_json (deterministic for a given parsed value).
+fn canonical_sum(v: &serde_json::Value) -> String {
+    blake3::hash(&serde_json::to_vec(v).expect("json value serializes")).to_hex().to_string()
 }
 
 impl Sentinel {
@@ -86,8 +102,33 @@ impl Sentinel {
         self.delta_from.is_some()
     }
 
+    /// The stored form, with our self-sum (`SENTINEL_SUM_KEY`) as the last key.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("sentinel serializes")
+        let mut v = serde_json::to_value(self).expect("sentinel serializes");
+        let sum = canonical_sum(&v);
+        v.as_object_mut().expect("sentinel is an object").insert(SENTINEL_SUM_KEY.into(), sum.into());
+        serde_json::to_vec(&v).expect("sentinel serializes")
+    }
+
+    /// Check the self-sum of a stored sentinel `data` (key `what`): Ok(true) when it matches,
+    /// Ok(false) when there is none (written by WAL-G or an older walg_ext), a Corrupt error
+    /// naming `what` when the content was changed after it was written.
+    pub fn verify_self_sum(data: &[u8], what: &str) -> crate::Result<bool> {
+        let mut v: serde_json::Value = serde_json::from_slice(data)
+            .map_err(|e| crate::Error::corrupt(what, format!("not valid JSON: {e}")))?;
+        let Some(obj) = v.as_object_mut() else {
+            return Err(crate::Error::corrupt(what, "not a JSON object"));
+        };
+        let Some(stored) = obj.remove(SENTINEL_SUM_KEY) else { return Ok(false) };
+        let stored = stored.as_str().unwrap_or_default().to_string();
+        let got = canonical_sum(&v);
+        if got != stored {
+            return Err(crate::Error::corrupt(
+                what,
+                format!("content does not match its {SENTINEL_SUM_KEY} (changed or damaged after it was written)"),
+            ));
+        }
+        Ok(true)
     }
 
     /// Parse, naming `what` (usually the object key) in the error.
@@ -158,6 +199,9 @@ pub struct FileDescription {
     pub updates_count: u64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub corrupt_blocks: Option<CorruptBlocks>,
+    /// Ours (WAL-G ignores it): the file's size as stored in the tar (bytes).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub size: Option<u64>,
 }
 
 /// `files_metadata.json`.
@@ -169,6 +213,10 @@ pub struct FilesMetadata {
     /// Tar part name (e.g. "part_001.tar.lz4") -> entry names in it.
     pub tar_file_sets: BTreeMap<String, Vec<String>>,
     pub databases_by_names: serde_json::Map<String, serde_json::Value>,
+    /// Ours (WAL-G ignores it): every tar object of `TarFileSets` (data parts, pg_control.tar,
+    /// backup_label.tar) -> its size and BLAKE3 as stored (after compression and encryption).
+    #[serde(rename = "WalgExtParts", skip_serializing_if = "BTreeMap::is_empty")]
+    pub walg_ext_parts: BTreeMap<String, ObjectRecord>,
 }
 
 impl FilesMetadata {

@@ -1,5 +1,10 @@
 //! Tar as WAL-G writes it (entry names "/" + path relative to PGDATA, GNU long names) and safe
 //! extraction: only regular files and directories, nothing may land outside the target.
+//!
+//! Extraction requires the end-of-archive marker (two zero blocks): a tar stream that simply
+//! stops at an entry boundary (an object cut at a block boundary, or at a compression frame
+//! boundary that still decodes) is an error, never a shorter restore. So is an entry whose data
+//! ends early.
 
 use std::ffi::OsStr;
 use std::fs::{self, DirBuilder, OpenOptions};
@@ -104,9 +109,54 @@ pub fn extract_tar(r: impl Read, target: &Path, fsync: bool) -> Result<Vec<Strin
     extract_tar_from(r, target, fsync, "tar stream").map(|s| s.names)
 }
 
+/// Remembers whether the stream below has reported its end: the tar crate takes an end of
+/// stream where a header should be as the end of the archive, just as it takes a zero block.
+struct EndWatch<R> {
+    inner: R,
+    ended: bool,
+}
+
+impl<R: Read> Read for EndWatch<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.ended = true;
+        }
+        Ok(n)
+    }
+}
+
+/// After the tar crate stopped: it must have stopped at a zero block (the stream had not ended)
+/// and the next block must be zeros too.
+fn check_end_marker<R: Read>(w: &mut EndWatch<R>, source: &str) -> Result<()> {
+    let cut = || {
+        Error::corrupt(
+            source,
+            "the tar stream ends without its end-of-archive marker (two zero blocks): the object is truncated",
+        )
+    };
+    if w.ended {
+        return Err(cut());
+    }
+    let mut block = [0u8; 512];
+    let mut got = 0;
+    while got < block.len() {
+        match w.read(&mut block[got..]) {
+            Ok(0) => return Err(cut()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(read_error(source, e)),
+        }
+    }
+    if block.iter().any(|&b| b != 0) {
+        return Err(Error::corrupt(source, "a zero block inside the tar stream is followed by data, not by the end-of-archive marker"));
+    }
+    Ok(())
+}
+
 /// `extract_tar` with `source` (e.g. the object key) named in errors, returning counts too.
 pub fn extract_tar_from(r: impl Read, target: &Path, fsync: bool, source: &str) -> Result<ExtractStats> {
-    let mut archive = tar::Archive::new(r);
+    let mut archive = tar::Archive::new(EndWatch { inner: r, ended: false });
     let mut stats = ExtractStats::default();
     let entries = archive.entries().map_err(|e| read_error(source, e))?;
     let mut buf = vec![0u8; 256 * 1024];
@@ -140,6 +190,8 @@ pub fn extract_tar_from(r: impl Read, target: &Path, fsync: bool, source: &str) 
                     .mode(0o600)
                     .open(&path)
                     .map_err(|e| Error::io(&path, e))?;
+                let want = entry.header().size().map_err(|e| read_error(source, e))?;
+                let mut written = 0u64;
                 loop {
                     let n = match entry.read(&mut buf) {
                         Ok(0) => break,
@@ -148,8 +200,15 @@ pub fn extract_tar_from(r: impl Read, target: &Path, fsync: bool, source: &str) 
                         Err(e) => return Err(read_error(source, e)),
                     };
                     file.write_all(&buf[..n]).map_err(|e| Error::io(&path, e))?;
-                    stats.bytes += n as u64;
+                    written += n as u64;
                 }
+                if written != want {
+                    return Err(Error::corrupt(
+                        source,
+                        format!("tar entry {name:?} ends after {written} of its {want} bytes: the object is truncated"),
+                    ));
+                }
+                stats.bytes += written;
                 fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))
                     .map_err(|e| Error::io(&path, e))?;
                 if fsync {
@@ -166,6 +225,7 @@ pub fn extract_tar_from(r: impl Read, target: &Path, fsync: bool, source: &str) 
         }
         stats.names.push(name);
     }
+    check_end_marker(&mut archive.into_inner(), source)?;
     Ok(stats)
 }
 
@@ -214,6 +274,28 @@ mod tests {
         assert!(dir.path().join("pg_wal").is_dir());
         let dmode = fs::metadata(dir.path().join("base/5")).unwrap().permissions().mode() & 0o777;
         assert_eq!(dmode, 0o700);
+    }
+
+    #[test]
+    fn a_tar_without_its_end_marker_is_truncated() {
+        let mut b = builder(Vec::new());
+        append(&mut b, &mut file_header(600, 0o600, 0), "/a", &[7u8; 600][..]).unwrap();
+        append(&mut b, &mut file_header(8192, 0o600, 0), "/zeros", &[0u8; 8192][..]).unwrap();
+        let data = b.into_inner().unwrap();
+        let end = data.len() - 1024; // the two zero blocks the builder writes last
+        assert!(data[end..].iter().all(|&b| b == 0));
+        let dir = tempfile::tempdir().unwrap();
+        extract_tar_from(&data[..], &dir.path().join("ok"), false, "whole.tar").unwrap();
+        // Cut at every block boundary before the marker (the last file's data ends in zeros,
+        // so only the reader's end of stream tells a cut from the marker), and inside blocks.
+        let mut cuts: Vec<usize> = (0..=end / 512).map(|i| i * 512).collect();
+        cuts.extend([end + 512, 100, 1000, end - 1, end + 700]);
+        for cut in cuts {
+            let t = dir.path().join(format!("cut{cut}"));
+            let err = extract_tar_from(&data[..cut], &t, false, "part_003.tar").unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "cut {cut}: {err}");
+            assert!(err.to_string().contains("part_003.tar"), "cut {cut}: {err}");
+        }
     }
 
     #[test]

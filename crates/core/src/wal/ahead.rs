@@ -122,7 +122,8 @@ mod tests {
         fs::create_dir_all(pg_wal.join("archive_status")).unwrap();
         let names: Vec<String> = (1..=5).map(|i| format!("0000000100000000000000{i:02X}")).collect();
         for (i, n) in names.iter().enumerate() {
-            fs::write(pg_wal.join(n), vec![i as u8; 100_000]).unwrap();
+            // Real segments as far as fetch checks them (size and first page header).
+            fs::write(pg_wal.join(n), super::super::tests::fake_segment(n, 1 << 20, |_| i as u8)).unwrap();
             fs::write(pg_wal.join("archive_status").join(format!("{n}.ready")), b"").unwrap();
         }
         let storage = FsStorage::new(dir.path().join("bucket"));

@@ -1,4 +1,6 @@
-//! wal-fetch: restore one WAL file from storage, atomically, for restore_command.
+//! wal-fetch: restore one WAL file from storage, atomically, for restore_command. Nothing is
+//! put in place unless the decoded file passes `WalCheck` (segment size and first page header,
+//! history syntax) and every check of the object's own stream (frame/chunk checksums).
 //!
 //! "Not in storage" (Ok(false), exit 1 for restore_command: PostgreSQL then ends recovery or
 //! tries the next source) is said only when the storage was reached and answered so: the
@@ -11,6 +13,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use super::check::WalCheck;
 use super::{check_file_name, find_object};
 use crate::codec::{read_error, Pipeline};
 use crate::config::Config;
@@ -40,6 +43,17 @@ pub fn fetch_with(pipeline: &Pipeline, storage: &dyn Storage, file_name: &str, d
     // Deleted between the probe and the read: still an answer from storage.
     let Some(mut r) = pipeline.open(storage, &key)? else { return confirm_missing(storage) };
     let tmp = temp_path(dest);
+    let mut check = WalCheck::new(file_name, &key);
+    // Without a key, an encrypted object may decompress into garbage rather than fail: then the
+    // content check is what fails, and it gets the same hint as a decoder error.
+    let maybe_encrypted = !pipeline.is_encrypted() && !crate::codec::extension_of(&key).is_empty();
+    let hint = |e: Error| match e {
+        Error::Corrupt { object, msg } if maybe_encrypted => Error::Corrupt {
+            object,
+            msg: format!("{msg} (maybe the object is encrypted: {})", crate::codec::crypto::KEY_HINT),
+        },
+        other => other,
+    };
     let result = (|| -> Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
@@ -55,8 +69,10 @@ pub fn fetch_with(pipeline: &Pipeline, storage: &dyn Storage, file_name: &str, d
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(read_error(&key, e)),
             };
+            check.feed(&buf[..n]).map_err(hint)?;
             f.write_all(&buf[..n]).map_err(|e| Error::io(&tmp, e))?;
         }
+        check.finish().map_err(hint)?;
         f.sync_all().map_err(|e| Error::io(&tmp, e))?;
         drop(f);
         fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;

@@ -1,10 +1,11 @@
 //! WAL archive: push (with look-ahead for the archiver), fetch for restore_command.
 
 mod ahead;
+pub mod check;
 mod fetch;
 mod push;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use ahead::Archiver;
 pub use fetch::{fetch, fetch_with};

@@ -6,6 +6,15 @@ use crate::error::Error;
 use crate::codec::Compression;
 use crate::storage::FsStorage;
 
+/// A WAL segment as PostgreSQL writes it, as far as fetch checks: `seg_size` bytes whose first
+/// page has a long header for the segment `name` names; the rest is `fill`.
+pub(crate) fn fake_segment(name: &str, seg_size: u32, fill: impl Fn(usize) -> u8) -> Vec<u8> {
+    let (tli, segno) = crate::format::names::parse_wal_file_name_with(name, seg_size as u64).unwrap();
+    let mut v: Vec<u8> = (0..seg_size as usize).map(fill).collect();
+    v[..40].copy_from_slice(&check::long_page_header(0xD110, tli, segno * seg_size as u64, seg_size, 42));
+    v
+}
+
 fn setup() -> (tempfile::TempDir, FsStorage, Config) {
     let dir = tempfile::tempdir().unwrap();
     let storage = FsStorage::new(dir.path().join("bucket"));
@@ -46,10 +55,10 @@ fn push_twice_is_already_archived_and_different_is_conflict() {
 fn fetch_round_trip_missing_and_corrupt() {
     let (dir, s, cfg) = setup();
     let seg = dir.path().join("src");
-    let content: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
-    fs::write(&seg, &content).unwrap();
     for c in [Compression::Lz4, Compression::Zstd { level: 3 }, Compression::None] {
         let name = format!("0000000100000000000000{:02X}", c.name().len());
+        let content = fake_segment(&name, 1 << 20, |i| (i * 7 % 256) as u8);
+        fs::write(&seg, &content).unwrap();
         push(&Config { compression: c, ..cfg.clone() }, &s, &name, &seg).unwrap();
         let dest = dir.path().join(format!("restored-{}", c.name()));
         assert!(fetch(&cfg, &s, &name, &dest).unwrap());
@@ -78,12 +87,12 @@ fn encrypted_push_fetch_and_clear_errors() {
     use crate::codec::crypto::Key;
     let (dir, s, cfg) = setup();
     let seg = dir.path().join("seg");
-    let content: Vec<u8> = (0..200_000u32).map(|i| (i % 13) as u8).collect();
-    fs::write(&seg, &content).unwrap();
     let key = Key::from_text("an encryption key for the WAL archive", "none").unwrap();
     for (i, c) in [Compression::Brotli { quality: 3 }, Compression::Lzma { preset: 1 }, Compression::None].into_iter().enumerate() {
         let ecfg = Config { compression: c, encryption: Some(key.clone()), ..cfg.clone() };
         let name = format!("0000000100000000000000{:02X}", 0x30 + i);
+        let content = fake_segment(&name, 1 << 20, |i| (i % 13) as u8);
+        fs::write(&seg, &content).unwrap();
         let out = push(&ecfg, &s, &name, &seg).unwrap();
         let PushOutcome::Uploaded { key: object, .. } = out else { panic!("{out:?}") };
         assert_eq!(object, c.object_name(&format!("wal_005/{name}")));
@@ -141,7 +150,7 @@ fn fetch_missing_versus_unreachable() {
     fs::remove_file(dir.path().join("bucket/wal_005")).unwrap();
     // Reached, wal_005/ there, the file is not: the one real "not in storage".
     let seg = dir.path().join("seg");
-    fs::write(&seg, vec![1u8; 1000]).unwrap();
+    fs::write(&seg, fake_segment("000000010000000000000002", 1 << 20, |_| 1)).unwrap();
     push(&cfg, &s, "000000010000000000000002", &seg).unwrap();
     assert!(!fetch(&cfg, &s, name, &dest).unwrap());
     assert!(!fetch(&cfg, &s, "00000002.history", &dest).unwrap());
@@ -191,13 +200,19 @@ fn conflicting_partial_is_overwritten_history_and_segments_never() {
     // Segments and .backup files keep the rule: different content is a conflict, nothing replaced.
     for file in ["000000010000000000000008", "000000010000000000000008.00000028.backup"] {
         let f = dir.path().join(file);
-        fs::write(&f, b"first").unwrap();
+        // A segment must look like one to be fetched (size, first page header).
+        let (first, second) = if file.len() == 24 {
+            (fake_segment(file, 1 << 20, |_| 1), fake_segment(file, 1 << 20, |_| 2))
+        } else {
+            (b"first".to_vec(), b"second".to_vec())
+        };
+        fs::write(&f, &first).unwrap();
         push(&cfg, &s, file, &f).unwrap();
-        fs::write(&f, b"second").unwrap();
+        fs::write(&f, &second).unwrap();
         assert!(matches!(push(&cfg, &s, file, &f), Err(Error::Conflict(_))), "{file}");
         let d = dir.path().join("seg-fetched");
         assert!(fetch(&cfg, &s, file, &d).unwrap());
-        assert_eq!(fs::read(&d).unwrap(), b"first", "{file} untouched");
+        assert!(fs::read(&d).unwrap() == first, "{file} untouched");
     }
     // History: never, even when the stored copy is undecodable.
     let h = dir.path().join("00000003.history");

@@ -196,12 +196,14 @@ impl Inner {
 
     fn put_bytes(&self, key: &str, data: Vec<u8>) -> Result<()> {
         let full = self.full_key(key);
+        let md5 = writer::content_md5(&data);
         let data = bytes::Bytes::from(data);
         let r = self.call("put", key, |c| {
             let req = c
                 .put_object()
                 .bucket(&self.cfg.bucket)
                 .key(&full)
+                .content_md5(&md5)
                 .body(ByteStream::from(data.clone()));
             let req = writer::with_put_options(&self.cfg, req);
             async move { req.send().await.map(|_| ()).map_err(|e| Failure::from_sdk(&e)) }

@@ -40,6 +40,14 @@ macro_rules! with_object_options {
     }};
 }
 
+/// Base64 MD5 of a body, for the Content-MD5 header: S3 refuses (BadDigest) a PUT or part whose
+/// body does not match it, so a body damaged or cut on the way never becomes an object.
+pub(super) fn content_md5(data: &[u8]) -> String {
+    use base64::Engine;
+    use md5::Digest;
+    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(data))
+}
+
 pub(super) fn with_put_options(cfg: &S3Config, req: PutObjectFluentBuilder) -> PutObjectFluentBuilder {
     with_object_options!(cfg, req)
 }
@@ -148,6 +156,7 @@ impl S3Writer {
         let (client, bucket, key) = (self.client.clone(), self.inner.cfg.bucket.clone(), self.full_key.clone());
         let max_retries = self.inner.cfg.max_retries;
         self.in_flight.push_back(runtime().spawn(async move {
+            let md5 = content_md5(&data);
             retrying(max_retries, || {
                 let req = client
                     .upload_part()
@@ -155,6 +164,7 @@ impl S3Writer {
                     .key(&key)
                     .upload_id(&upload_id)
                     .part_number(number)
+                    .content_md5(md5.clone())
                     .body(ByteStream::from(data.clone()));
                 async move {
                     let out = req.send().await.map_err(|e| Failure::from_sdk(&e))?;
@@ -259,5 +269,15 @@ impl Drop for S3Writer {
         if !self.finished {
             self.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn content_md5_is_base64_of_the_digest() {
+        // RFC 1321 test vectors, base64 as S3's Content-MD5 header wants them.
+        assert_eq!(super::content_md5(b""), "1B2M2Y8AsgTpgAmY7PhCfg==");
+        assert_eq!(super::content_md5(b"abc"), "kAFQmDzST7DWlj99KOF/cg==");
     }
 }
