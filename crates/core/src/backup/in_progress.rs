@@ -246,7 +246,7 @@ mod tests {
     fn begin_name_heartbeat_end_and_abandon() {
         let dir = tempfile::tempdir().unwrap();
         let s: Arc<dyn Storage> = Arc::new(FsStorage::new(dir.path()));
-        let mut p = InProgress::begin_with_interval(s.clone(), "db host/1", 4242, Duration::from_millis(30)).unwrap();
+        let mut p = InProgress::begin_with_interval(s.clone(), "db host/1", 4242, Duration::from_secs(1)).unwrap();
         assert!(p.key().starts_with("basebackups_005/walg_ext_in_progress/db_host_1-4242-"), "{}", p.key());
         let now = SystemTime::now();
         let m = read_markers(s.as_ref(), now).unwrap();
@@ -262,7 +262,8 @@ mod tests {
         let hb = mk.heartbeat;
         p.heartbeat().unwrap();
         assert_eq!(read_markers(s.as_ref(), now).unwrap()[0].marker.as_ref().unwrap().heartbeat, hb);
-        std::thread::sleep(Duration::from_millis(40));
+        // (An interval of a second: with 30 ms a loaded machine passed it before the first check.)
+        std::thread::sleep(Duration::from_millis(1100));
         p.heartbeat().unwrap();
         assert!(read_markers(s.as_ref(), now).unwrap()[0].marker.as_ref().unwrap().heartbeat > hb);
         // Stale after the limit (as seen from a later clock).
