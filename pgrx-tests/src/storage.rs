@@ -60,6 +60,9 @@ pub enum Backend {
 /// Bucket the S3 storages live in.
 pub const E2E_BUCKET: &str = "walg-e2e";
 
+/// postgresql.conf lines that preload walg_ext and make it the archive library.
+const ARCHIVE_THROUGH_WALG: &str = "shared_preload_libraries = 'walg_ext'\narchive_mode = on\narchive_library = 'walg_ext'\n";
+
 /// A storage prefix plus the WAL-G config file (`walg-ext --config`, `walg.config_file`) that
 /// points at it. Objects are inspected through walg-core's own `Storage`, so every check reads
 /// the same way for every backend.
@@ -197,17 +200,17 @@ impl Storage {
         self.settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
+    /// postgresql.conf lines that load the extension and archive through it, with no `walg.*`
+    /// setting but `walg.config_file`: everything else comes from the WAL-G file.
+    pub fn config_file_only_conf(&self) -> String {
+        format!("{ARCHIVE_THROUGH_WALG}walg.config_file = '{}'\n", self.config.display())
+    }
+
     /// postgresql.conf lines that load the extension and archive through it into this storage.
     /// File storage is configured by GUCs only; S3 by the walg.s3_* / walg.aws_* GUCs plus
     /// `walg.config_file` for the keys (secrets never go into a GUC).
     pub fn extension_conf(&self) -> String {
-        let mut conf = format!(
-            "shared_preload_libraries = 'walg_ext'\n\
-             archive_mode = on\n\
-             archive_library = 'walg_ext'\n\
-             walg.compression_method = '{}'\n",
-            self.compression
-        );
+        let mut conf = format!("{ARCHIVE_THROUGH_WALG}walg.compression_method = '{}'\n", self.compression);
         match self.backend {
             Backend::File => {
                 conf.push_str(&format!("walg.file_prefix = '{}'\n", self.setting("WALG_FILE_PREFIX").unwrap()));

@@ -107,11 +107,7 @@ fn extension_reads_walg_config_file() {
     require_installed();
     // Only walg.config_file names the storage (a WAL-G YAML file); zstd comes from it too.
     let storage = Storage::new("config-file", "zstd");
-    let conf = format!(
-        "shared_preload_libraries = 'walg_ext'\narchive_mode = on\narchive_library = 'walg_ext'\n\
-         walg.config_file = '{}'\n",
-        storage.config.display()
-    );
+    let conf = storage.config_file_only_conf();
     let mut a = Cluster::init("config-file-a", &conf);
     a.start();
     a.psql("CREATE EXTENSION walg_ext");

@@ -18,11 +18,7 @@ fn gucs_defer_to_the_file_until_set() {
     require_installed();
     // The file says zstd and carries a WAL-G key walg_ext does not support.
     let storage = Storage::with_backend(Backend::File, "settings", "zstd", &[("WALG_DELTA_MAX_STEPS", "3")]);
-    let conf = format!(
-        "shared_preload_libraries = 'walg_ext'\narchive_mode = on\narchive_library = 'walg_ext'\n\
-         walg.config_file = '{}'\n",
-        storage.config.display()
-    );
+    let conf = storage.config_file_only_conf();
     let mut a = Cluster::init("settings", &conf);
     a.start();
     a.psql("CREATE EXTENSION walg_ext");
