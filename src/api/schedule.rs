@@ -178,3 +178,49 @@ fn walg_metrics() -> String {
     };
     metrics::render(&c, &g)
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// The test cluster preloads walg_ext, so its scheduler runs (with no schedule set) and
+    /// publishes; the view, walg_health and walg_metrics read that.
+    #[pg_test]
+    fn schedule_view_health_and_metrics_read_the_scheduler() {
+        let mut rows = 0;
+        for _ in 0..100 {
+            rows = Spi::get_one::<i64>("SELECT count(*) FROM walg_schedule").unwrap().unwrap_or(0);
+            if rows == 3 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert_eq!(rows, 3, "backup, full_backup, retention");
+        let off = Spi::get_one::<String>(
+            "SELECT string_agg(schedule || ':' || setting || ':' || coalesce(expression, 'off') || ':' || (next_run IS NULL)::text, ',' ORDER BY schedule) FROM walg_schedule",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(off, "backup:walg.backup_schedule:off:true,full_backup:walg.full_backup_schedule:off:true,retention:walg.retain:off:true");
+        let text = Spi::get_one::<String>("SELECT walg_metrics()").unwrap().unwrap();
+        assert!(text.contains("# TYPE walg_archived_files_total counter\nwalg_archived_files_total "), "{text}");
+        assert!(text.contains("walg_scheduled_backups_total{outcome=\"succeeded\"} 0\n"), "{text}");
+        let odd = Spi::get_one::<i64>(
+            "SELECT count(*) FROM walg_health() WHERE severity NOT IN ('critical', 'warning') OR detail = '' OR action = ''",
+        )
+        .unwrap();
+        assert_eq!(odd, Some(0));
+    }
+
+    #[pg_test]
+    fn new_settings_are_gucs_with_their_units() {
+        let show = |q: &str| Spi::get_one::<String>(&format!("SELECT current_setting('{q}')")).unwrap().unwrap();
+        assert_eq!(show("walg.backup_schedule"), "");
+        assert_eq!(show("walg.retain"), "");
+        assert_eq!(show("walg.backup_retries"), "2");
+        assert_eq!(show("walg.backup_retry_delay"), "1min");
+        assert_eq!(show("walg.health_check_interval"), "1min");
+        assert_eq!(show("walg.backup_on_standby"), "off");
+    }
+}
