@@ -491,4 +491,67 @@ mod tests {
         assert!(p[0].detail.contains("000000010000000000000012..000000010000000000000013"), "{}", p[0].detail);
         assert_eq!(p[1].severity, Severity::Warning);
     }
+    /// The cached check on a real file storage: unreachable, empty, damaged, and WAL lost
+    /// before and after the latest backup.
+    #[test]
+    fn storage_check_on_file_storage() {
+        use crate::catalog::walfiles::name_of_position;
+        use crate::format::names::{metadata_key, sentinel_key};
+        use crate::format::{BackupMetadata, Sentinel};
+        use crate::storage::FsStorage;
+        const SEG: u64 = 16 << 20;
+        let now = t("2026-11-29T17:00:00Z");
+        let pipeline = Pipeline::new(crate::codec::Compression::Lz4, None);
+        let opt = IntegrityOptions { wal_segment_size: SEG, max_delayed: 0, uploading: 1 };
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("bucket");
+        let s = FsStorage::new(root.clone());
+
+        let c = check_storage(&s, &pipeline, None, opt, now);
+        assert_eq!((c.error_kind.as_deref(), c.latest_backup.as_ref()), (Some("unreachable"), None), "{c:?}");
+        assert_eq!(c.checked_at, now);
+
+        std::fs::create_dir(&root).unwrap();
+        let c = check_storage(&s, &pipeline, None, opt, now);
+        assert_eq!((c.error.as_ref(), c.backups_count, c.latest_backup.as_ref()), (None, 0, None));
+
+        let backup = |pos: u64, start: i64| {
+            let name = format!("base_{}", name_of_position(1, pos));
+            let sentinel = Sentinel {
+                lsn: pos * SEG + 0x28,
+                finish_lsn: (pos + 1) * SEG + 0x100,
+                start_time: chrono::TimeZone::timestamp_opt(&Utc, start, 0).unwrap(),
+                finish_time: chrono::TimeZone::timestamp_opt(&Utc, start + 10, 0).unwrap(),
+                version: 2,
+                pg_version: 150000,
+                ..Default::default()
+            };
+            s.put(&format!("basebackups_005/{name}/tar_partitions/part_001.tar.lz4"), b"data").unwrap();
+            let m = BackupMetadata { start_time: sentinel.start_time, ..Default::default() };
+            s.put(&metadata_key(&name), &m.to_json()).unwrap();
+            s.put(&sentinel_key(&name), &sentinel.to_json()).unwrap();
+            name
+        };
+        backup(2, 100);
+        let latest = backup(6, 200);
+        for p in (2..=9).filter(|p| *p != 4 && *p != 7) {
+            s.put(&format!("wal_005/{}.lz4", name_of_position(1, p)), b"w").unwrap();
+        }
+        // The server writes segment 11: 10 is "uploading"; 7 (after the latest backup) and 4
+        // (before it) are lost.
+        let current = CurrentSegment { timeline: 1, lsn: 11 * SEG + 5 };
+        let c = check_storage(&s, &pipeline, Some(current), opt, now);
+        assert_eq!(c.error, None, "{c:?}");
+        assert_eq!((c.backups_count, c.latest_backup.as_deref()), (2, Some(latest.as_str())));
+        assert_eq!(c.latest_backup_finish, Some(chrono::TimeZone::timestamp_opt(&Utc, 210, 0).unwrap()));
+        let lost: Vec<(&str, bool)> = c.lost_wal.iter().map(|r| (r.start_segment.as_str(), r.after_latest_backup)).collect();
+        assert_eq!(lost, vec![("000000010000000000000004", false), ("000000010000000000000007", true)]);
+
+        // A damaged sentinel: the check reports it (corrupt), not "no backup".
+        s.put(&sentinel_key(&latest), b"{not json").unwrap();
+        let c = check_storage(&s, &pipeline, Some(current), opt, now);
+        assert_eq!(c.error_kind.as_deref(), Some("corrupt"), "{c:?}");
+        let i = HealthInputs { storage: Some(&c), ..inputs(now, None, None, &[]) };
+        assert_eq!(names(&assess(&i)), vec!["storage_error"]);
+    }
 }
