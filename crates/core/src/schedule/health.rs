@@ -329,7 +329,7 @@ pub fn assess(inputs: &HealthInputs) -> Vec<Problem> {
             );
         }
     }
-    out.sort_by(|a, b| b.severity.cmp(&a.severity));
+    out.sort_by_key(|p| std::cmp::Reverse(p.severity));
     out
 }
 
