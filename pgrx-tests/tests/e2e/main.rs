@@ -10,6 +10,7 @@ mod backup_errors;
 mod backup_kill;
 mod harness;
 mod manage;
+mod pgp;
 mod pitr;
 mod recovery_unreachable;
 mod restore_faults;
