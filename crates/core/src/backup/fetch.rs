@@ -3,7 +3,7 @@
 //!
 //! A restore is right or it fails. It reads exactly the tar objects `files_metadata.json`
 //! records (a stray `part_` left by an aborted earlier attempt is ignored, and logged), checks
-//! each recorded object's presence and stored size before writing anything, its BLAKE3 while it
+//! each recorded object's presence and stored size before writing anything, its XXH3-128 while it
 //! streams (our backups), every recorded entry and file on the way out, and writes pg_control
 //! only when all of that passed. Backups written by WAL-G are checked as far as their metadata
 //! allows; without files metadata the parts come from a listing (logged as a weaker check).
@@ -270,7 +270,7 @@ fn read_part<T>(
         None => (raw, None),
     };
     let result = (|| {
-        // A recorded BLAKE3 checks every stored byte: zstd's own frame checksums are skipped then.
+        // A recorded XXH3-128 checks every stored byte: zstd's own frame checksums are skipped then.
         let mut r = pipeline.reader_opts(key, raw, part.record.is_none())?;
         let out = consume(&mut r)?;
         io::copy(&mut r, &mut io::sink()).map_err(|e| read_error(key, e))?;

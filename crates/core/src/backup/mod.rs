@@ -118,7 +118,7 @@ pub(crate) mod tests {
             storage.put(key, &serde_json::to_vec(&v).unwrap()).unwrap();
         };
         strip(&files_metadata_key(name), &["WalgExtParts"], true);
-        strip(&sentinel_key(name), &["WalgExtFilesMetadata", "WalgExtSentinelBlake3"], false);
+        strip(&sentinel_key(name), &["WalgExtFilesMetadata", "WalgExtSentinelXxh3"], false);
     }
 
     #[test]
