@@ -87,31 +87,28 @@ pub struct BackupOptions {
     pub wait: bool,
 }
 
-/// Start a backup job. With `wait`, wait for it and return the backup name (ERROR on failure);
-/// without, return None as soon as the worker is registered.
-pub fn run(opts: &BackupOptions) -> Option<String> {
-    if !shmem::available() {
-        error_with(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            "walg_ext is not loaded through shared_preload_libraries",
-            "Add walg_ext to shared_preload_libraries in postgresql.conf and restart the server.",
-        );
-    }
+/// Why a job could not start.
+pub enum StartError {
+    /// A backup is already running (this process id).
+    Busy(i32),
+    /// The configuration or its storage cannot be used.
+    Config(walg_core::Error),
+    /// No background worker slot (max_worker_processes).
+    NoWorker,
+}
+
+/// A started job: its generation in the slot and its worker (notifying this process).
+pub struct Started {
+    pub generation: u64,
+    pub worker: pgrx::bgworkers::DynamicBackgroundWorker,
+}
+
+/// Claim the job slot and start the backup worker, connected to database `db`. Used by
+/// `walg_backup_push()` and by the scheduler: one backup path.
+pub fn start(opts: &BackupOptions, db: pg_sys::Oid) -> Result<Started, StartError> {
     // Fail early, in the caller, on a configuration the worker could not use.
-    if let Err(e) = settings::load_config().and_then(|c| c.open_storage().map(|_| ())) {
-        crate::api::raise(e);
-    }
-
-    let generation = match claim_slot(opts) {
-        Ok(g) => g,
-        Err(pid) => error_with(
-            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
-            &format!("a walg_ext backup is already running (process {pid})"),
-            "Wait for it to finish; walg_ext runs one backup at a time.",
-        ),
-    };
-
-    let db = unsafe { pg_sys::MyDatabaseId };
+    settings::load_config().and_then(|c| c.open_storage().map(|_| ())).map_err(StartError::Config)?;
+    let generation = claim_slot(opts).map_err(StartError::Busy)?;
     let worker = BackgroundWorkerBuilder::new(&format!("walg_ext backup job {generation}"))
         .set_type(WORKER_TYPE)
         .set_library("walg_ext")
@@ -126,16 +123,76 @@ pub fn run(opts: &BackupOptions) -> Option<String> {
         .set_notify_pid(shmem::my_pid())
         .set_restart_time(None)
         .load_dynamic();
-    let worker = match worker {
-        Ok(w) => w,
+    match worker {
+        Ok(worker) => Ok(Started { generation, worker }),
         Err(_) => {
             settle(generation, Err(&Failure::new(ErrorKind::Internal, "could not register the backup worker")));
-            error_with(
-                PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
-                "could not start the walg_ext backup worker",
-                "Raise max_worker_processes.",
-            );
+            Err(StartError::NoWorker)
         }
+    }
+}
+
+/// The outcome of job `generation` once its worker has stopped: the backup name, or why it
+/// failed (a worker that ended without recording one was terminated or crashed: 57000).
+pub fn outcome(generation: u64) -> Result<String, Failure> {
+    let job: BackupJob = *BACKUP_JOB.share();
+    if job.generation != generation {
+        return Err(Failure::new(ErrorKind::Internal, "the backup job was replaced by another one while waiting"));
+    }
+    match job.state() {
+        JobState::Succeeded => Ok(job.name()),
+        JobState::Failed => {
+            // The SQLSTATE the worker chose from the error's kind (or PostgreSQL's own); a
+            // slot without one can only be a bug.
+            let code = match job.error_sqlstate {
+                0 => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                c => PgSqlErrorCode::from(c),
+            };
+            Err(Failure {
+                kind: job.error_kind().unwrap_or(ErrorKind::Internal),
+                code,
+                hint: job.error_hint(),
+                message: job.error(),
+            })
+        }
+        _ => {
+            // Ended without recording an outcome: killed (pg_terminate_backend at the wrong
+            // moment, kill -9, the OOM killer) or crashed. 57000: operator intervention.
+            let f = Failure {
+                kind: ErrorKind::Cancelled,
+                code: PgSqlErrorCode::ERRCODE_OPERATOR_INTERVENTION,
+                hint: String::new(),
+                message: "the backup worker exited before finishing (terminated or crashed; see the server log)".into(),
+            };
+            settle(generation, Err(&f));
+            Err(f)
+        }
+    }
+}
+
+/// Start a backup job. With `wait`, wait for it and return the backup name (ERROR on failure);
+/// without, return None as soon as the worker is registered.
+pub fn run(opts: &BackupOptions) -> Option<String> {
+    if !shmem::available() {
+        error_with(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "walg_ext is not loaded through shared_preload_libraries",
+            "Add walg_ext to shared_preload_libraries in postgresql.conf and restart the server.",
+        );
+    }
+    let Started { generation, worker } = match start(opts, unsafe { pg_sys::MyDatabaseId }) {
+        Ok(s) => s,
+        Err(StartError::Config(e)) => crate::api::raise(e),
+        Err(StartError::Busy(pid)) => error_with(
+            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+            &format!("a walg_ext backup is already running (process {pid})"),
+            "Wait for it to finish; walg_ext runs one backup at a time.",
+        ),
+        Err(StartError::NoWorker) => error_with(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
+            "could not start the walg_ext backup worker",
+            "Raise max_worker_processes.",
+        ),
     };
 
     if !opts.wait {
@@ -165,38 +222,15 @@ pub fn run(opts: &BackupOptions) -> Option<String> {
         }
     }
 
-    let job: BackupJob = *BACKUP_JOB.share();
-    if job.generation != generation {
-        error!("walg_ext: the backup job was replaced by another one while waiting");
-    }
     const NOTHING_COMMITTED: &str = "Nothing was committed to storage: the backup has no sentinel and is not listed.";
-    match job.state() {
-        JobState::Succeeded => Some(job.name()),
-        JobState::Failed => {
-            // The SQLSTATE the worker chose from the error's kind (or PostgreSQL's own); a
-            // slot without one can only be a bug.
-            let code = match job.error_sqlstate {
-                0 => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                c => PgSqlErrorCode::from(c),
-            };
-            let hint = match job.error_hint() {
-                h if h.is_empty() => NOTHING_COMMITTED.to_string(),
+    match outcome(generation) {
+        Ok(name) => Some(name),
+        Err(f) => {
+            let hint = match f.hint.as_str() {
+                "" => NOTHING_COMMITTED.to_string(),
                 h => format!("{h} {NOTHING_COMMITTED}"),
             };
-            error_with(code, &format!("walg_ext backup failed: {}", job.error()), &hint)
-        }
-        _ => {
-            // Ended without recording an outcome: killed (pg_terminate_backend at the wrong
-            // moment, kill -9, the OOM killer) or crashed. 57000: operator intervention.
-            let msg = "the backup worker exited before finishing (terminated or crashed; see the server log)";
-            let f = Failure {
-                kind: ErrorKind::Cancelled,
-                code: PgSqlErrorCode::ERRCODE_OPERATOR_INTERVENTION,
-                hint: String::new(),
-                message: msg.into(),
-            };
-            settle(generation, Err(&f));
-            error_with(f.code, &format!("walg_ext backup failed: {msg}"), NOTHING_COMMITTED)
+            error_with(f.code, &format!("walg_ext backup failed: {}", f.message), &hint)
         }
     }
 }

@@ -142,6 +142,48 @@ pub struct Config {
     pub download_concurrency: usize,
     /// WALG_DISK_RATE_LIMIT bytes/s for backup reads; None (or 0) = unlimited.
     pub disk_rate_limit: Option<u64>,
+    /// The scheduler's settings (the extension's static worker).
+    pub schedule: ScheduleConfig,
+}
+
+/// Settings of the scheduler, as written: the expressions are parsed by the scheduler
+/// (crate::schedule), not here, so a typo in a schedule never stops WAL archiving (which loads
+/// this Config for every segment); the scheduler and `walg_health()` report it instead.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScheduleConfig {
+    /// WALG_BACKUP_SCHEDULE (cron); None = off.
+    pub backup: Option<String>,
+    /// WALG_FULL_BACKUP_SCHEDULE (cron); None = off.
+    pub full_backup: Option<String>,
+    /// WALG_RETAIN (`delete retain` arguments); None = off.
+    pub retain: Option<String>,
+    /// WALG_BACKUP_RETRIES.
+    pub retries: u32,
+    /// WALG_BACKUP_RETRY_DELAY, seconds.
+    pub retry_delay_secs: u64,
+    /// WALG_BACKUP_ON_STANDBY.
+    pub on_standby: bool,
+    /// WALG_HEALTH_CHECK_INTERVAL, seconds.
+    pub health_check_interval_secs: u64,
+}
+
+impl ScheduleConfig {
+    fn from_settings(s: &Settings) -> Result<ScheduleConfig> {
+        Ok(ScheduleConfig {
+            backup: s.text(&r::BACKUP_SCHEDULE)?,
+            full_backup: s.text(&r::FULL_BACKUP_SCHEDULE)?,
+            retain: s.text(&r::RETAIN)?,
+            retries: count(s, &r::BACKUP_RETRIES)? as u32,
+            retry_delay_secs: count(s, &r::BACKUP_RETRY_DELAY)?,
+            on_standby: s.flag(&r::BACKUP_ON_STANDBY)?,
+            health_check_interval_secs: count(s, &r::HEALTH_CHECK_INTERVAL)?,
+        })
+    }
+
+    /// The defaults (nothing scheduled).
+    pub fn defaults() -> ScheduleConfig {
+        ScheduleConfig { retries: 2, retry_delay_secs: 60, health_check_interval_secs: 60, ..Default::default() }
+    }
 }
 
 fn cores() -> usize {
@@ -237,6 +279,7 @@ impl Config {
         let upload_concurrency = count(s, &r::UPLOAD_CONCURRENCY)? as usize;
         let download_concurrency = count(s, &r::DOWNLOAD_CONCURRENCY)? as usize;
         let disk_rate_limit = Some(count(s, &r::DISK_RATE_LIMIT)?).filter(|&v| v > 0);
+        let schedule = ScheduleConfig::from_settings(s)?;
         Ok(Config {
             storage,
             compression,
@@ -245,6 +288,7 @@ impl Config {
             upload_concurrency,
             download_concurrency,
             disk_rate_limit,
+            schedule,
         })
     }
 
@@ -258,6 +302,7 @@ impl Config {
             upload_concurrency: cores(),
             download_concurrency: cores(),
             disk_rate_limit: None,
+            schedule: ScheduleConfig::defaults(),
         }
     }
 
@@ -392,6 +437,13 @@ mod tests {
             ("WALG_UPLOAD_CONCURRENCY", vec![], "1000"),
             ("WALG_DISK_RATE_LIMIT", vec![], "5000"),
             ("WALG_DOWNLOAD_CONCURRENCY", vec![], "1000"),
+            ("WALG_BACKUP_SCHEDULE", vec![], "0 3 * * *"),
+            ("WALG_FULL_BACKUP_SCHEDULE", vec![], "0 3 * * 0"),
+            ("WALG_RETAIN", vec![], "FULL 7"),
+            ("WALG_BACKUP_RETRIES", vec![], "5"),
+            ("WALG_BACKUP_RETRY_DELAY", vec![], "10"),
+            ("WALG_BACKUP_ON_STANDBY", vec![], "true"),
+            ("WALG_HEALTH_CHECK_INTERVAL", vec![], "5"),
         ];
         for setting in registry::ALL {
             let Some((key, ctx, value)) = cases.iter().find(|c| c.0 == setting.key) else {

@@ -13,6 +13,7 @@ mod manage;
 mod pitr;
 mod recovery_unreachable;
 mod restore_faults;
+mod schedule;
 mod s3_faults;
 mod settings;
 mod story;
