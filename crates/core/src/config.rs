@@ -142,6 +142,10 @@ pub struct Config {
     pub download_concurrency: usize,
     /// WALG_DISK_RATE_LIMIT bytes/s for backup reads; None (or 0) = unlimited.
     pub disk_rate_limit: Option<u64>,
+    /// WALG_DELTA_MAX_STEPS: deltas allowed after a full; 0 = full backups only.
+    pub delta_max_steps: u32,
+    /// WALG_DELTA_ORIGIN: true for LATEST_FULL (deltas from the newest full), false for LATEST.
+    pub delta_from_full: bool,
 }
 
 fn cores() -> usize {
@@ -237,6 +241,8 @@ impl Config {
         let upload_concurrency = count(s, &r::UPLOAD_CONCURRENCY)? as usize;
         let download_concurrency = count(s, &r::DOWNLOAD_CONCURRENCY)? as usize;
         let disk_rate_limit = Some(count(s, &r::DISK_RATE_LIMIT)?).filter(|&v| v > 0);
+        let delta_max_steps = count(s, &r::DELTA_MAX_STEPS)? as u32;
+        let delta_from_full = s.text(&r::DELTA_ORIGIN)?.is_some_and(|o| o == "LATEST_FULL");
         Ok(Config {
             storage,
             compression,
@@ -245,6 +251,8 @@ impl Config {
             upload_concurrency,
             download_concurrency,
             disk_rate_limit,
+            delta_max_steps,
+            delta_from_full,
         })
     }
 
@@ -258,6 +266,8 @@ impl Config {
             upload_concurrency: cores(),
             download_concurrency: cores(),
             disk_rate_limit: None,
+            delta_max_steps: 0,
+            delta_from_full: false,
         }
     }
 
@@ -392,6 +402,8 @@ mod tests {
             ("WALG_UPLOAD_CONCURRENCY", vec![], "1000"),
             ("WALG_DISK_RATE_LIMIT", vec![], "5000"),
             ("WALG_DOWNLOAD_CONCURRENCY", vec![], "1000"),
+            ("WALG_DELTA_MAX_STEPS", vec![], "6"),
+            ("WALG_DELTA_ORIGIN", vec![], "latest_full"),
         ];
         for setting in registry::ALL {
             let Some((key, ctx, value)) = cases.iter().find(|c| c.0 == setting.key) else {
@@ -422,7 +434,7 @@ mod tests {
         assert!(err.contains(&path.display().to_string()), "{err}");
         assert!(err.contains("unknown setting WALG_COMPRESION_METHOD") && err.contains("did you mean WALG_COMPRESSION_METHOD?"), "{err}");
         // WAL-G keys walg_ext does not use are no typo: the file loads (the CLI warns).
-        std::fs::write(&path, "WALG_FILE_PREFIX: /b\nWALG_DELTA_MAX_STEPS: 6\nPGHOST: /run/postgresql\n").unwrap();
+        std::fs::write(&path, "WALG_FILE_PREFIX: /b\nWALG_USE_WAL_DELTA: true\nPGHOST: /run/postgresql\n").unwrap();
         let s = Settings::from_file(&path).unwrap();
         assert_eq!(registry::check_keys(&s, registry::Origin::File).unwrap().len(), 2);
         Config::from_settings(&s).unwrap();
@@ -433,6 +445,8 @@ mod tests {
             ("WALG_TAR_SIZE_THRESHOLD", "-5", "out of range 1.."),
             ("WALG_UPLOAD_CONCURRENCY", "2000", "out of range 1..1024"),
             ("WALG_DISK_RATE_LIMIT", "10MB", "not an integer in bytes/s"),
+            ("WALG_DELTA_ORIGIN", "OLDEST", "LATEST, LATEST_FULL"),
+            ("WALG_DELTA_MAX_STEPS", "-1", "out of range 0.."),
             ("AWS_S3_FORCE_PATH_STYLE", "maybe", "not a boolean"),
         ];
         for (key, value, allowed) in cases {
