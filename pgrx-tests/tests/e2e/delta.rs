@@ -76,6 +76,17 @@ fn full_delta_delta_under_pgbench_restores_the_chain() {
     assert_dumps_equal(&dump_a, &b.dumpall(), "delta chain: A vs restored B");
     b.stop();
 
+    // Bad requests: refused before anything starts, or by the worker, naming the problem.
+    let err = a.try_psql(&format!("SELECT walg_backup_push(full => true, delta_from => '{full}')")).unwrap_err();
+    assert!(err.contains("exclude each other"), "{err}");
+    let err = a.try_psql("SELECT walg_backup_push(delta_from => 'not a name')").unwrap_err();
+    assert!(err.contains("not a backup name"), "{err}");
+    let err = a.try_psql("SELECT walg_backup_push(delta_from => 'base_0000000100000000000000AA')").unwrap_err();
+    assert!(err.contains("base_0000000100000000000000AA") && err.contains("does not exist"), "{err}");
+    // By name: a delta from the full (step 1 again).
+    let from_full = a.psql(&format!("SELECT walg_backup_push(delta_from => '{full}')"));
+    assert!(from_full.ends_with(&format!("_D_{}", &full[5..29])), "{from_full}");
+
     // full => true forces a full backup.
     let forced = a.psql("SELECT walg_backup_push(full => true)");
     assert!(!forced.contains("_D_"), "{forced}");
