@@ -37,7 +37,7 @@ pub fn backup_list(config: Option<&Path>, json: bool, detail: bool) -> Result<()
     if detail {
         header.extend([
             "start_time", "finish_time", "hostname", "data_dir", "pg_version", "start_lsn", "finish_lsn",
-            "is_permanent", "is_full", "delta_from", "user_data",
+            "is_permanent", "is_full", "delta_from", "delta_full_name", "delta_count", "user_data",
         ]);
     }
     let mut table = vec![header.iter().map(|s| s.to_string()).collect::<Vec<_>>()];
@@ -56,6 +56,8 @@ pub fn backup_list(config: Option<&Path>, json: bool, detail: bool) -> Result<()
                 b.is_permanent.to_string(),
                 b.is_full().to_string(),
                 s.delta_from.clone().unwrap_or_default(),
+                s.delta_full_name.clone().unwrap_or_default(),
+                s.delta_count.map(|c| c.to_string()).unwrap_or_default(),
                 b.user_data().map(|u| u.to_string()).unwrap_or_default(),
             ]);
         }

@@ -184,6 +184,10 @@ impl ScheduleConfig {
     pub fn defaults() -> ScheduleConfig {
         ScheduleConfig { retries: 2, retry_delay_secs: 60, health_check_interval_secs: 60, ..Default::default() }
     }
+    /// WALG_DELTA_MAX_STEPS: deltas allowed after a full; 0 = full backups only.
+    pub delta_max_steps: u32,
+    /// WALG_DELTA_ORIGIN: true for LATEST_FULL (deltas from the newest full), false for LATEST.
+    pub delta_from_full: bool,
 }
 
 fn cores() -> usize {
@@ -280,6 +284,8 @@ impl Config {
         let download_concurrency = count(s, &r::DOWNLOAD_CONCURRENCY)? as usize;
         let disk_rate_limit = Some(count(s, &r::DISK_RATE_LIMIT)?).filter(|&v| v > 0);
         let schedule = ScheduleConfig::from_settings(s)?;
+        let delta_max_steps = count(s, &r::DELTA_MAX_STEPS)? as u32;
+        let delta_from_full = s.text(&r::DELTA_ORIGIN)?.is_some_and(|o| o == "LATEST_FULL");
         Ok(Config {
             storage,
             compression,
@@ -289,6 +295,8 @@ impl Config {
             download_concurrency,
             disk_rate_limit,
             schedule,
+            delta_max_steps,
+            delta_from_full,
         })
     }
 
@@ -303,6 +311,8 @@ impl Config {
             download_concurrency: cores(),
             disk_rate_limit: None,
             schedule: ScheduleConfig::defaults(),
+            delta_max_steps: 0,
+            delta_from_full: false,
         }
     }
 
@@ -444,6 +454,8 @@ mod tests {
             ("WALG_BACKUP_RETRY_DELAY", vec![], "10"),
             ("WALG_BACKUP_ON_STANDBY", vec![], "true"),
             ("WALG_HEALTH_CHECK_INTERVAL", vec![], "5"),
+            ("WALG_DELTA_MAX_STEPS", vec![], "6"),
+            ("WALG_DELTA_ORIGIN", vec![], "latest_full"),
         ];
         for setting in registry::ALL {
             let Some((key, ctx, value)) = cases.iter().find(|c| c.0 == setting.key) else {
@@ -474,7 +486,7 @@ mod tests {
         assert!(err.contains(&path.display().to_string()), "{err}");
         assert!(err.contains("unknown setting WALG_COMPRESION_METHOD") && err.contains("did you mean WALG_COMPRESSION_METHOD?"), "{err}");
         // WAL-G keys walg_ext does not use are no typo: the file loads (the CLI warns).
-        std::fs::write(&path, "WALG_FILE_PREFIX: /b\nWALG_DELTA_MAX_STEPS: 6\nPGHOST: /run/postgresql\n").unwrap();
+        std::fs::write(&path, "WALG_FILE_PREFIX: /b\nWALG_USE_WAL_DELTA: true\nPGHOST: /run/postgresql\n").unwrap();
         let s = Settings::from_file(&path).unwrap();
         assert_eq!(registry::check_keys(&s, registry::Origin::File).unwrap().len(), 2);
         Config::from_settings(&s).unwrap();
@@ -485,6 +497,8 @@ mod tests {
             ("WALG_TAR_SIZE_THRESHOLD", "-5", "out of range 1.."),
             ("WALG_UPLOAD_CONCURRENCY", "2000", "out of range 1..1024"),
             ("WALG_DISK_RATE_LIMIT", "10MB", "not an integer in bytes/s"),
+            ("WALG_DELTA_ORIGIN", "OLDEST", "LATEST, LATEST_FULL"),
+            ("WALG_DELTA_MAX_STEPS", "-1", "out of range 0.."),
             ("AWS_S3_FORCE_PATH_STYLE", "maybe", "not a boolean"),
         ];
         for (key, value, allowed) in cases {

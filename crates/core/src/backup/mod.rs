@@ -1,5 +1,7 @@
 //! Base backups: push (walk PGDATA, tar, compress, upload) and fetch (restore).
 
+pub mod chain;
+pub mod delta;
 pub mod fetch;
 pub mod in_progress;
 pub mod push;
@@ -14,6 +16,8 @@ pub use wal_wait::{wait_for_wal, WaitTiming, WalRange};
 
 #[cfg(test)]
 mod faults;
+#[cfg(test)]
+mod delta_tests;
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -77,6 +81,7 @@ pub(crate) mod tests {
             hostname: "testhost".into(),
             is_permanent: false,
             user_data: None,
+            delta: None,
         }
     }
 

@@ -440,6 +440,25 @@ settings! {
         secret: false,
         context: Context::Reload,
         doc: "how often the scheduler lists storage and checks WAL for `walg_health()` and saves the counters (walg_ext's own key)",
+    DELTA_MAX_STEPS = Setting {
+        key: "WALG_DELTA_MAX_STEPS",
+        aliases: &[],
+        guc: Some("walg.delta_max_steps"),
+        kind: Kind::Int { min: 0, max: 1_000_000, unit: Unit::None, unset: None },
+        default: Default::Value("0"),
+        secret: false,
+        context: Context::Reload,
+        doc: "delta backups allowed between two full ones; 0: every backup is full (WAL-G's meaning)",
+    },
+    DELTA_ORIGIN = Setting {
+        key: "WALG_DELTA_ORIGIN",
+        aliases: &[],
+        guc: Some("walg.delta_origin"),
+        kind: Kind::Enum(&["LATEST", "LATEST_FULL"]),
+        default: Default::Value("LATEST"),
+        secret: false,
+        context: Context::Reload,
+        doc: "base of a delta: `LATEST` (the newest backup, so deltas chain) or `LATEST_FULL` (the newest backup's full)",
     },
     DOWNLOAD_CONCURRENCY = Setting {
         key: "WALG_DOWNLOAD_CONCURRENCY",
@@ -460,7 +479,7 @@ settings! {
 pub const WALG_KEYS_NOT_USED: &[&str] = &[
     "WALG_UPLOAD_DISK_CONCURRENCY", "WALG_UPLOAD_QUEUE", "WALG_DOWNLOAD_FILE_RETRIES",
     "WALG_SENTINEL_USER_DATA", "WALG_PREVENT_WAL_OVERWRITE", "WALG_UPLOAD_WAL_METADATA",
-    "WALG_DELTA_MAX_STEPS", "WALG_DELTA_ORIGIN", "WALG_STORAGE_PREFIX", "WALG_NETWORK_RATE_LIMIT",
+    "WALG_STORAGE_PREFIX", "WALG_NETWORK_RATE_LIMIT",
     "WALG_USE_WAL_DELTA", "WALG_USE_REVERSE_UNPACK", "WALG_SKIP_REDUNDANT_TARS",
     "WALG_VERIFY_PAGE_CHECKSUMS", "WALG_STORE_ALL_CORRUPT_BLOCKS", "WALG_USE_RATING_COMPOSER",
     "WALG_USE_COPY_COMPOSER", "WALG_USE_DATABASE_COMPOSER", "WALG_WITHOUT_FILES_METADATA",
@@ -849,10 +868,10 @@ mod tests {
     fn unknown_keys_in_file_and_environment() {
         let mut file = Settings::new();
         file.set("WALG_FILE_PREFIX", "/b");
-        file.set("WALG_DELTA_MAX_STEPS", "6");
+        file.set("WALG_USE_WAL_DELTA", "true");
         let warnings = check_keys(&file, Origin::File).unwrap();
         assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].contains("WALG_DELTA_MAX_STEPS") && warnings[0].contains("does not support"), "{warnings:?}");
+        assert!(warnings[0].contains("WALG_USE_WAL_DELTA") && warnings[0].contains("does not support"), "{warnings:?}");
         file.set("WALG_COMPRESION_METHOD", "zstd");
         let err = check_keys(&file, Origin::File).unwrap_err().to_string();
         assert!(
