@@ -161,6 +161,16 @@ settings! {
         context: Context::Reload,
         doc: "WAL-G's zstd level names: `fastest` (1), `default` (3), `better` (7), `best` (11), or a number; `WALG_COMPRESSION_LEVEL` wins",
     },
+    ZSTD_LAYOUT = Setting {
+        key: "WALG_ZSTD_LAYOUT",
+        aliases: &[],
+        guc: Some("walg.zstd_layout"),
+        kind: Kind::Enum(&["single", "frames"]),
+        default: Default::Value("single"),
+        secret: false,
+        context: Context::Reload,
+        doc: "zstd objects as `single` frame (every zstd reader reads them) or `frames`, one per chunk (some readers stop after the first; a little less CPU for WAL at level 3) (walg_ext's own key)",
+    },
     LIBSODIUM_KEY_PATH = Setting {
         key: "WALG_LIBSODIUM_KEY_PATH",
         aliases: &[],
@@ -190,6 +200,36 @@ settings! {
         secret: false,
         context: Context::Reload,
         doc: "`none` (text of at least 25 bytes, cut or zero-padded to 32), `hex` or `base64` (exactly 32 bytes)",
+    },
+    PGP_KEY_PATH = Setting {
+        key: "WALG_PGP_KEY_PATH",
+        aliases: &[],
+        guc: Some("walg.pgp_key_path"),
+        kind: Kind::Text,
+        default: Default::Unset("none"),
+        secret: false,
+        context: Context::Reload,
+        doc: "file holding an ASCII-armored OpenPGP key: the public key is enough to push; restore needs the secret key",
+    },
+    PGP_KEY = Setting {
+        key: "WALG_PGP_KEY",
+        aliases: &[],
+        guc: None,
+        kind: Kind::Text,
+        default: Default::Unset("none"),
+        secret: true,
+        context: Context::Reload,
+        doc: "the ASCII-armored OpenPGP key itself (a literal `\\n` stands for a newline): file or environment only; wins over the path",
+    },
+    PGP_KEY_PASSPHRASE = Setting {
+        key: "WALG_PGP_KEY_PASSPHRASE",
+        aliases: &[],
+        guc: None,
+        kind: Kind::Text,
+        default: Default::Unset("none"),
+        secret: true,
+        context: Context::Reload,
+        doc: "passphrase of the OpenPGP secret key (restore side): file or environment only, never a setting",
     },
     S3_PREFIX = Setting {
         key: "WALG_S3_PREFIX",
@@ -485,8 +525,7 @@ pub const WALG_KEYS_NOT_USED: &[&str] = &[
     "WALG_USE_COPY_COMPOSER", "WALG_USE_DATABASE_COMPOSER", "WALG_WITHOUT_FILES_METADATA",
     "WALG_DELTA_FROM_NAME", "WALG_DELTA_FROM_USER_DATA", "WALG_FETCH_TARGET_USER_DATA",
     "WALG_LOG_LEVEL", "WALG_LOG_DESTINATION", "WALG_TAR_DISABLE_FSYNC", "WALG_CSE_KMS_ID",
-    "WALG_CSE_KMS_REGION", "WALG_GPG_KEY_ID", "WALE_GPG_KEY_ID", "WALG_PGP_KEY",
-    "WALG_PGP_KEY_PATH", "WALG_PGP_KEY_PASSPHRASE", "WALG_ENVELOPE_PGP_KEY",
+    "WALG_CSE_KMS_REGION", "WALG_GPG_KEY_ID", "WALE_GPG_KEY_ID", "WALG_ENVELOPE_PGP_KEY",
     "WALG_ENVELOPE_PGP_KEY_PATH", "WALG_ENVELOPE_CACHE_EXPIRATION", "WALG_DIRECT_IO",
     "WALG_STREAM_CREATE_COMMAND", "WALG_STREAM_RESTORE_COMMAND", "WALG_SERIALIZER_TYPE",
     "WALG_STATSD_ADDRESS", "WALG_STATSD_EXTRA_TAGS", "WALG_SLOTNAME", "WALG_PG_WAL_SIZE",
@@ -901,7 +940,10 @@ mod tests {
         assert_eq!(find("AWS_SECURITY_TOKEN").map(|s| s.key), Some("AWS_SESSION_TOKEN"));
         assert_eq!(by_guc("walg.s3_prefix").map(|s| s.key), Some("WALG_S3_PREFIX"));
         assert!(by_guc(CONFIG_FILE_GUC).is_none());
-        assert!(find("WALG_PGP_KEY").is_none());
+        assert!(find("WALG_GPG_KEY_ID").is_none());
+        assert!(find("WALG_PGP_KEY").is_some_and(|s| s.secret && s.guc.is_none()));
+        assert!(find("WALG_PGP_KEY_PASSPHRASE").is_some_and(|s| s.secret && s.guc.is_none()));
+        assert_eq!(by_guc("walg.pgp_key_path").map(|s| s.key), Some("WALG_PGP_KEY_PATH"));
     }
 }
 
