@@ -94,11 +94,21 @@ enum Command {
     /// Exit 0: fetched; 1: not in storage (storage was reached and its wal_005/ exists, the file
     /// does not); 126: any other failure (storage unreachable, damaged object, bad settings,
     /// local I/O): PostgreSQL then stops recovery rather than ending it early.
+    /// Segments are prefetched ahead (WALG_DOWNLOAD_CONCURRENCY of them, into
+    /// pg_wal/.wal-g/prefetch or WALG_PREFETCH_DIR); a problem with a prefetch never changes
+    /// the exit code.
     WalFetch {
         /// WAL file name, e.g. 000000010000000000000004 or 00000002.history.
         file: String,
         /// Where to write it (%p).
         dest: PathBuf,
+    },
+    /// Download the segments after FILE into LOCATION/.wal-g/prefetch (started by wal-fetch in
+    /// the background; not meant to be run by hand).
+    #[command(hide = true)]
+    WalPrefetch {
+        file: String,
+        location: PathBuf,
     },
     /// Archive one WAL file (for archive_command = 'walg-ext wal-push %p').
     WalPush {
@@ -142,6 +152,7 @@ fn main() -> ExitCode {
         }
         Command::St { command: StCommand::Ls { prefix } } => manage::st_ls(cli.config.as_deref(), &prefix),
         Command::WalFetch { file, dest } => return commands::wal_fetch(cli.config.as_deref(), &file, &dest),
+        Command::WalPrefetch { file, location } => commands::wal_prefetch(cli.config.as_deref(), &file, &location, seg),
         Command::WalPush { path } => commands::wal_push(cli.config.as_deref(), &path),
     };
     match result {

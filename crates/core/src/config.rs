@@ -142,6 +142,8 @@ pub struct Config {
     pub download_concurrency: usize,
     /// WALG_DISK_RATE_LIMIT bytes/s for backup reads; None (or 0) = unlimited.
     pub disk_rate_limit: Option<u64>,
+    /// WALG_PREFETCH_DIR: where wal-fetch prefetches; None = beside restore_command's %p.
+    pub prefetch_dir: Option<PathBuf>,
 }
 
 fn cores() -> usize {
@@ -237,6 +239,7 @@ impl Config {
         let upload_concurrency = count(s, &r::UPLOAD_CONCURRENCY)? as usize;
         let download_concurrency = count(s, &r::DOWNLOAD_CONCURRENCY)? as usize;
         let disk_rate_limit = Some(count(s, &r::DISK_RATE_LIMIT)?).filter(|&v| v > 0);
+        let prefetch_dir = s.text(&r::PREFETCH_DIR)?.filter(|d| !d.trim().is_empty()).map(PathBuf::from);
         Ok(Config {
             storage,
             compression,
@@ -245,6 +248,7 @@ impl Config {
             upload_concurrency,
             download_concurrency,
             disk_rate_limit,
+            prefetch_dir,
         })
     }
 
@@ -258,6 +262,7 @@ impl Config {
             upload_concurrency: cores(),
             download_concurrency: cores(),
             disk_rate_limit: None,
+            prefetch_dir: None,
         }
     }
 
@@ -392,6 +397,7 @@ mod tests {
             ("WALG_UPLOAD_CONCURRENCY", vec![], "1000"),
             ("WALG_DISK_RATE_LIMIT", vec![], "5000"),
             ("WALG_DOWNLOAD_CONCURRENCY", vec![], "1000"),
+            ("WALG_PREFETCH_DIR", vec![], "/var/tmp/prefetch"),
         ];
         for setting in registry::ALL {
             let Some((key, ctx, value)) = cases.iter().find(|c| c.0 == setting.key) else {
