@@ -1,5 +1,6 @@
 //! Base backups: push (walk PGDATA, tar, compress, upload) and fetch (restore).
 
+pub mod drill;
 pub mod fetch;
 pub mod in_progress;
 pub mod push;
