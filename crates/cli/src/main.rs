@@ -2,6 +2,7 @@
 //! Configuration: a `--config` file
 //! (WAL-G's JSON/YAML keys) is read first and the environment overrides it, as in WAL-G.
 mod commands;
+mod drill;
 mod exit;
 mod manage;
 mod recovery;
@@ -36,7 +37,16 @@ enum Command {
         #[command(flatten)]
         recovery: recovery::RecoveryArgs,
     },
-    /// List backups.
+    /// Prove a backup restores: restore it into a scratch directory, start a throwaway
+    /// PostgreSQL (private socket, no TCP, no archiving), recover to the end of the backup (or
+    /// the --target-*), amcheck every B-tree index and table in every database, stop, remove
+    /// it, and store the outcome as basebackups_005/<backup>/walg_drill.json. Non-zero exit when
+    /// any step fails.
+    RestoreDrill {
+        #[command(flatten)]
+        args: drill::DrillArgs,
+    },
+    /// List backups (with the last restore drill's outcome).
     BackupList {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -137,6 +147,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::BackupFetch { target, name, recovery } => recovery::backup_fetch(cli.config.as_deref(), &target, &name, &recovery, seg),
+        Command::RestoreDrill { args } => drill::restore_drill(cli.config.as_deref(), &args, seg),
         Command::BackupList { json, detail } => manage::backup_list(cli.config.as_deref(), json, detail),
         Command::BackupMark { name, impermanent } => manage::backup_mark(cli.config.as_deref(), &name, impermanent),
         Command::WalShow { json } => manage::wal_show(cli.config.as_deref(), json, cli.wal_segment_size),

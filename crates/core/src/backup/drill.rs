@@ -145,6 +145,8 @@ pub const SQL_HEAP: &str = "SELECT c.oid::regclass::text || coalesce(' block ' |
 
 struct Run<'a> {
     report: DrillReport,
+    /// The first failure itself (its kind decides the CLI's exit code).
+    first: Option<Error>,
     log: &'a dyn Fn(&str),
 }
 
@@ -166,6 +168,7 @@ impl Run<'_> {
                 if self.report.failed_step.is_none() {
                     self.report.failed_step = Some(name.into());
                     self.report.error = Some(e.to_string());
+                    self.first = Some(e);
                 }
                 None
             }
@@ -179,8 +182,9 @@ fn lines(s: &str) -> impl Iterator<Item = &str> {
 
 /// Run the drill of `backup` in `scratch` (created empty; removed at the end, whatever
 /// happened). `target` describes what recovery aims at, for the report. The report says
-/// whether it passed; storing it is the caller's (`write_report`).
-pub fn run(host: &mut dyn DrillHost, backup: &str, target: &str, scratch: &Path, log: &dyn Fn(&str)) -> DrillReport {
+/// whether it passed (and the first error, when it did not); storing it is the caller's
+/// (`write_report`).
+pub fn run(host: &mut dyn DrillHost, backup: &str, target: &str, scratch: &Path, log: &dyn Fn(&str)) -> (DrillReport, Option<Error>) {
     let report = DrillReport {
         backup: backup.to_string(),
         passed: false,
@@ -196,7 +200,7 @@ pub fn run(host: &mut dyn DrillHost, backup: &str, target: &str, scratch: &Path,
         host: hostname(),
         walg_ext_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let mut run = Run { report, log };
+    let mut run = Run { report, first: None, log };
     let data = scratch.join("data");
     let restored = run.step("restore", || {
         std::fs::create_dir_all(&data).map_err(|e| Error::io(&data, e))?;
@@ -212,13 +216,26 @@ pub fn run(host: &mut dyn DrillHost, backup: &str, target: &str, scratch: &Path,
     if started {
         run.step("stop", || host.stop().map(|()| ((), None)));
     }
-    run.step("cleanup", || {
-        std::fs::remove_dir_all(scratch).map_err(|e| Error::io(scratch, e)).map(|()| ((), None))
-    });
+    run.step("cleanup", || remove_scratch(scratch).map(|()| ((), None)));
     let mut report = run.report;
     report.passed = report.failed_step.is_none();
     report.finished_at = Utc::now();
-    report
+    (report, run.first)
+}
+
+/// Remove the scratch directory; a few tries, since a prefetcher started by the copy's
+/// restore_command may still be finishing a download into its pg_wal.
+fn remove_scratch(scratch: &Path) -> Result<()> {
+    let mut last = None;
+    for _ in 0..20 {
+        match std::fs::remove_dir_all(scratch) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    Err(Error::io(scratch, last.expect("an error after failed tries")))
 }
 
 /// Connections and amcheck, as two steps.
@@ -328,8 +345,9 @@ mod tests {
     fn drill(host: &mut Fake) -> (DrillReport, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let scratch = dir.path().join("scratch");
-        let r = run(host, "base_000000010000000000000002", "end of backup", &scratch, &|_| {});
+        let (r, first) = run(host, "base_000000010000000000000002", "end of backup", &scratch, &|_| {});
         assert!(!scratch.exists(), "the scratch directory is removed whatever happened");
+        assert_eq!(first.is_none(), r.passed);
         (r, dir)
     }
 
@@ -395,8 +413,13 @@ mod tests {
         assert!(dir.path().join("basebackups_005/base_000000010000000000000002/walg_drill.json").is_file());
         assert_eq!(read_report(&s, &r.backup).unwrap().unwrap(), r);
         assert!(read_report(&s, "base_000000010000000000000004").unwrap().is_none());
-        // It is not a sentinel: listings do not see a backup in it.
+        // It is not a sentinel: listings do not see a backup in it, but show it with its backup.
         assert!(crate::catalog::list_backups(&s).unwrap().is_empty());
+        let sentinel = crate::format::Sentinel { version: 2, ..Default::default() };
+        s.put(&crate::format::names::sentinel_key(&r.backup), &sentinel.to_json()).unwrap();
+        let listed = crate::catalog::list_backups(&s).unwrap();
+        assert_eq!(listed[0].drill.as_ref(), Some(&r));
+        assert_eq!(listed[0].detail_json()["last_drill"]["failed_step"], "restore");
         s.put(&drill_key("base_000000010000000000000004"), b"{").unwrap();
         assert!(read_report(&s, "base_000000010000000000000004").unwrap_err().to_string().contains("walg_drill.json"));
         let j = r.list_json();
