@@ -8,6 +8,7 @@ mod archive_faults;
 mod backup_commit;
 mod backup_errors;
 mod backup_kill;
+mod drill;
 mod harness;
 mod manage;
 mod pitr;
