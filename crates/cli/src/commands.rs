@@ -138,12 +138,17 @@ fn spawn_prefetcher(config: Option<&Path>, cfg: &walg_core::Config, file: &str, 
         .arg(seg_size.to_string())
         .arg("wal-prefetch")
         .arg(file)
-        .arg(location)
+        .arg(&location)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    // Not waited for: the child is re-parented when this process exits.
-    let _ = cmd.spawn();
+    // Not waited for: the child is re-parented when this process exits. Its segments are
+    // claimed for it now, before PostgreSQL asks for the next one.
+    if let Ok(child) = cmd.spawn() {
+        let dirs = wal::prefetch::Dirs::at(&location);
+        let names = wal::prefetch::next_segments(file, seg_size, cfg.download_concurrency);
+        wal::prefetch::claim_for(&dirs, &names, child.id());
+    }
 }
 
 /// The hidden `wal-prefetch FILE LOCATION`: download the segments after FILE into

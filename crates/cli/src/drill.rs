@@ -302,6 +302,20 @@ pub fn restore_drill(config: Option<&Path>, args: &DrillArgs, seg: u64) -> Resul
     let bin = pg_bin(args.pg_bin.as_deref(), major)?;
     let user = run_as()?;
     let db_user = args.db_user.clone().unwrap_or_else(|| user.name.clone());
+    // The copy's restore_command reads the config file as the server's user: a file only root
+    // can read would fail the recovery, which is no fault of the backup.
+    if let (Some(c), Some((uid, gid))) = (config, user.ids) {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(c).map_err(|e| Error::Config(format!("config file {}: {e}", c.display())))?;
+        let readable = (m.uid() == uid && m.mode() & 0o400 != 0) || (m.gid() == gid && m.mode() & 0o040 != 0) || m.mode() & 0o004 != 0;
+        if !readable {
+            return Err(Error::InvalidArgument(format!(
+                "the throwaway server runs as postgres and its restore_command reads {}, which postgres cannot read: \
+                 give it to postgres (chown postgres, mode 0600)",
+                c.display()
+            )));
+        }
+    }
 
     let base = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     let scratch = base.join(format!("walg-restore-drill-{}-{}", plan.backup, std::process::id()));

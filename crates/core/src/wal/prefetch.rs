@@ -22,7 +22,9 @@
 //! - Stale files are removed: every file of an older timeline or an earlier segment than the one
 //!   just requested (WAL-G's rule), and claims whose process is gone.
 //! - A claim is taken with O_EXCL and holds the claimer's pid, so two prefetchers never download
-//!   the same segment and a waiter can tell a live download from a dead one.
+//!   the same segment and a waiter can tell a live download from a dead one. wal-fetch takes the
+//!   claims for the prefetcher it starts (with that process's pid) before it exits, so the next
+//!   request, which PostgreSQL makes at once, waits for the download instead of racing it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -168,20 +170,30 @@ pub fn prefetch_one(pipeline: &Pipeline, storage: &dyn Storage, dirs: &Dirs, nam
     if !is_segment_name(name) {
         return Outcome::Failed(Error::InvalidArgument(format!("{name}: only WAL segments are prefetched")));
     }
+    let claim = dirs.claim_file(name);
+    let me = std::process::id();
+    // A claim wal-fetch took for this process before it started (see `claim_for`) is ours.
+    let ours = || fs::read_to_string(&claim).is_ok_and(|t| t.trim() == me.to_string());
     if dirs.ready_file(name).exists() {
+        if ours() {
+            let _ = fs::remove_file(&claim);
+        }
         return Outcome::Skipped;
     }
     if let Err(e) = fs::create_dir_all(&dirs.running) {
         return Outcome::Failed(Error::io(&dirs.running, e));
     }
-    let claim = dirs.claim_file(name);
-    let mut f = match OpenOptions::new().write(true).create_new(true).open(&claim) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Outcome::Skipped,
+    match OpenOptions::new().write(true).create_new(true).open(&claim) {
+        Ok(mut f) => {
+            let _ = write!(f, "{me}");
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if !ours() {
+                return Outcome::Skipped;
+            }
+        }
         Err(e) => return Outcome::Failed(Error::io(&claim, e)),
-    };
-    let _ = write!(f, "{}", std::process::id());
-    drop(f);
+    }
     let part = dirs.part_file(name);
     let result = (|| -> Result<bool> {
         let mut hasher = blake3::Hasher::new();
@@ -260,6 +272,25 @@ pub fn run(
         }
     }
     outcomes
+}
+
+/// Claim, for the prefetcher process `pid` that was just started, the segments it will
+/// download (those not prefetched or claimed yet), so that a wal-fetch arriving before that
+/// process got going waits for it instead of downloading the same segment. Returns the names
+/// claimed. Best effort: a claim that cannot be written is simply not taken.
+pub fn claim_for(dirs: &Dirs, names: &[String], pid: u32) -> Vec<String> {
+    if fs::create_dir_all(&dirs.running).is_err() {
+        return Vec::new();
+    }
+    let mut claimed = Vec::new();
+    for n in names.iter().filter(|n| is_segment_name(n) && !dirs.ready_file(n).exists()) {
+        if let Ok(mut f) = OpenOptions::new().write(true).create_new(true).open(dirs.claim_file(n)) {
+            if write!(f, "{pid}").is_ok() {
+                claimed.push(n.clone());
+            }
+        }
+    }
+    claimed
 }
 
 /// Why `take` did not serve a file (for the log; the caller then fetches from storage).

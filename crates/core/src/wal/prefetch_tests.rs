@@ -183,8 +183,8 @@ fn timeline_switch_never_serves_the_other_timelines_file_and_cleans_it_up() {
 fn stale_cleanup_removes_what_recovery_passed_and_dead_claims_only() {
     let f = archive(8);
     run(&f, "000000010000000000000001", 6); // 2..7
-    // A claim of a live process (ours) and one of a process that does not exist.
-    fs::write(f.dirs.running.join("000000010000000000000008"), std::process::id().to_string()).unwrap();
+    // A claim of another live process (our parent) and one of a process that does not exist.
+    fs::write(f.dirs.running.join("000000010000000000000008"), std::os::unix::process::parent_id().to_string()).unwrap();
     fs::write(f.dirs.running.join("000000010000000000000009"), "2147483646").unwrap();
     let removed = cleanup(&f.dirs, "000000010000000000000005", MB);
     assert_eq!(removed, 2 * 3 + 1, "segments 2..4 with digests, and the dead claim");
@@ -243,4 +243,32 @@ fn segment_size_is_read_from_the_header() {
     assert_eq!(prefetch::segment_size_of(&p), Some(4 << 20));
     fs::write(&p, b"short").unwrap();
     assert_eq!(prefetch::segment_size_of(&p), None);
+}
+
+#[test]
+fn claims_taken_for_a_prefetcher_are_adopted_by_it_and_make_waiters_wait() {
+    let f = archive(4);
+    let names = next_segments("000000010000000000000001", MB, 3);
+    // Claimed for this process (as wal-fetch does for the child it starts).
+    let claimed = prefetch::claim_for(&f.dirs, &names, std::process::id());
+    assert_eq!(claimed, names);
+    // A second claimer gets nothing: the claims exist.
+    assert!(prefetch::claim_for(&f.dirs, &names, 1).is_empty());
+    // A waiter arriving before the download starts waits for it, then is served.
+    let dest = f.dir.path().join("pg_wal/RECOVERYXLOG");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let out = run(&f, "000000010000000000000001", 3);
+            let fetched = out.iter().filter(|(_, o)| matches!(o, Outcome::Fetched)).count();
+            assert_eq!(fetched, 3, "the prefetcher adopts claims holding its own pid: {out:?}");
+        });
+        take(&f.dirs, "000000010000000000000002", &dest).unwrap();
+    });
+    assert_eq!(fs::read_dir(&f.dirs.running).unwrap().count(), 0, "every claim released");
+    // A claim for a process that is gone is not waited for.
+    prefetch::claim_for(&f.dirs, &["000000010000000000000009".to_string()], 2147483646);
+    let t = std::time::Instant::now();
+    assert_eq!(take(&f.dirs, "000000010000000000000009", &dest), Err(NotServed::Stalled));
+    assert!(t.elapsed() < prefetch::STALL / 2);
 }
