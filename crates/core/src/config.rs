@@ -150,6 +150,12 @@ pub struct Config {
     pub disk_rate_limit: Option<u64>,
     /// The scheduler's settings (the extension's static worker).
     pub schedule: ScheduleConfig,
+    /// WALG_DELTA_MAX_STEPS: deltas allowed after a full; 0 = full backups only.
+    pub delta_max_steps: u32,
+    /// WALG_DELTA_ORIGIN: true for LATEST_FULL (deltas from the newest full), false for LATEST.
+    pub delta_from_full: bool,
+    /// WALG_PREFETCH_DIR: where wal-fetch prefetches; None = beside restore_command's %p.
+    pub prefetch_dir: Option<PathBuf>,
 }
 
 /// Settings of the scheduler, as written: the expressions are parsed by the scheduler
@@ -190,10 +196,6 @@ impl ScheduleConfig {
     pub fn defaults() -> ScheduleConfig {
         ScheduleConfig { retries: 2, retry_delay_secs: 60, health_check_interval_secs: 60, ..Default::default() }
     }
-    /// WALG_DELTA_MAX_STEPS: deltas allowed after a full; 0 = full backups only.
-    pub delta_max_steps: u32,
-    /// WALG_DELTA_ORIGIN: true for LATEST_FULL (deltas from the newest full), false for LATEST.
-    pub delta_from_full: bool,
 }
 
 fn cores() -> usize {
@@ -316,6 +318,7 @@ impl Config {
         let schedule = ScheduleConfig::from_settings(s)?;
         let delta_max_steps = count(s, &r::DELTA_MAX_STEPS)? as u32;
         let delta_from_full = s.text(&r::DELTA_ORIGIN)?.is_some_and(|o| o == "LATEST_FULL");
+        let prefetch_dir = s.text(&r::PREFETCH_DIR)?.filter(|d| !d.trim().is_empty()).map(PathBuf::from);
         Ok(Config {
             storage,
             compression,
@@ -329,6 +332,7 @@ impl Config {
             schedule,
             delta_max_steps,
             delta_from_full,
+            prefetch_dir,
         })
     }
 
@@ -347,6 +351,7 @@ impl Config {
             schedule: ScheduleConfig::defaults(),
             delta_max_steps: 0,
             delta_from_full: false,
+            prefetch_dir: None,
         }
     }
 
@@ -500,6 +505,7 @@ mod tests {
             ("WALG_HEALTH_CHECK_INTERVAL", vec![], "5"),
             ("WALG_DELTA_MAX_STEPS", vec![], "6"),
             ("WALG_DELTA_ORIGIN", vec![], "latest_full"),
+            ("WALG_PREFETCH_DIR", vec![], "/var/tmp/prefetch"),
         ];
         for setting in registry::ALL {
             let Some((key, ctx, value)) = cases.iter().find(|c| c.0 == setting.key) else {

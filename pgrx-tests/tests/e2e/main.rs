@@ -9,6 +9,7 @@ mod backup_commit;
 mod backup_errors;
 mod backup_kill;
 mod delta;
+mod drill;
 mod harness;
 mod manage;
 mod pitr;

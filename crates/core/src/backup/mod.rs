@@ -2,6 +2,7 @@
 
 pub mod chain;
 pub mod delta;
+pub mod drill;
 pub mod fetch;
 pub mod in_progress;
 pub mod push;

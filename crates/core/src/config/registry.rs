@@ -480,6 +480,7 @@ settings! {
         secret: false,
         context: Context::Reload,
         doc: "how often the scheduler lists storage and checks WAL for `walg_health()` and saves the counters (walg_ext's own key)",
+    },
     DELTA_MAX_STEPS = Setting {
         key: "WALG_DELTA_MAX_STEPS",
         aliases: &[],
@@ -508,7 +509,17 @@ settings! {
         default: Default::Cores,
         secret: false,
         context: Context::Reload,
-        doc: "parallel tar parts extracted by `walg-ext backup-fetch` (restore side only)",
+        doc: "parallel tar parts extracted by `walg-ext backup-fetch`; segments `walg-ext wal-fetch` prefetches ahead, in parallel (1: no prefetch) (restore side only)",
+    },
+    PREFETCH_DIR = Setting {
+        key: "WALG_PREFETCH_DIR",
+        aliases: &[],
+        guc: None,
+        kind: Kind::Text,
+        default: Default::Unset("the directory of restore_command's %p (pg_wal)"),
+        secret: false,
+        context: Context::Reload,
+        doc: "where `walg-ext wal-fetch` keeps prefetched segments (`<dir>/.wal-g/prefetch`, WAL-G's layout); must be on the file system of pg_wal, or prefetched files are not used",
     },
 }
 
@@ -530,7 +541,7 @@ pub const WALG_KEYS_NOT_USED: &[&str] = &[
     "WALG_STREAM_CREATE_COMMAND", "WALG_STREAM_RESTORE_COMMAND", "WALG_SERIALIZER_TYPE",
     "WALG_STATSD_ADDRESS", "WALG_STATSD_EXTRA_TAGS", "WALG_SLOTNAME", "WALG_PG_WAL_SIZE",
     "WALG_PG_WAL_PAGE_SIZE", "WALG_PG_BLOCK_SIZE", "WALG_INTEGRITY_MAX_DELAYED_WALS",
-    "WALG_PREFETCH_DIR", "WALG_ALIVE_CHECK_INTERVAL", "WALG_STOP_BACKUP_TIMEOUT",
+    "WALG_ALIVE_CHECK_INTERVAL", "WALG_STOP_BACKUP_TIMEOUT",
     "WALG_FAILOVER_STORAGES", "WALG_FAILOVER_STORAGES_CHECK", "WALG_FAILOVER_STORAGES_CHECK_TIMEOUT",
     "WALG_FAILOVER_STORAGES_CACHE_LIFETIME", "WALG_DAEMON_WAL_UPLOAD_TIMEOUT", "WALG_TARGET_STORAGE",
     "WALG_DISABLE_PARTIAL_RESTORE", "WALG_FORCE_WAL_DELTA", "TOTAL_BG_UPLOADED_LIMIT",

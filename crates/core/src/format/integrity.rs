@@ -32,16 +32,22 @@ pub fn hash_hex(data: &[u8]) -> String {
 }
 
 /// The same hash over a stream.
-struct Hasher(xxhash_rust::xxh3::Xxh3);
+pub struct Hasher(xxhash_rust::xxh3::Xxh3);
+
+impl Default for Hasher {
+    fn default() -> Hasher {
+        Hasher::new()
+    }
+}
 
 impl Hasher {
-    fn new() -> Hasher {
+    pub fn new() -> Hasher {
         Hasher(xxhash_rust::xxh3::Xxh3::new())
     }
-    fn update(&mut self, data: &[u8]) {
+    pub fn update(&mut self, data: &[u8]) {
         self.0.update(data)
     }
-    fn hex(&self) -> String {
+    pub fn hex(&self) -> String {
         format!("{:032x}", self.0.digest128())
     }
 }
