@@ -429,7 +429,7 @@ settings! {
         default: Default::Unset("off"),
         secret: false,
         context: Context::Reload,
-        doc: "cron expression for full backups (every backup is full until delta backups exist) (walg_ext's own key)",
+        doc: "cron expression for full backups (WAL-G's `--full`); the ticks of `walg.backup_schedule` take a delta when `walg.delta_max_steps` allows (walg_ext's own key)",
     },
     RETAIN = Setting {
         key: "WALG_RETAIN",
