@@ -2,6 +2,7 @@
 //! Configuration: a `--config` file
 //! (WAL-G's JSON/YAML keys) is read first and the environment overrides it, as in WAL-G.
 mod commands;
+mod drill;
 mod exit;
 mod manage;
 mod recovery;
@@ -37,7 +38,16 @@ enum Command {
         #[command(flatten)]
         recovery: recovery::RecoveryArgs,
     },
-    /// List backups.
+    /// Prove a backup restores: restore it into a scratch directory, start a throwaway
+    /// PostgreSQL (private socket, no TCP, no archiving), recover to the end of the backup (or
+    /// the --target-*), amcheck every B-tree index and table in every database, stop, remove
+    /// it, and store the outcome as basebackups_005/<backup>/walg_drill.json. Non-zero exit when
+    /// any step fails.
+    RestoreDrill {
+        #[command(flatten)]
+        args: drill::DrillArgs,
+    },
+    /// List backups (with the last restore drill's outcome).
     BackupList {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -96,11 +106,21 @@ enum Command {
     /// Exit 0: fetched; 1: not in storage (storage was reached and its wal_005/ exists, the file
     /// does not); 126: any other failure (storage unreachable, damaged object, bad settings,
     /// local I/O): PostgreSQL then stops recovery rather than ending it early.
+    /// Segments are prefetched ahead (WALG_DOWNLOAD_CONCURRENCY of them, into
+    /// pg_wal/.wal-g/prefetch or WALG_PREFETCH_DIR); a problem with a prefetch never changes
+    /// the exit code.
     WalFetch {
         /// WAL file name, e.g. 000000010000000000000004 or 00000002.history.
         file: String,
         /// Where to write it (%p).
         dest: PathBuf,
+    },
+    /// Download the segments after FILE into LOCATION/.wal-g/prefetch (started by wal-fetch in
+    /// the background; not meant to be run by hand).
+    #[command(hide = true)]
+    WalPrefetch {
+        file: String,
+        location: PathBuf,
     },
     /// Archive one WAL file (for archive_command = 'walg-ext wal-push %p').
     WalPush {
@@ -206,6 +226,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::BackupFetch { target, name, recovery } => recovery::backup_fetch(cli.config.as_deref(), &target, &name, &recovery, seg),
+        Command::RestoreDrill { args } => drill::restore_drill(cli.config.as_deref(), &args, seg),
         Command::BackupList { json, detail } => manage::backup_list(cli.config.as_deref(), json, detail),
         Command::BackupMark { name, impermanent } => manage::backup_mark(cli.config.as_deref(), &name, impermanent),
         Command::WalShow { json } => manage::wal_show(cli.config.as_deref(), json, cli.wal_segment_size),
@@ -221,6 +242,7 @@ fn main() -> ExitCode {
         }
         Command::St { command } => st(cli.config.as_deref(), command),
         Command::WalFetch { file, dest } => return commands::wal_fetch(cli.config.as_deref(), &file, &dest),
+        Command::WalPrefetch { file, location } => commands::wal_prefetch(cli.config.as_deref(), &file, &location, seg),
         Command::WalPush { path } => commands::wal_push(cli.config.as_deref(), &path),
     };
     match result {

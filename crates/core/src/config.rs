@@ -148,6 +148,54 @@ pub struct Config {
     pub download_concurrency: usize,
     /// WALG_DISK_RATE_LIMIT bytes/s for backup reads; None (or 0) = unlimited.
     pub disk_rate_limit: Option<u64>,
+    /// The scheduler's settings (the extension's static worker).
+    pub schedule: ScheduleConfig,
+    /// WALG_DELTA_MAX_STEPS: deltas allowed after a full; 0 = full backups only.
+    pub delta_max_steps: u32,
+    /// WALG_DELTA_ORIGIN: true for LATEST_FULL (deltas from the newest full), false for LATEST.
+    pub delta_from_full: bool,
+    /// WALG_PREFETCH_DIR: where wal-fetch prefetches; None = beside restore_command's %p.
+    pub prefetch_dir: Option<PathBuf>,
+}
+
+/// Settings of the scheduler, as written: the expressions are parsed by the scheduler
+/// (crate::schedule), not here, so a typo in a schedule never stops WAL archiving (which loads
+/// this Config for every segment); the scheduler and `walg_health()` report it instead.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScheduleConfig {
+    /// WALG_BACKUP_SCHEDULE (cron); None = off.
+    pub backup: Option<String>,
+    /// WALG_FULL_BACKUP_SCHEDULE (cron); None = off.
+    pub full_backup: Option<String>,
+    /// WALG_RETAIN (`delete retain` arguments); None = off.
+    pub retain: Option<String>,
+    /// WALG_BACKUP_RETRIES.
+    pub retries: u32,
+    /// WALG_BACKUP_RETRY_DELAY, seconds.
+    pub retry_delay_secs: u64,
+    /// WALG_BACKUP_ON_STANDBY.
+    pub on_standby: bool,
+    /// WALG_HEALTH_CHECK_INTERVAL, seconds.
+    pub health_check_interval_secs: u64,
+}
+
+impl ScheduleConfig {
+    fn from_settings(s: &Settings) -> Result<ScheduleConfig> {
+        Ok(ScheduleConfig {
+            backup: s.text(&r::BACKUP_SCHEDULE)?,
+            full_backup: s.text(&r::FULL_BACKUP_SCHEDULE)?,
+            retain: s.text(&r::RETAIN)?,
+            retries: count(s, &r::BACKUP_RETRIES)? as u32,
+            retry_delay_secs: count(s, &r::BACKUP_RETRY_DELAY)?,
+            on_standby: s.flag(&r::BACKUP_ON_STANDBY)?,
+            health_check_interval_secs: count(s, &r::HEALTH_CHECK_INTERVAL)?,
+        })
+    }
+
+    /// The defaults (nothing scheduled).
+    pub fn defaults() -> ScheduleConfig {
+        ScheduleConfig { retries: 2, retry_delay_secs: 60, health_check_interval_secs: 60, ..Default::default() }
+    }
 }
 
 fn cores() -> usize {
@@ -267,6 +315,10 @@ impl Config {
         let upload_concurrency = count(s, &r::UPLOAD_CONCURRENCY)? as usize;
         let download_concurrency = count(s, &r::DOWNLOAD_CONCURRENCY)? as usize;
         let disk_rate_limit = Some(count(s, &r::DISK_RATE_LIMIT)?).filter(|&v| v > 0);
+        let schedule = ScheduleConfig::from_settings(s)?;
+        let delta_max_steps = count(s, &r::DELTA_MAX_STEPS)? as u32;
+        let delta_from_full = s.text(&r::DELTA_ORIGIN)?.is_some_and(|o| o == "LATEST_FULL");
+        let prefetch_dir = s.text(&r::PREFETCH_DIR)?.filter(|d| !d.trim().is_empty()).map(PathBuf::from);
         Ok(Config {
             storage,
             compression,
@@ -277,6 +329,10 @@ impl Config {
             upload_concurrency,
             download_concurrency,
             disk_rate_limit,
+            schedule,
+            delta_max_steps,
+            delta_from_full,
+            prefetch_dir,
         })
     }
 
@@ -292,6 +348,10 @@ impl Config {
             upload_concurrency: cores(),
             download_concurrency: cores(),
             disk_rate_limit: None,
+            schedule: ScheduleConfig::defaults(),
+            delta_max_steps: 0,
+            delta_from_full: false,
+            prefetch_dir: None,
         }
     }
 
@@ -436,6 +496,16 @@ mod tests {
             ("WALG_UPLOAD_CONCURRENCY", vec![], "1000"),
             ("WALG_DISK_RATE_LIMIT", vec![], "5000"),
             ("WALG_DOWNLOAD_CONCURRENCY", vec![], "1000"),
+            ("WALG_BACKUP_SCHEDULE", vec![], "0 3 * * *"),
+            ("WALG_FULL_BACKUP_SCHEDULE", vec![], "0 3 * * 0"),
+            ("WALG_RETAIN", vec![], "FULL 7"),
+            ("WALG_BACKUP_RETRIES", vec![], "5"),
+            ("WALG_BACKUP_RETRY_DELAY", vec![], "10"),
+            ("WALG_BACKUP_ON_STANDBY", vec![], "true"),
+            ("WALG_HEALTH_CHECK_INTERVAL", vec![], "5"),
+            ("WALG_DELTA_MAX_STEPS", vec![], "6"),
+            ("WALG_DELTA_ORIGIN", vec![], "latest_full"),
+            ("WALG_PREFETCH_DIR", vec![], "/var/tmp/prefetch"),
         ];
         for setting in registry::ALL {
             let Some((key, ctx, value)) = cases.iter().find(|c| c.0 == setting.key) else {
@@ -466,7 +536,7 @@ mod tests {
         assert!(err.contains(&path.display().to_string()), "{err}");
         assert!(err.contains("unknown setting WALG_COMPRESION_METHOD") && err.contains("did you mean WALG_COMPRESSION_METHOD?"), "{err}");
         // WAL-G keys walg_ext does not use are no typo: the file loads (the CLI warns).
-        std::fs::write(&path, "WALG_FILE_PREFIX: /b\nWALG_DELTA_MAX_STEPS: 6\nPGHOST: /run/postgresql\n").unwrap();
+        std::fs::write(&path, "WALG_FILE_PREFIX: /b\nWALG_USE_WAL_DELTA: true\nPGHOST: /run/postgresql\n").unwrap();
         let s = Settings::from_file(&path).unwrap();
         assert_eq!(registry::check_keys(&s, registry::Origin::File).unwrap().len(), 2);
         Config::from_settings(&s).unwrap();
@@ -477,6 +547,8 @@ mod tests {
             ("WALG_TAR_SIZE_THRESHOLD", "-5", "out of range 1.."),
             ("WALG_UPLOAD_CONCURRENCY", "2000", "out of range 1..1024"),
             ("WALG_DISK_RATE_LIMIT", "10MB", "not an integer in bytes/s"),
+            ("WALG_DELTA_ORIGIN", "OLDEST", "LATEST, LATEST_FULL"),
+            ("WALG_DELTA_MAX_STEPS", "-1", "out of range 0.."),
             ("AWS_S3_FORCE_PATH_STYLE", "maybe", "not a boolean"),
         ];
         for (key, value, allowed) in cases {

@@ -292,6 +292,7 @@ fn damaged_backup_and_wal_objects_fail_naming_them() {
         hostname: "h".into(),
         is_permanent: false,
         user_data: None,
+        delta: None,
     };
     let d = push_data(&cfg, &storage, &start, &Progress::default(), &mut || Ok(())).unwrap();
     let stop = BackupStop {

@@ -406,7 +406,7 @@ fn frames_encoder<W: Write + Send + 'static>(level: i32, threads: usize, w: W) -
 }
 
 /// `frame_checksums`: verify each frame's content checksum (XXH64 of its output). Off only for
-/// an object whose stored bytes are checked against a recorded BLAKE3 as they stream (a backup
+/// an object whose stored bytes are checked against a recorded XXH3-128 as they stream (a backup
 /// part of ours): identical stored bytes decode to identical content, and the XXH64 pass costs
 /// about 5% of a restore's CPU time (measured with perf), the whole budget of the checks.
 pub(super) fn decoder(r: Box<dyn Read + Send>, frame_checksums: bool) -> io::Result<Box<dyn Read + Send>> {

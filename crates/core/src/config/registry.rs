@@ -411,6 +411,96 @@ settings! {
         context: Context::Reload,
         doc: "limit on reads from PGDATA by a backup; 0: unlimited (the GUC takes up to 2 GiB - 1)",
     },
+    BACKUP_SCHEDULE = Setting {
+        key: "WALG_BACKUP_SCHEDULE",
+        aliases: &[],
+        guc: Some("walg.backup_schedule"),
+        kind: Kind::Text,
+        default: Default::Unset("off"),
+        secret: false,
+        context: Context::Reload,
+        doc: "cron expression (`0 * * * *`; 6 fields: seconds first; `@daily`) in the server's `timezone`: the scheduler takes a backup at each tick (walg_ext's own key)",
+    },
+    FULL_BACKUP_SCHEDULE = Setting {
+        key: "WALG_FULL_BACKUP_SCHEDULE",
+        aliases: &[],
+        guc: Some("walg.full_backup_schedule"),
+        kind: Kind::Text,
+        default: Default::Unset("off"),
+        secret: false,
+        context: Context::Reload,
+        doc: "cron expression for full backups (WAL-G's `--full`); the ticks of `walg.backup_schedule` take a delta when `walg.delta_max_steps` allows (walg_ext's own key)",
+    },
+    RETAIN = Setting {
+        key: "WALG_RETAIN",
+        aliases: &[],
+        guc: Some("walg.retain"),
+        kind: Kind::Text,
+        default: Default::Unset("off"),
+        secret: false,
+        context: Context::Reload,
+        doc: "WAL-G `delete retain` arguments (`FULL 7`, `FIND_FULL 7`, `7 --after 2026-01-01T00:00:00Z`) applied with confirm after each successful scheduled backup, then `delete garbage` (walg_ext's own key)",
+    },
+    BACKUP_RETRIES = Setting {
+        key: "WALG_BACKUP_RETRIES",
+        aliases: &[],
+        guc: Some("walg.backup_retries"),
+        kind: Kind::Int { min: 0, max: 100, unit: Unit::None, unset: None },
+        default: Default::Value("2"),
+        secret: false,
+        context: Context::Reload,
+        doc: "retries of a failed scheduled backup before its tick counts as failed (walg_ext's own key)",
+    },
+    BACKUP_RETRY_DELAY = Setting {
+        key: "WALG_BACKUP_RETRY_DELAY",
+        aliases: &[],
+        guc: Some("walg.backup_retry_delay"),
+        kind: Kind::Int { min: 1, max: 86400, unit: Unit::Seconds, unset: None },
+        default: Default::Value("60"),
+        secret: false,
+        context: Context::Reload,
+        doc: "wait before the first retry of a failed scheduled backup; doubled for each further one, at most 6 h (walg_ext's own key)",
+    },
+    BACKUP_ON_STANDBY = Setting {
+        key: "WALG_BACKUP_ON_STANDBY",
+        aliases: &[],
+        guc: Some("walg.backup_on_standby"),
+        kind: Kind::Bool,
+        default: Default::Value("false"),
+        secret: false,
+        context: Context::Reload,
+        doc: "`true`: scheduled backups and retention also run while the server is a standby (walg_ext's own key)",
+    },
+    HEALTH_CHECK_INTERVAL = Setting {
+        key: "WALG_HEALTH_CHECK_INTERVAL",
+        aliases: &[],
+        guc: Some("walg.health_check_interval"),
+        kind: Kind::Int { min: 1, max: 86400, unit: Unit::Seconds, unset: None },
+        default: Default::Value("60"),
+        secret: false,
+        context: Context::Reload,
+        doc: "how often the scheduler lists storage and checks WAL for `walg_health()` and saves the counters (walg_ext's own key)",
+    },
+    DELTA_MAX_STEPS = Setting {
+        key: "WALG_DELTA_MAX_STEPS",
+        aliases: &[],
+        guc: Some("walg.delta_max_steps"),
+        kind: Kind::Int { min: 0, max: 1_000_000, unit: Unit::None, unset: None },
+        default: Default::Value("0"),
+        secret: false,
+        context: Context::Reload,
+        doc: "delta backups allowed between two full ones; 0: every backup is full (WAL-G's meaning)",
+    },
+    DELTA_ORIGIN = Setting {
+        key: "WALG_DELTA_ORIGIN",
+        aliases: &[],
+        guc: Some("walg.delta_origin"),
+        kind: Kind::Enum(&["LATEST", "LATEST_FULL"]),
+        default: Default::Value("LATEST"),
+        secret: false,
+        context: Context::Reload,
+        doc: "base of a delta: `LATEST` (the newest backup, so deltas chain) or `LATEST_FULL` (the newest backup's full)",
+    },
     DOWNLOAD_CONCURRENCY = Setting {
         key: "WALG_DOWNLOAD_CONCURRENCY",
         aliases: &[],
@@ -419,7 +509,17 @@ settings! {
         default: Default::Cores,
         secret: false,
         context: Context::Reload,
-        doc: "parallel tar parts extracted by `walg-ext backup-fetch` (restore side only)",
+        doc: "parallel tar parts extracted by `walg-ext backup-fetch`; segments `walg-ext wal-fetch` prefetches ahead, in parallel (1: no prefetch) (restore side only)",
+    },
+    PREFETCH_DIR = Setting {
+        key: "WALG_PREFETCH_DIR",
+        aliases: &[],
+        guc: None,
+        kind: Kind::Text,
+        default: Default::Unset("the directory of restore_command's %p (pg_wal)"),
+        secret: false,
+        context: Context::Reload,
+        doc: "where `walg-ext wal-fetch` keeps prefetched segments (`<dir>/.wal-g/prefetch`, WAL-G's layout); must be on the file system of pg_wal, or prefetched files are not used",
     },
 }
 
@@ -430,7 +530,7 @@ settings! {
 pub const WALG_KEYS_NOT_USED: &[&str] = &[
     "WALG_UPLOAD_DISK_CONCURRENCY", "WALG_UPLOAD_QUEUE", "WALG_DOWNLOAD_FILE_RETRIES",
     "WALG_SENTINEL_USER_DATA", "WALG_PREVENT_WAL_OVERWRITE", "WALG_UPLOAD_WAL_METADATA",
-    "WALG_DELTA_MAX_STEPS", "WALG_DELTA_ORIGIN", "WALG_STORAGE_PREFIX", "WALG_NETWORK_RATE_LIMIT",
+    "WALG_STORAGE_PREFIX", "WALG_NETWORK_RATE_LIMIT",
     "WALG_USE_WAL_DELTA", "WALG_USE_REVERSE_UNPACK", "WALG_SKIP_REDUNDANT_TARS",
     "WALG_VERIFY_PAGE_CHECKSUMS", "WALG_STORE_ALL_CORRUPT_BLOCKS", "WALG_USE_RATING_COMPOSER",
     "WALG_USE_COPY_COMPOSER", "WALG_USE_DATABASE_COMPOSER", "WALG_WITHOUT_FILES_METADATA",
@@ -441,7 +541,7 @@ pub const WALG_KEYS_NOT_USED: &[&str] = &[
     "WALG_STREAM_CREATE_COMMAND", "WALG_STREAM_RESTORE_COMMAND", "WALG_SERIALIZER_TYPE",
     "WALG_STATSD_ADDRESS", "WALG_STATSD_EXTRA_TAGS", "WALG_SLOTNAME", "WALG_PG_WAL_SIZE",
     "WALG_PG_WAL_PAGE_SIZE", "WALG_PG_BLOCK_SIZE", "WALG_INTEGRITY_MAX_DELAYED_WALS",
-    "WALG_PREFETCH_DIR", "WALG_ALIVE_CHECK_INTERVAL", "WALG_STOP_BACKUP_TIMEOUT",
+    "WALG_ALIVE_CHECK_INTERVAL", "WALG_STOP_BACKUP_TIMEOUT",
     "WALG_FAILOVER_STORAGES", "WALG_FAILOVER_STORAGES_CHECK", "WALG_FAILOVER_STORAGES_CHECK_TIMEOUT",
     "WALG_FAILOVER_STORAGES_CACHE_LIFETIME", "WALG_DAEMON_WAL_UPLOAD_TIMEOUT", "WALG_TARGET_STORAGE",
     "WALG_DISABLE_PARTIAL_RESTORE", "WALG_FORCE_WAL_DELTA", "TOTAL_BG_UPLOADED_LIMIT",
@@ -818,10 +918,10 @@ mod tests {
     fn unknown_keys_in_file_and_environment() {
         let mut file = Settings::new();
         file.set("WALG_FILE_PREFIX", "/b");
-        file.set("WALG_DELTA_MAX_STEPS", "6");
+        file.set("WALG_USE_WAL_DELTA", "true");
         let warnings = check_keys(&file, Origin::File).unwrap();
         assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].contains("WALG_DELTA_MAX_STEPS") && warnings[0].contains("does not support"), "{warnings:?}");
+        assert!(warnings[0].contains("WALG_USE_WAL_DELTA") && warnings[0].contains("does not support"), "{warnings:?}");
         file.set("WALG_COMPRESION_METHOD", "zstd");
         let err = check_keys(&file, Origin::File).unwrap_err().to_string();
         assert!(
