@@ -9,6 +9,11 @@ BEGIN
 END
 $walg$;
 
+-- The schedule view (its function's EXECUTE privilege is checked for the caller too).
+CREATE VIEW walg_schedule AS SELECT * FROM walg_schedule_status();
+REVOKE ALL ON walg_schedule FROM PUBLIC;
+GRANT SELECT ON walg_schedule TO walg_admin;
+
 DO $walg$
 DECLARE
     f regprocedure;

@@ -20,6 +20,7 @@ pub extern "C-unwind" fn _PG_init() {
     // CREATE EXTENSION) the SQL functions that need it say so.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         shmem::init();
+        worker::scheduler::register();
     }
 }
 

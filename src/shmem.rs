@@ -32,6 +32,10 @@ pub struct BackupJob {
     /// Options of the request, for the worker: permanent (0/1) and user data (JSON text).
     pub permanent: u32,
     user_data: [u8; USER_DATA_MAX + 1],
+    /// Delta options: full (0/1: WAL-G's --full), the base by name, the base by user data.
+    pub full: u32,
+    delta_from: [u8; 64],
+    delta_from_user_data: [u8; USER_DATA_MAX + 1],
     name: [u8; 64],
     /// How the job failed (state Failed): the message, the error's kind
     /// (walg_core::ErrorKind::name), and the SQLSTATE (PostgreSQL's packed sqlerrcode) and hint
@@ -59,6 +63,9 @@ impl Default for BackupJob {
             files_total: 0,
             permanent: 0,
             user_data: [0; USER_DATA_MAX + 1],
+            full: 0,
+            delta_from: [0; 64],
+            delta_from_user_data: [0; USER_DATA_MAX + 1],
             name: [0; 64],
             error: [0; 1024],
             error_kind: [0; 16],
@@ -115,6 +122,20 @@ impl BackupJob {
     pub fn set_user_data(&mut self, s: &str) {
         put_str(&mut self.user_data, s)
     }
+    pub fn delta_from(&self) -> String {
+        get_str(&self.delta_from)
+    }
+    /// The caller checks the length (a backup name: under 64 bytes).
+    pub fn set_delta_from(&mut self, s: &str) {
+        put_str(&mut self.delta_from, s)
+    }
+    pub fn delta_from_user_data(&self) -> String {
+        get_str(&self.delta_from_user_data)
+    }
+    /// The caller checks the length (at most USER_DATA_MAX bytes).
+    pub fn set_delta_from_user_data(&mut self, s: &str) {
+        put_str(&mut self.delta_from_user_data, s)
+    }
     pub fn error(&self) -> String {
         get_str(&self.error)
     }
@@ -164,6 +185,8 @@ pub struct ArchiverStats {
     /// Files that were already in storage with identical content.
     pub already_archived_files: u64,
     pub failed_count: u64,
+    /// Start of the current run of failures (Unix microseconds; 0 = the last attempt succeeded).
+    pub failing_since: i64,
     last_archived: [u8; 64],
     last_failed: [u8; 64],
     last_error: [u8; 512],
@@ -178,6 +201,7 @@ impl Default for ArchiverStats {
             archived_bytes: 0,
             already_archived_files: 0,
             failed_count: 0,
+            failing_since: 0,
             last_archived: [0; 64],
             last_failed: [0; 64],
             last_error: [0; 512],
@@ -201,6 +225,7 @@ impl ArchiverStats {
     pub fn archived(&mut self, file: &str, bytes: Option<u64>, now_micros: i64) {
         put_str(&mut self.last_archived, file);
         self.last_archived_at = now_micros;
+        self.failing_since = 0;
         match bytes {
             Some(b) => {
                 self.archived_files += 1;
@@ -213,17 +238,63 @@ impl ArchiverStats {
         put_str(&mut self.last_failed, file);
         put_str(&mut self.last_error, error);
         self.last_failed_at = now_micros;
+        if self.failing_since == 0 {
+            self.failing_since = now_micros;
+        }
         self.failed_count += 1;
     }
 }
 
 pub static ARCHIVER_STATS: PgLwLock<ArchiverStats> = unsafe { PgLwLock::new(c"walg_ext_archiver_stats") };
 
+/// Longest JSON snapshot the scheduler publishes (walg_core::schedule::Snapshot).
+pub const SNAPSHOT_MAX: usize = 32 * 1024;
+
+/// What the scheduler publishes for walg_schedule, walg_health and walg_metrics: a JSON
+/// snapshot (walg_core::schedule::Snapshot), rewritten after every change and every storage
+/// check, so the SQL functions read memory only.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct SchedulerShared {
+    pub worker_pid: i32,
+    /// The persisted counters were added into ARCHIVER_STATS (once per shared memory life, so
+    /// a restarted scheduler does not add them twice).
+    pub counters_loaded: u32,
+    len: u32,
+    json: [u8; SNAPSHOT_MAX],
+}
+
+impl Default for SchedulerShared {
+    fn default() -> Self {
+        SchedulerShared { worker_pid: 0, counters_loaded: 0, len: 0, json: [0; SNAPSHOT_MAX] }
+    }
+}
+
+unsafe impl PGRXSharedMemory for SchedulerShared {}
+
+impl SchedulerShared {
+    pub fn snapshot_json(&self) -> Option<String> {
+        (self.len > 0).then(|| String::from_utf8_lossy(&self.json[..self.len as usize]).into_owned())
+    }
+    /// False when the text does not fit (the caller trims it and tries again).
+    pub fn set_snapshot_json(&mut self, s: &str) -> bool {
+        if s.len() > SNAPSHOT_MAX {
+            return false;
+        }
+        self.json[..s.len()].copy_from_slice(s.as_bytes());
+        self.len = s.len() as u32;
+        true
+    }
+}
+
+pub static SCHEDULER: PgLwLock<SchedulerShared> = unsafe { PgLwLock::new(c"walg_ext_scheduler") };
+
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
 
 pub fn init() {
     pg_shmem_init!(BACKUP_JOB);
     pg_shmem_init!(ARCHIVER_STATS);
+    pg_shmem_init!(SCHEDULER);
     INITIALIZED.store(true, Ordering::Relaxed);
 }
 

@@ -34,7 +34,7 @@ fn state_name(job: &BackupJob) -> &'static str {
 }
 
 /// `pg_wal/archive_status/*.ready`: segments waiting for the archiver.
-fn ready_count() -> Option<i64> {
+pub(crate) fn ready_count() -> Option<i64> {
     let dir = crate::settings::data_dir().join("pg_wal/archive_status");
     let rd = std::fs::read_dir(dir).ok()?;
     Some(rd.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".ready")).count() as i64)

@@ -7,11 +7,12 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod format;
+pub mod schedule;
 pub mod storage;
 pub(crate) mod threads;
 pub mod wal;
 
 pub use codec::{Compression, READ_EXTENSIONS};
-pub use config::{Config, Settings, StorageConfig};
+pub use config::{Config, ScheduleConfig, Settings, StorageConfig};
 pub use error::{Error, ErrorKind, Result};
 pub use storage::{FsStorage, ObjectInfo, ObjectWriter, Storage};

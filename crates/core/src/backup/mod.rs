@@ -1,5 +1,7 @@
 //! Base backups: push (walk PGDATA, tar, compress, upload) and fetch (restore).
 
+pub mod chain;
+pub mod delta;
 pub mod drill;
 pub mod fetch;
 pub mod in_progress;
@@ -15,6 +17,8 @@ pub use wal_wait::{wait_for_wal, WaitTiming, WalRange};
 
 #[cfg(test)]
 mod faults;
+#[cfg(test)]
+mod delta_tests;
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -78,6 +82,7 @@ pub(crate) mod tests {
             hostname: "testhost".into(),
             is_permanent: false,
             user_data: None,
+            delta: None,
         }
     }
 
@@ -119,7 +124,7 @@ pub(crate) mod tests {
             storage.put(key, &serde_json::to_vec(&v).unwrap()).unwrap();
         };
         strip(&files_metadata_key(name), &["WalgExtParts"], true);
-        strip(&sentinel_key(name), &["WalgExtFilesMetadata", "WalgExtSentinelBlake3"], false);
+        strip(&sentinel_key(name), &["WalgExtFilesMetadata", "WalgExtSentinelXxh3"], false);
     }
 
     #[test]

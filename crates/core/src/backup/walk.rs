@@ -16,9 +16,12 @@ pub const EXCLUDED_DIR_CONTENTS: &[&str] = &[
     "pg_serial", "pg_stat_tmp", "pg_snapshots", "pg_subtrans",
 ];
 
-/// Files skipped anywhere in the tree.
-pub const EXCLUDED_FILES: &[&str] =
-    &["postgresql.auto.conf.tmp", "postmaster.pid", "postmaster.opts", "recovery.conf", "standby.signal"];
+/// Files skipped anywhere in the tree. `walg_ext.state*` is the scheduler's state file
+/// (schedule/state.rs): a restored copy must not inherit the source's schedule records.
+pub const EXCLUDED_FILES: &[&str] = &[
+    "postgresql.auto.conf.tmp", "postmaster.pid", "postmaster.opts", "recovery.conf", "standby.signal",
+    crate::schedule::state::STATE_FILE, crate::schedule::state::STATE_TEMP_FILE,
+];
 
 /// Files skipped at the top of PGDATA: they come from pg_backup_stop, in backup_label.tar.
 pub const EXCLUDED_TOP_FILES: &[&str] = &["backup_label", "tablespace_map"];
@@ -141,7 +144,7 @@ mod tests {
             ("pg_wal/000000010000000000000001", 50), ("pg_wal/archive_status/x.ready", 0),
             ("pg_stat_tmp/global.stat", 5), ("base/1/pgsql_tmp/t1", 5), ("postmaster.pid", 3),
             ("postmaster.opts", 3), ("backup_label", 3), ("tablespace_map", 3), ("base/1/backup_label", 7),
-            ("standby.signal", 0), ("PG_VERSION", 3),
+            ("standby.signal", 0), ("PG_VERSION", 3), ("walg_ext.state", 9), ("walg_ext.state.tmp", 9),
         ] {
             fs::write(p.join(f), vec![1u8; n]).unwrap();
         }

@@ -6,7 +6,7 @@
 //! Layout (WAL-G's): `.wal-g/prefetch/<segment>` is a finished, verified segment;
 //! `.wal-g/prefetch/running/<segment>` is the claim of a download in progress. Ours adds, beside
 //! them (WAL-G ignores names that are not WAL file names): `running/<segment>.part` (the download,
-//! written through `fetch`'s own temp file), and `<segment>.blake3`, the digest of the bytes that
+//! written through `fetch`'s own temp file), and `<segment>.xxh3`, the XXH3-128 digest of the bytes that
 //! passed `fetch`'s checks.
 //!
 //! Invariants:
@@ -76,7 +76,7 @@ impl Dirs {
         self.ready.join(name)
     }
     fn digest_file(&self, name: &str) -> PathBuf {
-        self.ready.join(format!("{name}.blake3"))
+        self.ready.join(format!("{name}.xxh3"))
     }
     fn claim_file(&self, name: &str) -> PathBuf {
         self.running.join(name)
@@ -196,7 +196,7 @@ pub fn prefetch_one(pipeline: &Pipeline, storage: &dyn Storage, dirs: &Dirs, nam
     }
     let part = dirs.part_file(name);
     let result = (|| -> Result<bool> {
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = crate::format::integrity::Hasher::new();
         if !fetch_observed(pipeline, storage, name, &part, &mut |b| {
             hasher.update(b);
         })? {
@@ -207,7 +207,7 @@ pub fn prefetch_one(pipeline: &Pipeline, storage: &dyn Storage, dirs: &Dirs, nam
             // Someone else (a WAL-G prefetcher sharing the directory) finished first.
             return Ok(true);
         }
-        write_atomically(&dirs.digest_file(name), hasher.finalize().to_hex().as_bytes())?;
+        write_atomically(&dirs.digest_file(name), hasher.hex().as_bytes())?;
         fs::rename(&part, &ready).map_err(|e| Error::io(&ready, e))?;
         File::open(&dirs.ready).and_then(|d| d.sync_all()).map_err(|e| Error::io(&dirs.ready, e))?;
         Ok(true)
@@ -367,7 +367,7 @@ fn verify(dirs: &Dirs, name: &str) -> std::result::Result<(), String> {
     let want = fs::read_to_string(dirs.digest_file(name)).map_err(|e| format!("no digest beside it ({e})"))?;
     let mut f = File::open(&path).map_err(|e| e.to_string())?;
     let mut check = WalCheck::new(name, &path.display().to_string());
-    let mut hasher = blake3::Hasher::new();
+    let mut hasher = crate::format::integrity::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = match f.read(&mut buf) {
@@ -380,7 +380,7 @@ fn verify(dirs: &Dirs, name: &str) -> std::result::Result<(), String> {
         hasher.update(&buf[..n]);
     }
     check.finish().map_err(|e| e.to_string())?;
-    if hasher.finalize().to_hex().as_str() != want.trim() {
+    if hasher.hex() != want.trim() {
         return Err("its content does not match the digest recorded when it was verified".into());
     }
     Ok(())

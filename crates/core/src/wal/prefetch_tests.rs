@@ -95,7 +95,7 @@ fn prefetched_segments_are_served_from_disk_and_match_storage() {
     assert!(super::fetch(&f.cfg, &f.storage, "000000010000000000000003", &direct).unwrap());
     assert_eq!(fs::read(&dest).unwrap(), fs::read(&direct).unwrap());
     assert!(!f.dirs.ready.join("000000010000000000000003").exists(), "served files are moved, not copied");
-    assert!(!f.dirs.ready.join("000000010000000000000003.blake3").exists());
+    assert!(!f.dirs.ready.join("000000010000000000000003.xxh3").exists());
     // A second run skips what is already there and downloads again what was served.
     let again = run(&f, "000000010000000000000001", 2);
     assert!(matches!((&again[0].1, &again[1].1), (Outcome::Skipped, Outcome::Fetched)), "{again:?}");
@@ -131,14 +131,14 @@ fn damaged_prefetched_file_is_rejected_removed_and_refetched() {
     let p4 = f.dirs.ready.join("000000010000000000000004");
     let seg5 = fake_segment("000000010000000000000005", MB as u32, |_| 0);
     fs::write(&p4, &seg5).unwrap();
-    fs::write(f.dirs.ready.join("000000010000000000000004.blake3"), blake3::hash(&seg5).to_hex().as_bytes()).unwrap();
+    fs::write(f.dirs.ready.join("000000010000000000000004.xxh3"), crate::format::integrity::hash_hex(&seg5).as_bytes()).unwrap();
     match take(&f.dirs, "000000010000000000000004", &dest) {
         Err(NotServed::Rejected(why)) => assert!(why.contains("not the start of segment"), "{why}"),
         other => panic!("{other:?}"),
     }
     // A file without a digest (e.g. WAL-G's own prefetch) is never served.
     run(&f, "000000010000000000000001", 3);
-    fs::remove_file(f.dirs.ready.join("000000010000000000000002.blake3")).unwrap();
+    fs::remove_file(f.dirs.ready.join("000000010000000000000002.xxh3")).unwrap();
     assert!(matches!(take(&f.dirs, "000000010000000000000002", &dest), Err(NotServed::Rejected(_))));
     // The refetch after a rejection: the next run downloads it again and it is served.
     run(&f, "000000010000000000000001", 3);
@@ -226,7 +226,7 @@ fn a_waiter_is_served_when_the_running_download_finishes() {
             let scratch = f.dir.path().join("scratch");
             assert!(super::fetch(&f.cfg, &f.storage, "000000010000000000000002", &scratch).unwrap());
             let bytes = fs::read(&scratch).unwrap();
-            fs::write(dirs.ready.join("000000010000000000000002.blake3"), blake3::hash(&bytes).to_hex().as_bytes()).unwrap();
+            fs::write(dirs.ready.join("000000010000000000000002.xxh3"), crate::format::integrity::hash_hex(&bytes).as_bytes()).unwrap();
             fs::rename(&scratch, dirs.ready.join("000000010000000000000002")).unwrap();
             fs::remove_file(dirs.running.join("000000010000000000000002")).unwrap();
         });
