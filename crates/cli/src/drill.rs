@@ -318,7 +318,15 @@ pub fn restore_drill(config: Option<&Path>, args: &DrillArgs, seg: u64) -> Resul
     }
 
     let base = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let scratch = base.join(format!("walg-restore-drill-{}-{}", plan.backup, std::process::id()));
+    let scratch = base.join(format!("walg-drill-{}", std::process::id()));
+    // PostgreSQL's socket path (<scratch>/socket/.s.PGSQL.5432) must fit in sun_path (107 bytes).
+    let socket_len = scratch.join("socket/.s.PGSQL.5432").as_os_str().len();
+    if socket_len > 100 {
+        return Err(Error::InvalidArgument(format!(
+            "--work-dir {}: too long for the copy's Unix socket path ({socket_len} bytes, at most 100): give a shorter one",
+            base.display()
+        )));
+    }
     fs::create_dir(&scratch).map_err(|e| Error::io(&scratch, e))?;
     fs::set_permissions(&scratch, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(&scratch, e))?;
     for l in crate::recovery::describe(&plan, &req, true) {
