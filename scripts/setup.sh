@@ -6,7 +6,7 @@ set -euo pipefail
 PGRX_VERSION=0.18.1
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib clang libclang-dev sudo pkg-config
-              lz4 zstd brotli xz-utils python3 python3-pip python3-venv)
+              lz4 zstd brotli xz-utils python3 python3-pip python3-venv gnupg)
 
 log() { echo "setup: $*"; }
 
@@ -33,7 +33,7 @@ fi
 # Python test tools in one venv: moto's S3 server (PyPI, about 30 s to install; Garage from
 # crates.io was the other candidate, but a cargo install builds hundreds of crates, far longer on
 # two cores than the whole test budget allows) and PyNaCl (reference libsodium secretstream for
-# the codec interop tests). Created once; each package installed only if missing.
+# the codec interop tests) and zstandard (a zstd reader that stops after one frame). Created once; each package installed only if missing.
 TEST_VENV="${WALG_TEST_VENV:-/opt/walg-test-venv}"
 MOTO_VERSION="5.2.*"
 [ -x "$TEST_VENV/bin/python" ] || { log "creating $TEST_VENV"; /usr/bin/python3 -m venv "$TEST_VENV"; }
@@ -44,6 +44,12 @@ fi
 if ! "$TEST_VENV/bin/python" -c 'import nacl.bindings' 2>/dev/null; then
   log "installing PyNaCl into $TEST_VENV"
   "$TEST_VENV/bin/pip" install -q --disable-pip-version-check pynacl
+fi
+# python-zstandard: its stream reader stops after the first zstd frame by default, the reader
+# the single-frame test checks our objects against (codec_interop.rs).
+if ! "$TEST_VENV/bin/python" -c 'import zstandard' 2>/dev/null; then
+  log "installing zstandard into $TEST_VENV"
+  "$TEST_VENV/bin/pip" install -q --disable-pip-version-check zstandard
 fi
 
 # cargo pgrx test --runas postgres: the postgres user must be able to reach the build tree

@@ -22,7 +22,7 @@ static CONFIG_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>:
 /// Secrets taken from the server's environment (never from a GUC): they override the file, as
 /// WAL-G's environment overrides its file. (AWS keys in the environment are read by the AWS
 /// SDK's default chain when the file has none.)
-const SECRET_ENV: &[&str] = &[r::LIBSODIUM_KEY.key];
+const SECRET_ENV: &[&str] = &[r::LIBSODIUM_KEY.key, r::PGP_KEY.key, r::PGP_KEY_PASSPHRASE.key];
 
 /// Where a registered GUC's value lives.
 enum Var {

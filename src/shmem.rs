@@ -32,6 +32,10 @@ pub struct BackupJob {
     /// Options of the request, for the worker: permanent (0/1) and user data (JSON text).
     pub permanent: u32,
     user_data: [u8; USER_DATA_MAX + 1],
+    /// Delta options: full (0/1: WAL-G's --full), the base by name, the base by user data.
+    pub full: u32,
+    delta_from: [u8; 64],
+    delta_from_user_data: [u8; USER_DATA_MAX + 1],
     name: [u8; 64],
     /// How the job failed (state Failed): the message, the error's kind
     /// (walg_core::ErrorKind::name), and the SQLSTATE (PostgreSQL's packed sqlerrcode) and hint
@@ -59,6 +63,9 @@ impl Default for BackupJob {
             files_total: 0,
             permanent: 0,
             user_data: [0; USER_DATA_MAX + 1],
+            full: 0,
+            delta_from: [0; 64],
+            delta_from_user_data: [0; USER_DATA_MAX + 1],
             name: [0; 64],
             error: [0; 1024],
             error_kind: [0; 16],
@@ -114,6 +121,20 @@ impl BackupJob {
     /// The caller checks the length (at most USER_DATA_MAX bytes).
     pub fn set_user_data(&mut self, s: &str) {
         put_str(&mut self.user_data, s)
+    }
+    pub fn delta_from(&self) -> String {
+        get_str(&self.delta_from)
+    }
+    /// The caller checks the length (a backup name: under 64 bytes).
+    pub fn set_delta_from(&mut self, s: &str) {
+        put_str(&mut self.delta_from, s)
+    }
+    pub fn delta_from_user_data(&self) -> String {
+        get_str(&self.delta_from_user_data)
+    }
+    /// The caller checks the length (at most USER_DATA_MAX bytes).
+    pub fn set_delta_from_user_data(&mut self, s: &str) {
+        put_str(&mut self.delta_from_user_data, s)
     }
     pub fn error(&self) -> String {
         get_str(&self.error)

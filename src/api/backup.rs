@@ -7,26 +7,61 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use walg_core::catalog;
 
-/// Take a full base backup in a background worker. With `wait` (the default), return its name
-/// once it is committed (sentinel written); cancelling the call cancels the backup. Without,
-/// return NULL at once: the job's progress, name and outcome are in walg_status().
+/// Take a base backup in a background worker: a delta when `walg.delta_max_steps` allows one
+/// (WAL-G's rules), else full. `full` forces a full backup (WAL-G's `--full`); `delta_from`
+/// names the base (`--delta-from-name`), `delta_from_user_data` finds it by its user data
+/// (`--delta-from-user-data`). With `wait` (the default), return its name once it is committed
+/// (sentinel written); cancelling the call cancels the backup. Without, return NULL at once:
+/// the job's progress, name and outcome are in walg_status().
 #[pg_extern(volatile, parallel_unsafe)]
 fn walg_backup_push(
     permanent: default!(bool, false),
     user_data: default!(Option<JsonB>, "NULL"),
     wait: default!(bool, true),
+    full: default!(bool, false),
+    delta_from: default!(Option<&str>, "NULL"),
+    delta_from_user_data: default!(Option<JsonB>, "NULL"),
 ) -> Option<String> {
+    let check_len = |what: &str, text: &Option<String>| {
+        if let Some(text) = text {
+            if text.len() > USER_DATA_MAX {
+                error_with(
+                    PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                    &format!("walg_ext: {what} is {} bytes of JSON text; at most {USER_DATA_MAX} are allowed", text.len()),
+                    "Store a reference (an id, a URL) instead of the data itself.",
+                );
+            }
+        }
+    };
     let user_data = user_data.map(|j| j.0.to_string());
-    if let Some(text) = &user_data {
-        if text.len() > USER_DATA_MAX {
+    check_len("user_data", &user_data);
+    let delta_from_user_data = delta_from_user_data.map(|j| j.0.to_string());
+    check_len("delta_from_user_data", &delta_from_user_data);
+    let named = [delta_from.is_some(), delta_from_user_data.is_some()].iter().filter(|&&b| b).count();
+    if named > 1 || (full && named > 0) {
+        error_with(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "walg_ext: full, delta_from and delta_from_user_data exclude each other",
+            "Give at most one of them.",
+        );
+    }
+    if let Some(name) = delta_from {
+        if !walg_core::format::names::is_backup_name(name) {
             error_with(
-                PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-                &format!("walg_ext: user_data is {} bytes of JSON text; at most {USER_DATA_MAX} are allowed", text.len()),
-                "Store a reference (an id, a URL) instead of the data itself.",
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                &format!("walg_ext: delta_from {name:?} is not a backup name"),
+                "Use a name from walg_backup_list(), e.g. base_000000010000000000000004.",
             );
         }
     }
-    run(&BackupOptions { permanent, user_data, wait })
+    run(&BackupOptions {
+        permanent,
+        user_data,
+        wait,
+        full,
+        delta_from: delta_from.map(str::to_string),
+        delta_from_user_data,
+    })
 }
 
 /// One row per committed backup (one with a sentinel), oldest start time first. `detail` adds

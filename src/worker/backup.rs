@@ -20,6 +20,7 @@ use pgrx::prelude::*;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use walg_core::backup::push::{self, BackupStart, BackupStop, Progress};
+use walg_core::backup::delta::{check_base_at_start, choose_base, delta_name, BaseChoice, DeltaRequest};
 use walg_core::backup::{wait_for_wal, InProgress, WaitTiming, WalRange};
 use walg_core::format::names::{backup_name, parse_lsn};
 use walg_core::ErrorKind;
@@ -85,6 +86,12 @@ pub struct BackupOptions {
     /// Wait for the backup to finish (and cancel it when the caller is cancelled); if false,
     /// return at once: progress and outcome are in walg_status.
     pub wait: bool,
+    /// WAL-G's --full.
+    pub full: bool,
+    /// WAL-G's --delta-from-name (a backup name, checked by the caller).
+    pub delta_from: Option<String>,
+    /// WAL-G's --delta-from-user-data (JSON text, at most shmem::USER_DATA_MAX bytes).
+    pub delta_from_user_data: Option<String>,
 }
 
 /// Why a job could not start.
@@ -264,6 +271,9 @@ fn claim_slot(opts: &BackupOptions) -> Result<u64, i32> {
     *job = BackupJob::starting(generation, shmem::my_pid());
     job.permanent = opts.permanent as u32;
     job.set_user_data(opts.user_data.as_deref().unwrap_or(""));
+    job.full = opts.full as u32;
+    job.set_delta_from(opts.delta_from.as_deref().unwrap_or(""));
+    job.set_delta_from_user_data(opts.delta_from_user_data.as_deref().unwrap_or(""));
     Ok(generation)
 }
 
@@ -303,21 +313,21 @@ pub extern "C-unwind" fn walg_ext_backup_worker_main(arg: pg_sys::Datum) {
         pg_sys::BackgroundWorkerUnblockSignals();
     }
     let generation: u64 = BackgroundWorker::get_extra().parse().unwrap_or(0);
-    let (permanent, user_data) = {
+    let (permanent, user_data, delta_req) = {
         let mut job = BACKUP_JOB.exclusive();
         if job.generation != generation || job.state() != JobState::Starting {
             return; // a stale registration: its caller is gone
         }
         job.worker_pid = shmem::my_pid();
         job.set_state(JobState::Running);
-        (job.permanent != 0, job.user_data())
+        (job.permanent != 0, job.user_data(), (job.full != 0, job.delta_from(), job.delta_from_user_data()))
     };
     let db = pg_sys::Oid::from(arg.value() as u32);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
 
     // An ERROR raised inside PostgreSQL (pg_backup_start refusing, say) must reach the caller
     // with its message and SQLSTATE, not as a worker that silently died. A Rust panic is a bug.
-    let result = PgTryBuilder::new(|| take_backup(generation, permanent, &user_data))
+    let result = PgTryBuilder::new(|| take_backup(generation, permanent, &user_data, &delta_req))
         .catch_others(|e| {
             let f = match &e {
                 CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
@@ -346,19 +356,33 @@ struct StartInfo {
     system_identifier: i64,
 }
 
-fn take_backup(generation: u64, permanent: bool, user_data: &str) -> Result<String, Failure> {
-    let user_data = match user_data {
-        "" => None,
-        text => Some(
-            serde_json::from_str(text)
-                .map_err(|e| Failure::new(ErrorKind::BadInput, format!("user_data is not valid JSON: {e}")))?,
-        ),
+fn take_backup(
+    generation: u64,
+    permanent: bool,
+    user_data: &str,
+    (full, delta_from, delta_from_user_data): &(bool, String, String),
+) -> Result<String, Failure> {
+    let json = |what: &str, text: &str| -> Result<Option<serde_json::Value>, Failure> {
+        match text {
+            "" => Ok(None),
+            t => serde_json::from_str(t)
+                .map(Some)
+                .map_err(|e| Failure::new(ErrorKind::BadInput, format!("{what} is not valid JSON: {e}"))),
+        }
+    };
+    let user_data = json("user_data", user_data)?;
+    let delta_req = DeltaRequest {
+        full: *full,
+        from_name: Some(delta_from.clone()).filter(|s| !s.is_empty()),
+        from_user_data: json("delta_from_user_data", delta_from_user_data)?,
     };
     let cfg = settings::load_config()?;
     let storage = cfg.open_storage()?;
     // The in-progress marker goes first, before pg_backup_start: from now on no delete, from any
     // server, removes what this backup writes or the WAL it needs (catalog/delete.rs).
     let mut marker = InProgress::begin(storage.clone(), &hostname(), std::process::id())?;
+    // Full or delta, and from which base (WAL-G's rules, walg_core::backup::delta).
+    let choice = choose_base(&cfg, storage.as_ref(), &delta_req, permanent)?;
     let start_time = chrono::Utc::now();
 
     let info = BackgroundWorker::transaction(|| {
@@ -388,9 +412,33 @@ fn take_backup(generation: u64, permanent: bool, user_data: &str) -> Result<Stri
 
     let start_lsn = parse_lsn(&info.lsn)?;
     let seg_size = unsafe { pg_sys::wal_segment_size } as u64;
-    let name = backup_name(info.timeline as u32, start_lsn, seg_size);
-    marker.set_backup(&name, start_lsn, info.timeline as u32, seg_size, None)?;
-    log!("walg_ext: backup {name} started at {}", info.lsn);
+    let own_name = backup_name(info.timeline as u32, start_lsn, seg_size);
+    let delta = match choice {
+        BaseChoice::Full { reason } => {
+            if (!delta_req.full && cfg.delta_max_steps > 0) || delta_req.from_name.is_some() || delta_req.from_user_data.is_some() {
+                log!("walg_ext: full backup: {reason}");
+            }
+            None
+        }
+        BaseChoice::Delta { base, explicit } => {
+            match check_base_at_start(&base, explicit, start_lsn, info.system_identifier as u64)? {
+                None => Some(*base),
+                Some(reason) => {
+                    warning!("walg_ext: full backup instead of a delta: {reason}");
+                    None
+                }
+            }
+        }
+    };
+    let name = match &delta {
+        Some(base) => delta_name(&own_name, &base.name),
+        None => own_name,
+    };
+    marker.set_backup(&name, start_lsn, info.timeline as u32, seg_size, delta.as_ref().map(|b| b.name.as_str()))?;
+    match &delta {
+        Some(b) => log!("walg_ext: backup {name} started at {}: delta {} from {} (chain of {})", info.lsn, b.count, b.name, b.full_name),
+        None => log!("walg_ext: backup {name} started at {}", info.lsn),
+    }
     {
         // Visible in walg_status while it runs.
         let mut job = BACKUP_JOB.exclusive();
@@ -411,6 +459,7 @@ fn take_backup(generation: u64, permanent: bool, user_data: &str) -> Result<Stri
         hostname: hostname(),
         is_permanent: permanent,
         user_data,
+        delta,
     };
     let progress = Arc::new(Progress::default());
     let mut poll = || -> walg_core::Result<()> {
@@ -444,6 +493,21 @@ fn take_backup(generation: u64, permanent: bool, user_data: &str) -> Result<Stri
     };
     wait_for_wal_in_storage(storage.as_ref(), &start, &stop, &progress, &mut marker)?;
     marker.ensure_fresh()?;
+    if let Some(base) = &start.delta {
+        // The base must still be there (the marker kept deletes away; a commit without it would
+        // list a backup that cannot be restored). A permanent delta makes its chain permanent,
+        // as WAL-G does, before its own sentinel.
+        if !storage.exists(&walg_core::format::names::sentinel_key(&base.name))? {
+            return Err(walg_core::Error::Conflict(format!(
+                "the base {} of this delta backup was deleted while it ran; nothing committed: take the backup again",
+                base.name
+            ))
+            .into());
+        }
+        if permanent {
+            walg_core::catalog::mark::mark(storage.as_ref(), &base.name, true)?;
+        }
+    }
     push::finish(&cfg, &storage, &start, data, &stop)?;
     let marker_key = marker.key().to_string();
     if let Err(e) = marker.end() {

@@ -262,7 +262,9 @@ impl Ctx {
         self.scheduler.started(Utc::now());
         self.save();
         self.publish();
-        let opts = BackupOptions { permanent: false, user_data: None, wait: true };
+        // `full` only for a tick of walg.full_backup_schedule; otherwise a delta when
+        // walg.delta_max_steps allows (the worker applies WAL-G's rules, as for walg_backup_push()).
+        let opts = BackupOptions { permanent: false, user_data: None, wait: true, full, delta_from: None, delta_from_user_data: None };
         let result = match backup::start(&opts, unsafe { pg_sys::MyDatabaseId }) {
             Err(StartError::Busy(pid)) => RunResult::Skipped { reason: format!("a backup is already running (process {pid})") },
             Err(StartError::Config(e)) => RunResult::Failed { error: format!("{}: {e}", e.kind().name()) },

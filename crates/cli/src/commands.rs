@@ -57,8 +57,29 @@ pub fn print_table(rows: &[Vec<String>]) {
 /// restore_command semantics (exit.rs): 0 fetched, 1 only when storage was reached and said
 /// the file is not there, 126 anything else (after retries), so that PostgreSQL stops recovery
 /// instead of ending it early on a missing mount, a typo or a storage hiccup.
+///
+/// A segment already prefetched (wal/prefetch.rs) is served from disk after the same checks;
+/// anything wrong with the prefetch only means a direct fetch. After a segment is in place, a
+/// detached `walg-ext wal-prefetch` downloads the next ones (see `spawn_prefetcher`).
 pub fn wal_fetch(config: Option<&Path>, file: &str, dest: &Path) -> ExitCode {
     const ATTEMPTS: u32 = 3;
+    let prefetching = wal::prefetch::is_segment_name(file);
+    if prefetching {
+        if let Ok(cfg) = load_config(config) {
+            let dirs = wal::prefetch::Dirs::new(cfg.prefetch_dir.as_deref(), dest);
+            match wal::prefetch::take(&dirs, file, dest) {
+                Ok(()) => {
+                    eprintln!("walg-ext: wal-fetch {file}: served from the prefetch directory {}", dirs.ready.display());
+                    spawn_prefetcher(config, &cfg, file, dest);
+                    return ExitCode::SUCCESS;
+                }
+                Err(wal::prefetch::NotServed::Rejected(why)) => {
+                    eprintln!("walg-ext: wal-fetch {file}: prefetched copy rejected ({why}); fetching from storage")
+                }
+                Err(_) => {}
+            }
+        }
+    }
     let mut last: Option<Error> = None;
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
@@ -66,11 +87,16 @@ pub fn wal_fetch(config: Option<&Path>, file: &str, dest: &Path) -> ExitCode {
         }
         let r = load_config(config).and_then(|cfg| {
             let storage = cfg.open_storage()?;
-            wal::fetch(&cfg, storage.as_ref(), file, dest)
+            wal::fetch(&cfg, storage.as_ref(), file, dest).map(|found| (found, cfg))
         });
         match r {
-            Ok(true) => return ExitCode::SUCCESS,
-            Ok(false) => return ExitCode::from(crate::exit::NOT_IN_STORAGE),
+            Ok((true, cfg)) => {
+                if prefetching {
+                    spawn_prefetcher(config, &cfg, file, dest);
+                }
+                return ExitCode::SUCCESS;
+            }
+            Ok((false, _)) => return ExitCode::from(crate::exit::NOT_IN_STORAGE),
             // Storage or the local disk may come back; a bad configuration, a damaged object
             // or a conflict will not get better by retrying.
             Err(e) if matches!(e.kind(), ErrorKind::Unreachable | ErrorKind::LocalIo) => last = Some(e),
@@ -84,6 +110,57 @@ pub fn wal_fetch(config: Option<&Path>, file: &str, dest: &Path) -> ExitCode {
         eprintln!("walg-ext: wal-fetch {file}: {e}");
     }
     ExitCode::from(crate::exit::WAL_FETCH_FAILED)
+}
+
+/// Start `walg-ext wal-prefetch FILE DIR` in the background and return at once, as WAL-G does
+/// (a child process rather than a thread: restore_command's process must exit for recovery to
+/// go on). The child stays in restore_command's process group, so a server shutdown (which
+/// signals the startup process's group) ends it too; it downloads at most
+/// WALG_DOWNLOAD_CONCURRENCY segments and exits, so it never outlives the recovery step that
+/// started it by more than those downloads. Its output goes nowhere: a failed prefetch only
+/// means the next wal-fetch downloads the segment itself and reports any problem then.
+fn spawn_prefetcher(config: Option<&Path>, cfg: &walg_core::Config, file: &str, dest: &Path) {
+    if cfg.download_concurrency < 2 {
+        return;
+    }
+    // The segment size from the segment just put in place (PostgreSQL may remove it soon).
+    let Some(seg_size) = wal::prefetch::segment_size_of(dest) else { return };
+    let Ok(exe) = std::env::current_exe() else { return };
+    let location = match &cfg.prefetch_dir {
+        Some(d) => d.clone(),
+        None => dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(),
+    };
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(std::fs::canonicalize(c).unwrap_or_else(|_| c.to_path_buf()));
+    }
+    cmd.arg("--wal-segment-size")
+        .arg(seg_size.to_string())
+        .arg("wal-prefetch")
+        .arg(file)
+        .arg(&location)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // Not waited for: the child is re-parented when this process exits. Its segments are
+    // claimed for it now, before PostgreSQL asks for the next one.
+    if let Ok(child) = cmd.spawn() {
+        let dirs = wal::prefetch::Dirs::at(&location);
+        let names = wal::prefetch::next_segments(file, seg_size, cfg.download_concurrency);
+        wal::prefetch::claim_for(&dirs, &names, child.id());
+    }
+}
+
+/// The hidden `wal-prefetch FILE LOCATION`: download the segments after FILE into
+/// LOCATION/.wal-g/prefetch (wal/prefetch.rs). Failures are only logged (to nowhere when
+/// started by wal-fetch): the real fetch does its own.
+pub fn wal_prefetch(config: Option<&Path>, file: &str, location: &Path, seg_size: u64) -> Result<()> {
+    let cfg = load_config(config)?;
+    let storage = cfg.open_storage()?;
+    let dirs = wal::prefetch::Dirs::at(location);
+    let log = |l: &str| eprintln!("walg-ext: wal-prefetch: {l}");
+    wal::prefetch::run(&cfg.pipeline(), storage.as_ref(), &dirs, file, seg_size, cfg.download_concurrency, &log);
+    Ok(())
 }
 
 pub fn wal_push(config: Option<&Path>, path: &Path) -> Result<()> {

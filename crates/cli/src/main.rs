@@ -2,9 +2,11 @@
 //! Configuration: a `--config` file
 //! (WAL-G's JSON/YAML keys) is read first and the environment overrides it, as in WAL-G.
 mod commands;
+mod drill;
 mod exit;
 mod manage;
 mod recovery;
+mod st;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -36,7 +38,16 @@ enum Command {
         #[command(flatten)]
         recovery: recovery::RecoveryArgs,
     },
-    /// List backups.
+    /// Prove a backup restores: restore it into a scratch directory, start a throwaway
+    /// PostgreSQL (private socket, no TCP, no archiving), recover to the end of the backup (or
+    /// the --target-*), amcheck every B-tree index and table in every database, stop, remove
+    /// it, and store the outcome as basebackups_005/<backup>/walg_drill.json. Non-zero exit when
+    /// any step fails.
+    RestoreDrill {
+        #[command(flatten)]
+        args: drill::DrillArgs,
+    },
+    /// List backups (with the last restore drill's outcome).
     BackupList {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -85,7 +96,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Storage tools.
+    /// Storage tools (WAL-G's `st`): ls, get, put, cat, rm, check. They act on single objects
+    /// without the checks of backup-fetch / wal-fetch: use with care.
     St {
         #[command(subcommand)]
         command: StCommand,
@@ -94,11 +106,21 @@ enum Command {
     /// Exit 0: fetched; 1: not in storage (storage was reached and its wal_005/ exists, the file
     /// does not); 126: any other failure (storage unreachable, damaged object, bad settings,
     /// local I/O): PostgreSQL then stops recovery rather than ending it early.
+    /// Segments are prefetched ahead (WALG_DOWNLOAD_CONCURRENCY of them, into
+    /// pg_wal/.wal-g/prefetch or WALG_PREFETCH_DIR); a problem with a prefetch never changes
+    /// the exit code.
     WalFetch {
         /// WAL file name, e.g. 000000010000000000000004 or 00000002.history.
         file: String,
         /// Where to write it (%p).
         dest: PathBuf,
+    },
+    /// Download the segments after FILE into LOCATION/.wal-g/prefetch (started by wal-fetch in
+    /// the background; not meant to be run by hand).
+    #[command(hide = true)]
+    WalPrefetch {
+        file: String,
+        location: PathBuf,
     },
     /// Archive one WAL file (for archive_command = 'walg-ext wal-push %p').
     WalPush {
@@ -114,6 +136,83 @@ enum StCommand {
         #[arg(default_value = "")]
         prefix: String,
     },
+    /// Download an object to DEST (a file that does not exist yet, or a directory), decrypted
+    /// and decompressed (by its extension) unless told not to.
+    Get {
+        /// Object key, e.g. wal_005/000000010000000000000004.zst
+        object: String,
+        dest: PathBuf,
+        /// Keep the object encrypted.
+        #[arg(long)]
+        no_decrypt: bool,
+        /// Keep the object compressed.
+        #[arg(long)]
+        no_decompress: bool,
+    },
+    /// Upload a local file (or stdin with -s) as DEST + the compression's extension,
+    /// compressed and encrypted as configured.
+    Put {
+        /// Local file, then the destination key; with -s only the destination key.
+        #[arg(required = true, num_args = 1..=2, value_names = ["LOCAL_PATH", "DEST"])]
+        args: Vec<String>,
+        /// Do not encrypt.
+        #[arg(long)]
+        no_encrypt: bool,
+        /// Do not compress (no extension is added).
+        #[arg(long)]
+        no_compress: bool,
+        /// Overwrite an existing object.
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// Read the content from stdin.
+        #[arg(short = 's', long)]
+        read_stdin: bool,
+    },
+    /// Write an object to stdout: raw, unless --decrypt / --decompress.
+    Cat {
+        object: String,
+        /// Decrypt with the configured key.
+        #[arg(long)]
+        decrypt: bool,
+        /// Decompress (by the object's extension).
+        #[arg(long)]
+        decompress: bool,
+    },
+    /// Delete an object, or every object under a folder prefix (exit 3 if there is none).
+    Rm { prefix: String },
+    /// Check access to the storage.
+    Check {
+        #[command(subcommand)]
+        check: StCheck,
+    },
+}
+
+#[derive(Subcommand)]
+enum StCheck {
+    /// The storage can be read, and each OBJECT given exists (exit 3 naming those missing).
+    Read { objects: Vec<String> },
+    /// An object can be written and deleted.
+    Write,
+}
+
+fn st(config: Option<&std::path::Path>, command: StCommand) -> walg_core::Result<()> {
+    match command {
+        StCommand::Ls { prefix } => st::ls(config, &prefix),
+        StCommand::Get { object, dest, no_decrypt, no_decompress } => st::get(config, &object, &dest, !no_decrypt, !no_decompress),
+        StCommand::Put { args, no_encrypt, no_compress, force, read_stdin } => {
+            let opts = st::PutOptions { no_encrypt, no_compress, force };
+            match (read_stdin, args.as_slice()) {
+                (false, [local, dest]) => st::put(config, Some(std::path::Path::new(local)), dest, opts),
+                (true, [dest]) => st::put(config, None, dest, opts),
+                (false, _) => Err(walg_core::Error::InvalidArgument("st put needs LOCAL_PATH and DEST (or -s DEST to read stdin)".into())),
+                (true, _) => Err(walg_core::Error::InvalidArgument("st put -s takes only DEST".into())),
+            }
+        }
+        StCommand::Cat { object, decrypt, decompress } => st::cat(config, &object, decrypt, decompress),
+        StCommand::Rm { prefix } => st::rm(config, &prefix),
+        StCommand::Check { check: StCheck::Read { objects } } => st::check_read(config, &objects),
+        StCommand::Check { check: StCheck::Write } => st::check_write(config),
+    }
 }
 
 fn main() -> ExitCode {
@@ -127,6 +226,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::BackupFetch { target, name, recovery } => recovery::backup_fetch(cli.config.as_deref(), &target, &name, &recovery, seg),
+        Command::RestoreDrill { args } => drill::restore_drill(cli.config.as_deref(), &args, seg),
         Command::BackupList { json, detail } => manage::backup_list(cli.config.as_deref(), json, detail),
         Command::BackupMark { name, impermanent } => manage::backup_mark(cli.config.as_deref(), &name, impermanent),
         Command::WalShow { json } => manage::wal_show(cli.config.as_deref(), json, cli.wal_segment_size),
@@ -140,8 +240,9 @@ fn main() -> ExitCode {
         Command::Delete { args, after, confirm, json } => {
             manage::delete(cli.config.as_deref(), &args, after.as_deref(), confirm, json, cli.wal_segment_size)
         }
-        Command::St { command: StCommand::Ls { prefix } } => manage::st_ls(cli.config.as_deref(), &prefix),
+        Command::St { command } => st(cli.config.as_deref(), command),
         Command::WalFetch { file, dest } => return commands::wal_fetch(cli.config.as_deref(), &file, &dest),
+        Command::WalPrefetch { file, location } => commands::wal_prefetch(cli.config.as_deref(), &file, &location, seg),
         Command::WalPush { path } => commands::wal_push(cli.config.as_deref(), &path),
     };
     match result {

@@ -1,5 +1,5 @@
 //! Operator commands with WAL-G's names and output: backup-list, backup-mark, wal-show,
-//! wal-verify, delete, st ls. Same core code as the SQL functions of the extension.
+//! wal-verify, delete (storage tools: st.rs). Same core code as the SQL functions of the extension.
 use std::path::Path;
 
 use walg_core::catalog::delete::{self, DeleteRequest};
@@ -20,7 +20,7 @@ pub fn backup_list(config: Option<&Path>, json: bool, detail: bool) -> Result<()
             .map(|b| {
                 let mut v = b.detail_json();
                 if !detail {
-                    let keep = ["backup_name", "time", "wal_file_name", "storage_name"];
+                    let keep = ["backup_name", "time", "wal_file_name", "storage_name", "last_drill"];
                     v.as_object_mut().unwrap().retain(|k, _| keep.contains(&k.as_str()));
                 }
                 v
@@ -37,9 +37,10 @@ pub fn backup_list(config: Option<&Path>, json: bool, detail: bool) -> Result<()
     if detail {
         header.extend([
             "start_time", "finish_time", "hostname", "data_dir", "pg_version", "start_lsn", "finish_lsn",
-            "is_permanent", "is_full", "delta_from", "user_data",
+            "is_permanent", "is_full", "delta_from", "delta_full_name", "delta_count", "user_data",
         ]);
     }
+    header.push("last_drill");
     let mut table = vec![header.iter().map(|s| s.to_string()).collect::<Vec<_>>()];
     for b in &backups {
         let s = &b.sentinel;
@@ -56,9 +57,12 @@ pub fn backup_list(config: Option<&Path>, json: bool, detail: bool) -> Result<()
                 b.is_permanent.to_string(),
                 b.is_full().to_string(),
                 s.delta_from.clone().unwrap_or_default(),
+                s.delta_full_name.clone().unwrap_or_default(),
+                s.delta_count.map(|c| c.to_string()).unwrap_or_default(),
                 b.user_data().map(|u| u.to_string()).unwrap_or_default(),
             ]);
         }
+        row.push(b.drill.as_ref().map(|d| d.summary()).unwrap_or_else(|| "-".into()));
         table.push(row);
     }
     print_table(&table);
@@ -215,18 +219,5 @@ pub fn delete(config: Option<&Path>, args: &[String], after: Option<&str>, confi
     } else {
         eprintln!("walg-ext: deleted {} objects ({} backups)", plan.objects.len(), plan.backups.len());
     }
-    Ok(())
-}
-
-/// `st ls [prefix]`: objects under a prefix (recursive), with size and modification time.
-pub fn st_ls(config: Option<&Path>, prefix: &str) -> Result<()> {
-    let cfg = load_config(config)?;
-    let storage = cfg.open_storage()?;
-    let prefix = prefix.trim_start_matches('/');
-    let mut table = vec![vec!["key".to_string(), "size".into(), "modified".into()]];
-    for o in storage.list(prefix)? {
-        table.push(vec![o.key, o.size.to_string(), rfc3339(o.modified)]);
-    }
-    print_table(&table);
     Ok(())
 }

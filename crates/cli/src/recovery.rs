@@ -97,7 +97,7 @@ impl RecoveryArgs {
 
 /// The restore_command for this run: this binary, the same `--config` (absolute) and the
 /// WAL-G settings of the environment; refused when the environment holds a secret.
-fn restore_command_for(config: Option<&Path>) -> Result<(String, Option<PathBuf>)> {
+pub(crate) fn restore_command_for(config: Option<&Path>) -> Result<(String, Option<PathBuf>)> {
     let exe = std::env::current_exe().map_err(|e| Error::io("(the walg-ext binary)", e))?;
     let config = config
         .map(|c| std::fs::canonicalize(c).map_err(|e| Error::Config(format!("config file {}: {e}", c.display()))))

@@ -127,6 +127,7 @@ fn main() {
         hostname: "bench".into(),
         is_permanent: false,
         user_data: None,
+        delta: None,
     };
     let t = Instant::now();
     let data = push_data(&cfg, &storage, &start, &Progress::default(), &mut || Ok(())).unwrap();

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::codec::crypto::Key;
+use crate::codec::{PgpKey, ZstdLayout};
 use crate::codec::{zstd_level_from_name, Compression, Pipeline};
 use crate::error::{Error, Result};
 use crate::storage::{FsStorage, S3Config, S3Storage, Storage};
@@ -132,8 +133,13 @@ pub struct Config {
     pub storage: StorageConfig,
     /// WALG_COMPRESSION_METHOD, default lz4, at WALG_COMPRESSION_LEVEL (or WALG_ZSTD_LEVEL).
     pub compression: Compression,
-    /// libsodium key from WALG_LIBSODIUM_KEY or WALG_LIBSODIUM_KEY_PATH; None = no encryption.
+    /// libsodium key from WALG_LIBSODIUM_KEY or WALG_LIBSODIUM_KEY_PATH; None = no libsodium.
     pub encryption: Option<Key>,
+    /// OpenPGP key ring from WALG_PGP_KEY or WALG_PGP_KEY_PATH (with WALG_PGP_KEY_PASSPHRASE);
+    /// None = no OpenPGP. Never both this and `encryption`.
+    pub pgp: Option<PgpKey>,
+    /// WALG_ZSTD_LAYOUT: one frame per zstd object (default) or one per chunk.
+    pub zstd_layout: ZstdLayout,
     /// WALG_TAR_SIZE_THRESHOLD, default 1 GiB - 1.
     pub tar_size_threshold: u64,
     /// WALG_UPLOAD_CONCURRENCY, default = available cores (min 1).
@@ -144,6 +150,12 @@ pub struct Config {
     pub disk_rate_limit: Option<u64>,
     /// The scheduler's settings (the extension's static worker).
     pub schedule: ScheduleConfig,
+    /// WALG_DELTA_MAX_STEPS: deltas allowed after a full; 0 = full backups only.
+    pub delta_max_steps: u32,
+    /// WALG_DELTA_ORIGIN: true for LATEST_FULL (deltas from the newest full), false for LATEST.
+    pub delta_from_full: bool,
+    /// WALG_PREFETCH_DIR: where wal-fetch prefetches; None = beside restore_command's %p.
+    pub prefetch_dir: Option<PathBuf>,
 }
 
 /// Settings of the scheduler, as written: the expressions are parsed by the scheduler
@@ -225,10 +237,10 @@ fn with_level(s: &Settings, c: Compression) -> Result<Compression> {
 /// WALG_LIBSODIUM_KEY_TRANSFORM. Other WAL-G encryption settings are refused rather than ignored,
 /// so nothing is uploaded unencrypted by mistake.
 fn encryption_key(s: &Settings) -> Result<Option<Key>> {
-    for k in ["WALG_PGP_KEY", "WALG_PGP_KEY_PATH", "WALE_GPG_KEY_ID", "WALG_GPG_KEY_ID", "WALG_CSE_KMS_ID", "WALG_ENVELOPE_PGP_KEY"] {
+    for k in ["WALE_GPG_KEY_ID", "WALG_GPG_KEY_ID", "WALG_CSE_KMS_ID", "WALG_ENVELOPE_PGP_KEY", "WALG_ENVELOPE_PGP_KEY_PATH"] {
         if s.value(k).is_some() {
             return Err(Error::Config(format!(
-                "{k} is set, but only libsodium encryption (WALG_LIBSODIUM_KEY / WALG_LIBSODIUM_KEY_PATH) is supported"
+                "{k} is set, but only libsodium (WALG_LIBSODIUM_KEY / WALG_LIBSODIUM_KEY_PATH) and OpenPGP keys (WALG_PGP_KEY / WALG_PGP_KEY_PATH) are supported"
             )));
         }
     }
@@ -240,6 +252,20 @@ fn encryption_key(s: &Settings) -> Result<Option<Key>> {
     }
     match s.raw(&r::LIBSODIUM_KEY_PATH) {
         Some(path) => Key::from_file(Path::new(path), transform).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// WALG_PGP_KEY (the armored key; wins, as in WAL-G) or WALG_PGP_KEY_PATH, with
+/// WALG_PGP_KEY_PASSPHRASE for a protected secret key (checked only when an object is read: a
+/// server that only pushes needs neither the secret key nor the passphrase).
+fn pgp_key(s: &Settings) -> Result<Option<PgpKey>> {
+    let passphrase = s.get(r::PGP_KEY_PASSPHRASE.key).filter(|v| !v.is_empty()).map(str::to_string);
+    if let Some(text) = s.get(r::PGP_KEY.key).filter(|v| !v.trim().is_empty()) {
+        return PgpKey::from_armored("WALG_PGP_KEY", text, passphrase).map(Some);
+    }
+    match s.raw(&r::PGP_KEY_PATH) {
+        Some(path) => PgpKey::from_file(Path::new(path), passphrase).map(Some),
         None => Ok(None),
     }
 }
@@ -275,20 +301,38 @@ impl Config {
         };
         let compression = with_level(s, compression)?;
         let encryption = encryption_key(s)?;
+        let pgp = pgp_key(s)?;
+        if encryption.is_some() && pgp.is_some() {
+            return Err(Error::Config(
+                "both a libsodium key (WALG_LIBSODIUM_KEY / WALG_LIBSODIUM_KEY_PATH) and an OpenPGP key (WALG_PGP_KEY / WALG_PGP_KEY_PATH) are set: keep only one encryption".into(),
+            ));
+        }
+        let zstd_layout = match s.text(&r::ZSTD_LAYOUT)?.as_deref() {
+            Some("frames") => ZstdLayout::Frames,
+            _ => ZstdLayout::SingleFrame,
+        };
         let tar_size_threshold = count(s, &r::TAR_SIZE_THRESHOLD)?;
         let upload_concurrency = count(s, &r::UPLOAD_CONCURRENCY)? as usize;
         let download_concurrency = count(s, &r::DOWNLOAD_CONCURRENCY)? as usize;
         let disk_rate_limit = Some(count(s, &r::DISK_RATE_LIMIT)?).filter(|&v| v > 0);
         let schedule = ScheduleConfig::from_settings(s)?;
+        let delta_max_steps = count(s, &r::DELTA_MAX_STEPS)? as u32;
+        let delta_from_full = s.text(&r::DELTA_ORIGIN)?.is_some_and(|o| o == "LATEST_FULL");
+        let prefetch_dir = s.text(&r::PREFETCH_DIR)?.filter(|d| !d.trim().is_empty()).map(PathBuf::from);
         Ok(Config {
             storage,
             compression,
             encryption,
+            pgp,
+            zstd_layout,
             tar_size_threshold,
             upload_concurrency,
             download_concurrency,
             disk_rate_limit,
             schedule,
+            delta_max_steps,
+            delta_from_full,
+            prefetch_dir,
         })
     }
 
@@ -298,17 +342,24 @@ impl Config {
             storage: StorageConfig::File { prefix: prefix.into() },
             compression: Compression::Lz4,
             encryption: None,
+            pgp: None,
+            zstd_layout: ZstdLayout::SingleFrame,
             tar_size_threshold: DEFAULT_TAR_SIZE_THRESHOLD,
             upload_concurrency: cores(),
             download_concurrency: cores(),
             disk_rate_limit: None,
             schedule: ScheduleConfig::defaults(),
+            delta_max_steps: 0,
+            delta_from_full: false,
+            prefetch_dir: None,
         }
     }
 
     /// How objects are encoded: compression, then encryption.
     pub fn pipeline(&self) -> Pipeline {
         Pipeline::new(self.compression, self.encryption.clone())
+            .with_pgp(self.pgp.clone())
+            .with_zstd_layout(self.zstd_layout)
     }
 
     /// The storage this config names. S3 storages are cached per process by their settings: a
@@ -408,6 +459,10 @@ mod tests {
         let hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
         std::fs::write(&key_file, hex).unwrap();
         let key_path = key_file.display().to_string();
+        let testdata = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata");
+        let pgp_public_path = format!("{testdata}/pgp-test-public.asc");
+        let pgp_secret_path = format!("{testdata}/pgp-test-secret.asc");
+        let pgp_public = std::fs::read_to_string(&pgp_public_path).unwrap();
         let s3: &[(&str, &str)] = &[("WALG_S3_PREFIX", "s3://bkt/a")];
         let creds: &[(&str, &str)] = &[("WALG_S3_PREFIX", "s3://bkt/a"), ("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")];
         let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
@@ -415,7 +470,11 @@ mod tests {
             ("WALG_COMPRESSION_METHOD", vec![], "zstd"),
             ("WALG_COMPRESSION_LEVEL", vec![("WALG_COMPRESSION_METHOD", "zstd")], "9"),
             ("WALG_ZSTD_LEVEL", vec![("WALG_COMPRESSION_METHOD", "zstd")], "best"),
+            ("WALG_ZSTD_LAYOUT", vec![("WALG_COMPRESSION_METHOD", "zstd")], "frames"),
             ("WALG_LIBSODIUM_KEY_PATH", vec![("WALG_LIBSODIUM_KEY_TRANSFORM", "hex")], &key_path),
+            ("WALG_PGP_KEY_PATH", vec![], &pgp_public_path),
+            ("WALG_PGP_KEY", vec![], &pgp_public),
+            ("WALG_PGP_KEY_PASSPHRASE", vec![("WALG_PGP_KEY_PATH", &pgp_secret_path)], "walg-test"),
             ("WALG_LIBSODIUM_KEY", vec![], "this is my long libsodium secret key"),
             ("WALG_LIBSODIUM_KEY_TRANSFORM", vec![("WALG_LIBSODIUM_KEY", hex)], "hex"),
             ("WALG_S3_PREFIX", s3.to_vec(), "s3://bkt/b"),
@@ -444,6 +503,9 @@ mod tests {
             ("WALG_BACKUP_RETRY_DELAY", vec![], "10"),
             ("WALG_BACKUP_ON_STANDBY", vec![], "true"),
             ("WALG_HEALTH_CHECK_INTERVAL", vec![], "5"),
+            ("WALG_DELTA_MAX_STEPS", vec![], "6"),
+            ("WALG_DELTA_ORIGIN", vec![], "latest_full"),
+            ("WALG_PREFETCH_DIR", vec![], "/var/tmp/prefetch"),
         ];
         for setting in registry::ALL {
             let Some((key, ctx, value)) = cases.iter().find(|c| c.0 == setting.key) else {
@@ -474,7 +536,7 @@ mod tests {
         assert!(err.contains(&path.display().to_string()), "{err}");
         assert!(err.contains("unknown setting WALG_COMPRESION_METHOD") && err.contains("did you mean WALG_COMPRESSION_METHOD?"), "{err}");
         // WAL-G keys walg_ext does not use are no typo: the file loads (the CLI warns).
-        std::fs::write(&path, "WALG_FILE_PREFIX: /b\nWALG_DELTA_MAX_STEPS: 6\nPGHOST: /run/postgresql\n").unwrap();
+        std::fs::write(&path, "WALG_FILE_PREFIX: /b\nWALG_USE_WAL_DELTA: true\nPGHOST: /run/postgresql\n").unwrap();
         let s = Settings::from_file(&path).unwrap();
         assert_eq!(registry::check_keys(&s, registry::Origin::File).unwrap().len(), 2);
         Config::from_settings(&s).unwrap();
@@ -485,6 +547,8 @@ mod tests {
             ("WALG_TAR_SIZE_THRESHOLD", "-5", "out of range 1.."),
             ("WALG_UPLOAD_CONCURRENCY", "2000", "out of range 1..1024"),
             ("WALG_DISK_RATE_LIMIT", "10MB", "not an integer in bytes/s"),
+            ("WALG_DELTA_ORIGIN", "OLDEST", "LATEST, LATEST_FULL"),
+            ("WALG_DELTA_MAX_STEPS", "-1", "out of range 0.."),
             ("AWS_S3_FORCE_PATH_STYLE", "maybe", "not a boolean"),
         ];
         for (key, value, allowed) in cases {
@@ -539,7 +603,9 @@ mod tests {
         assert_eq!(c.encryption, Some(Key::from_text(secret, "none").unwrap()));
         let err = with(&[("WALG_LIBSODIUM_KEY_PATH", "/nonexistent/key")]).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/key"), "{err}");
-        let err = with(&[("WALG_PGP_KEY_PATH", "/k.asc")]).unwrap_err().to_string();
-        assert!(err.contains("WALG_PGP_KEY_PATH") && err.contains("only libsodium"), "{err}");
+        let err = with(&[("WALG_GPG_KEY_ID", "ABCD")]).unwrap_err().to_string();
+        assert!(err.contains("WALG_GPG_KEY_ID") && err.contains("only libsodium"), "{err}");
+        let err = with(&[("WALG_PGP_KEY_PATH", "/nonexistent/k.asc")]).unwrap_err().to_string();
+        assert!(err.contains("WALG_PGP_KEY_PATH") && err.contains("/nonexistent/k.asc"), "{err}");
     }
 }

@@ -160,3 +160,42 @@ fn wrong_key_is_reported_for_pynacl_streams() {
     let err = decode(&p, "wal_005/X", sealed).unwrap_err().to_string();
     assert!(err.contains("wrong key") && err.contains("wal_005/X"), "{err}");
 }
+
+/// Our zstd objects are one frame: readers that stop after the first frame read them whole.
+/// Checked with `zstd -l` (frame count) and python-zstandard's `decompressobj()`, which reads
+/// exactly one frame and ignores what follows (as wal-rus and other readers did with the
+/// many-frame layout); the many-frame layout is shown to come out short from that reader.
+#[test]
+fn zstd_objects_are_one_frame_that_single_frame_readers_read_whole() {
+    use walg_core::codec::{encoder_with, ZstdLayout};
+    let data = sample(11 * 1024 * 1024 + 5);
+    let encode = |layout: ZstdLayout, threads: usize| {
+        let mut enc = encoder_with(Compression::Zstd { level: 1 }, threads, layout, Vec::new()).unwrap();
+        for piece in data.chunks(1 << 20) {
+            enc.write_all(piece).unwrap();
+        }
+        enc.finish().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let py = "import sys, zstandard\n\
+              d = zstandard.ZstdDecompressor().decompressobj()\n\
+              out = sys.stdout.buffer\n\
+              while True:\n    b = sys.stdin.buffer.read(1 << 20)\n    if not b: break\n    out.write(d.decompress(b))\n";
+    for threads in [1, 2] {
+        let z = encode(ZstdLayout::SingleFrame, threads);
+        let path = dir.path().join(format!("single-{threads}.zst"));
+        std::fs::write(&path, &z).unwrap();
+        let listing = String::from_utf8(run(&mut command(&["zstd", "-l", "-v", path.to_str().unwrap()]), b"")).unwrap();
+        assert!(listing.contains("# Zstandard Frames: 1"), "zstd -l: {listing}");
+        assert!(listing.contains("Check: XXH64"), "zstd -l: no content checksum: {listing}");
+        let out = run(Command::new(python()).arg("-c").arg(py), &z);
+        assert!(out == data, "{threads} threads: python-zstandard read {} of {} bytes", out.len(), data.len());
+        assert!(run(&mut command(&["zstd", "-d", "-c", "-q"]), &z) == data);
+    }
+    // The many-frame layout: valid zstd (the zstd tool reads it all), but this reader stops
+    // after the first frame: why it is no longer the default.
+    let z = encode(ZstdLayout::Frames, 2);
+    let out = run(Command::new(python()).arg("-c").arg(py), &z);
+    assert!(out.len() < data.len(), "python-zstandard read all {} bytes of many frames", out.len());
+    assert!(run(&mut command(&["zstd", "-d", "-c", "-q"]), &z) == data);
+}

@@ -292,6 +292,7 @@ fn damaged_backup_and_wal_objects_fail_naming_them() {
         hostname: "h".into(),
         is_permanent: false,
         user_data: None,
+        delta: None,
     };
     let d = push_data(&cfg, &storage, &start, &Progress::default(), &mut || Ok(())).unwrap();
     let stop = BackupStop {
@@ -323,14 +324,15 @@ fn damaged_backup_and_wal_objects_fail_naming_them() {
     }
     storage.put(&part, &raw).unwrap();
 
-    // A 2 MiB segment is two zstd frames at level 1: cut at the boundary, it still decodes.
+    // A 2 MiB segment in the many-frame layout (as WAL-G may write it, or walg_ext with
+    // WALG_ZSTD_FRAMES) is two zstd frames at level 1: cut at the boundary, it still decodes.
     let seg_name = "000000010000000000000003";
     let mut seg = data(2 << 20, 9);
     seg[..40].copy_from_slice(&walg_core::wal::check::long_page_header(0xD110, 1, 3 << 21, 2 << 20, 1));
-    std::fs::write(dir.path().join("seg"), &seg).unwrap();
-    walg_core::wal::push(&cfg, storage.as_ref(), seg_name, &dir.path().join("seg")).unwrap();
     let key = format!("wal_005/{seg_name}.zst");
-    let raw = get_bytes(storage.as_ref(), &key).unwrap().unwrap();
+    let mut enc = walg_core::codec::encoder_with(cfg.compression, 1, walg_core::codec::ZstdLayout::Frames, Vec::new()).unwrap();
+    std::io::Write::write_all(&mut enc, &seg).unwrap();
+    let raw = enc.finish().unwrap();
     let first = zstd::zstd_safe::find_frame_compressed_size(&raw).unwrap();
     assert!(first < raw.len(), "two frames");
     storage.put(&key, &raw[..first]).unwrap();

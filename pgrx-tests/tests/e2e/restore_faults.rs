@@ -1,8 +1,9 @@
 //! End-to-end slice of the fault-injection suite (the whole matrix runs without a server in
 //! crates/core/src/backup/faults.rs): a real backup and real WAL, damaged in file storage.
 //! (a) a data part removed: `backup-fetch` fails naming it and the target has no
-//! global/pg_control; (b) backup_label.tar removed: fails naming it; (c) a WAL segment cut at a
-//! zstd frame boundary (what is left still decodes): `wal-fetch` exits 126 (not 1), naming the
+//! global/pg_control; (b) backup_label.tar removed: fails naming it; (c) a WAL segment cut inside
+//! its one zstd frame, and a many-frame copy of it (as WAL-G writes) cut at a frame boundary
+//! (what is left still decodes): `wal-fetch` exits 126 (not 1), naming the
 //! object, and leaves no file at the destination. `backup-fetch` exits 5 (corrupt). After each, the intact object is put back and
 //! the same command succeeds, so the failure was the damage's.
 
@@ -67,20 +68,32 @@ fn damaged_backup_and_wal_objects_fail_clearly() {
     assert!(out.success(), "restore of the repaired backup\n{}", out.describe());
     assert!(target.join("global/pg_control").exists());
 
-    // (c) A WAL segment cut at a zstd frame boundary (16 MiB in 4 MiB frames at level 3).
+    // (c) A WAL segment cut short. walg_ext writes one zstd frame per object: cut inside it.
+    // Then the same segment as WAL-G may write it (several frames, here 4 MiB each), cut at a
+    // frame boundary, where what is left still decodes.
     let key = storage.wal_object(&seg).expect("segment archived");
     assert!(key.ends_with(".zst"), "{key}");
     let whole = storage.read(&key);
     let first = zstd::zstd_safe::find_frame_compressed_size(&whole).expect("a zstd frame");
-    assert!(first < whole.len(), "the segment object holds several frames");
-    put_back(&storage, &key, &whole[..first]);
+    assert_eq!(first, whole.len(), "walg_ext writes a segment as one zstd frame");
+    let plain = zstd::decode_all(&whole[..]).expect("the segment decodes");
+    let mut frames = Vec::new();
+    for chunk in plain.chunks(4 << 20) {
+        frames.extend(zstd::bulk::compress(chunk, 3).unwrap());
+    }
+    let first_of_many = zstd::zstd_safe::find_frame_compressed_size(&frames).expect("a zstd frame");
+    assert!(first_of_many < frames.len(), "several frames");
     let scratch = ScratchDir::new("restore-faults-wal");
     let dest = scratch.subdir("fetch").join("RECOVERYXLOG");
-    let out = storage.walg_ext(&["wal-fetch", &seg, &dest.display().to_string()]);
-    // 126, not 1: 1 would tell PostgreSQL the segment does not exist (recovery would end early).
-    assert_eq!(out.code, Some(126), "wal-fetch of a cut segment must fail with 126\n{}", out.describe());
-    assert!(out.all_output().contains(&key), "the error must name {key}\n{}", out.describe());
-    assert!(!dest.exists(), "nothing at the destination\n{}", out.describe());
+    let cuts = [("inside its one frame", whole[..whole.len() / 2].to_vec()), ("at a frame boundary", frames[..first_of_many].to_vec())];
+    for (what, cut) in cuts {
+        put_back(&storage, &key, &cut);
+        let out = storage.walg_ext(&["wal-fetch", &seg, &dest.display().to_string()]);
+        // 126, not 1: 1 would tell PostgreSQL the segment does not exist (recovery would end early).
+        assert_eq!(out.code, Some(126), "wal-fetch of a segment cut {what} must fail with 126\n{}", out.describe());
+        assert!(out.all_output().contains(&key), "the error must name {key}\n{}", out.describe());
+        assert!(!dest.exists(), "nothing at the destination ({what})\n{}", out.describe());
+    }
     put_back(&storage, &key, &whole);
     let out = storage.walg_ext(&["wal-fetch", &seg, &dest.display().to_string()]);
     assert_eq!(out.code, Some(0), "wal-fetch of the repaired segment\n{}", out.describe());

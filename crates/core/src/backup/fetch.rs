@@ -3,7 +3,7 @@
 //!
 //! A restore is right or it fails. It reads exactly the tar objects `files_metadata.json`
 //! records (a stray `part_` left by an aborted earlier attempt is ignored, and logged), checks
-//! each recorded object's presence and stored size before writing anything, its BLAKE3 while it
+//! each recorded object's presence and stored size before writing anything, its XXH3-128 while it
 //! streams (our backups), every recorded entry and file on the way out, and writes pg_control
 //! only when all of that passed. Backups written by WAL-G are checked as far as their metadata
 //! allows; without files metadata the parts come from a listing (logged as a weaker check).
@@ -24,7 +24,8 @@ use crate::error::{Error, Result};
 use crate::format::integrity::{settle, ObjectRecord, VerifyingReader};
 use crate::format::names::{files_metadata_key, lsn_to_string, metadata_key, parse_lsn, sentinel_key, tar_partitions_prefix};
 use crate::format::sentinel::{BackupMetadata, FileDescription, FilesMetadata, Sentinel, SENTINEL_SUM_KEY};
-use crate::format::tar::{extract_tar_from, ExtractStats};
+use crate::format::tar::{extract_tar_from, extract_tar_with, ExtractStats};
+use super::chain::{self, Needs, StepFiles};
 use crate::storage::{get_bytes, Storage};
 
 /// "LATEST" (newest sentinel) or an exact backup name that has a sentinel.
@@ -270,7 +271,7 @@ fn read_part<T>(
         None => (raw, None),
     };
     let result = (|| {
-        // A recorded BLAKE3 checks every stored byte: zstd's own frame checksums are skipped then.
+        // A recorded XXH3-128 checks every stored byte: zstd's own frame checksums are skipped then.
         let mut r = pipeline.reader_opts(key, raw, part.record.is_none())?;
         let out = consume(&mut r)?;
         io::copy(&mut r, &mut io::sink()).map_err(|e| read_error(key, e))?;
@@ -297,8 +298,9 @@ fn check_entries(part: &PartPlan, names: &[String]) -> Result<()> {
 }
 
 /// Download, decode and extract one data part, verifying it as it streams.
-fn extract_part(pipeline: &Pipeline, storage: &dyn Storage, part: &PartPlan, target: &Path) -> Result<ExtractStats> {
-    let stats = read_part(pipeline, storage, part, |r| extract_tar_from(r, target, true, &part.key))?;
+fn extract_part(pipeline: &Pipeline, storage: &dyn Storage, part: &PartPlan, target: &Path, needs: &Needs) -> Result<ExtractStats> {
+    let decide = |name: &str, is_dir: bool| needs.decide(name, is_dir);
+    let stats = read_part(pipeline, storage, part, |r| extract_tar_with(r, target, true, &part.key, &decide))?;
     check_entries(part, &stats.names)?;
     Ok(stats)
 }
@@ -348,25 +350,43 @@ fn check_label(target: &Path, label: &PartPlan, sentinel: &Sentinel) -> Result<(
     Ok(())
 }
 
-/// Every file `Files` records (not skipped) came out of the restore, with its recorded size.
-fn check_files(target: &Path, fm_key: &str, files: &BTreeMap<String, FileDescription>, where_is: &BTreeMap<String, String>) -> Result<()> {
-    for (name, d) in files.iter().filter(|(_, d)| !d.is_skipped) {
-        let object = where_is.get(name).ok_or_else(|| {
-            Error::corrupt(fm_key, format!("records file {name:?} in Files but in no tar part of TarFileSets"))
-        })?;
+/// Every file `Files` of the restored (newest) backup records came out of the restore: with the
+/// size the restore gave it (`final_sizes`: the last whole copy or increment written) and, for a
+/// file stored whole in this backup, the size recorded. WAL-G records directories too: those
+/// must exist as directories.
+fn check_files(
+    target: &Path,
+    fm_key: &str,
+    files: &BTreeMap<String, FileDescription>,
+    where_is: &BTreeMap<String, String>,
+    final_sizes: &BTreeMap<String, u64>,
+) -> Result<()> {
+    for (name, d) in files {
+        let object = match where_is.get(name) {
+            Some(o) => o.as_str(),
+            None if d.is_skipped => fm_key,
+            None => {
+                return Err(Error::corrupt(fm_key, format!("records file {name:?} in Files but in no tar part of TarFileSets")));
+            }
+        };
         let rel = name.trim_start_matches('/');
-        if rel.is_empty() || rel.split('/').any(|c| c == ".." ) {
+        if rel.is_empty() || rel.split('/').any(|c| c == "..") {
             return Err(Error::corrupt(fm_key, format!("bad file name {name:?}")));
         }
+        let want = final_sizes.get(name).copied().or(if d.is_incremented || d.is_skipped { None } else { d.size });
         match fs::symlink_metadata(target.join(rel)) {
             Ok(m) if m.is_file() => {
-                if let Some(size) = d.size.filter(|&s| s != m.len()) {
+                if let Some(size) = want.filter(|&s| s != m.len()) {
                     return Err(Error::corrupt(
                         object,
-                        format!("file {name:?} came out with {} bytes, {FILES_METADATA} records {size}", m.len()),
+                        format!("file {name:?} came out with {} bytes, {size} expected from {FILES_METADATA} and the increments", m.len()),
                     ));
                 }
+                if !final_sizes.contains_key(name) {
+                    return Err(Error::corrupt(object, format!("file {name:?}, which {FILES_METADATA} records, was not written by this restore")));
+                }
             }
+            Ok(m) if m.is_dir() && want.is_none() && !d.is_incremented => {}
             _ => {
                 return Err(Error::corrupt(
                     object,
@@ -435,8 +455,68 @@ fn fsync_dirs(target: &Path) -> Result<()> {
     Ok(())
 }
 
+/// One backup of the chain being restored (a full backup is a chain of one).
+struct Step {
+    name: String,
+    sentinel: Sentinel,
+    plan: Plan,
+}
+
+/// The sentinel of `backup`, its self-sum checked; None when storage says it does not exist.
+fn read_sentinel(storage: &dyn Storage, backup: &str, log: &(dyn Fn(&str) + Sync)) -> Result<Option<Sentinel>> {
+    let skey = sentinel_key(backup);
+    let Some(data) = get_bytes(storage, &skey)? else { return Ok(None) };
+    if !Sentinel::verify_self_sum(&data, &skey)? {
+        log(&format!("{skey} has no {SENTINEL_SUM_KEY} (written by WAL-G or an older walg_ext): its content is not checked"));
+    }
+    Ok(Some(Sentinel::from_json(&data, &skey)?))
+}
+
+/// Every check that does not need the data: metadata.json against the sentinel, the files
+/// metadata and every recorded part present with its recorded size.
+fn load_step(storage: &dyn Storage, name: &str, sentinel: Sentinel, log: &(dyn Fn(&str) + Sync)) -> Result<Step> {
+    check_metadata(storage, name, &sentinel)?;
+    let plan = plan(storage, name, &sentinel, log)?;
+    Ok(Step { name: name.to_string(), sentinel, plan })
+}
+
+/// `backup` and, for a delta, its bases down to the full backup, newest first, each link and
+/// each backup checked (chain.rs).
+fn load_chain(storage: &dyn Storage, backup: &str, log: &(dyn Fn(&str) + Sync)) -> Result<Vec<Step>> {
+    let skey = sentinel_key(backup);
+    let newest = read_sentinel(storage, backup, log)?
+        .ok_or_else(|| Error::corrupt(&skey, "missing from storage (it was listed a moment ago)"))?;
+    let mut steps = vec![load_step(storage, backup, newest, log)?];
+    loop {
+        let last = steps.last().expect("one step at least");
+        let Some(parent) = last.sentinel.delta_from.clone() else { break };
+        if steps.iter().any(|s| s.name == parent) || steps.len() >= chain::MAX_CHAIN {
+            return Err(Error::corrupt(sentinel_key(&last.name), format!("DeltaFrom {parent} makes the chain loop or exceed {} backups", chain::MAX_CHAIN)));
+        }
+        if parent.is_empty() || parent.contains('/') {
+            return Err(Error::corrupt(sentinel_key(&last.name), format!("bad DeltaFrom {parent:?}")));
+        }
+        let ps = read_sentinel(storage, &parent, log)?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "backup {backup} cannot be restored: {} is a delta from {parent}, which is not in {} (no {}); \
+                 a delta needs every backup of its chain down to the full one",
+                last.name,
+                storage.describe(),
+                sentinel_key(&parent)
+            ))
+        })?;
+        chain::check_link(&last.name, &last.sentinel, &parent, &ps)?;
+        log(&format!("{} is a delta from {parent}", last.name));
+        steps.push(load_step(storage, &parent, ps, log)?);
+    }
+    let links: Vec<(&str, &Sentinel)> = steps.iter().map(|s| (s.name.as_str(), &s.sentinel)).collect();
+    chain::check_root(&links)?;
+    Ok(steps)
+}
+
 /// Restore backup `name` ("LATEST" allowed) into `target`, which must not exist or be empty.
-/// Every check of README "What is verified" runs; on any failure after the target was written
+/// A delta backup is restored with its whole chain (chain.rs). Every check of README "What is
+/// verified" runs, for every backup of the chain; on any failure after the target was written
 /// to, it is left without global/pg_control, so it cannot be started, and the error says so.
 pub fn fetch(
     cfg: &Config,
@@ -448,77 +528,63 @@ pub fn fetch(
     let storage: &dyn Storage = storage.as_ref();
     let pipeline = cfg.pipeline();
     let backup = resolve_backup_name(storage, name)?;
-    let skey = sentinel_key(&backup);
-    let data = get_bytes(storage, &skey)?
-        .ok_or_else(|| Error::corrupt(&skey, "missing from storage (it was listed a moment ago)"))?;
-    if !Sentinel::verify_self_sum(&data, &skey)? {
-        log(&format!("{skey} has no {SENTINEL_SUM_KEY} (written by WAL-G or an older walg_ext): its content is not checked"));
-    }
-    let sentinel = Sentinel::from_json(&data, &skey)?;
-    if sentinel.is_delta() {
-        return Err(Error::Format(format!(
-            "backup {backup} is a delta backup (from {}); delta restore is not supported yet",
-            sentinel.delta_from.as_deref().unwrap_or("?")
-        )));
-    }
-    check_metadata(storage, &backup, &sentinel)?;
-    let plan = plan(storage, &backup, &sentinel, log)?;
+    let steps = load_chain(storage, &backup, log)?;
+    let step_files: Vec<StepFiles> = steps
+        .iter()
+        .map(|s| StepFiles { name: &s.name, is_delta: s.sentinel.is_delta(), files: s.plan.files.as_ref().map(|f| &f.files) })
+        .collect();
+    let needs = chain::assign(&step_files)?;
+    let newest = &steps[0];
     // The two small objects first, whole and verified: nothing is written if either is bad.
-    let label_tar = read_small_part(&pipeline, storage, &plan.label)?;
-    let control_tar = read_small_part(&pipeline, storage, &plan.control)?;
+    let label_tar = read_small_part(&pipeline, storage, &newest.plan.label)?;
+    let control_tar = read_small_part(&pipeline, storage, &newest.plan.control)?;
     prepare_target(target)?;
     log(&format!(
-        "restoring {backup} from {} into {}: {} data parts",
+        "restoring {backup} from {} into {}: {}",
         storage.describe(),
         target.display(),
-        plan.data.len()
+        if steps.len() == 1 {
+            format!("{} data parts", newest.plan.data.len())
+        } else {
+            format!("a chain of {} backups down to {}", steps.len(), steps[steps.len() - 1].name)
+        }
     ));
-    restore_planned(cfg, &pipeline, storage, &backup, &sentinel, &plan, &label_tar, &control_tar, target, log)
-        .map_err(|e| {
-            // pg_control may only stay if everything succeeded.
-            let _ = fs::remove_file(target.join("global/pg_control"));
-            unstartable(e, target, log)
-        })
+    restore_planned(cfg, &pipeline, storage, &steps, &needs, &label_tar, &control_tar, target, log).map_err(|e| {
+        // pg_control may only stay if everything succeeded.
+        let _ = fs::remove_file(target.join("global/pg_control"));
+        unstartable(e, target, log)
+    })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn restore_planned(
+/// Extract `parts` in parallel on `download_concurrency` threads; Err on the first failure.
+fn extract_parts(
     cfg: &Config,
     pipeline: &Pipeline,
     storage: &dyn Storage,
-    backup: &str,
-    sentinel: &Sentinel,
-    plan: &Plan,
-    label_tar: &[u8],
-    control_tar: &[u8],
+    parts: &[&PartPlan],
+    needs: &Needs,
     target: &Path,
     log: &(dyn Fn(&str) + Sync),
-) -> Result<FetchSummary> {
-    let total = Mutex::new(FetchSummary { backup: backup.to_string(), files: 0, bytes: 0 });
-    let add = |s: &ExtractStats| {
-        let mut t = total.lock().unwrap_or_else(|e| e.into_inner());
-        t.files += s.files;
-        t.bytes += s.bytes;
-    };
-
+    add: &(dyn Fn(&ExtractStats) + Sync),
+) -> Result<()> {
     let (tx, queue) = crossbeam_channel::unbounded();
-    for p in &plan.data {
-        tx.send(p.clone()).expect("queue open");
+    for p in parts {
+        tx.send(*p).expect("queue open");
     }
     drop(tx);
     let stop = AtomicBool::new(false);
     let first_err: Mutex<Option<Error>> = Mutex::new(None);
-    let threads = cfg.download_concurrency.max(1).min(plan.data.len().max(1));
+    let threads = cfg.download_concurrency.max(1).min(parts.len().max(1));
     std::thread::scope(|scope| {
         for i in 0..threads {
-            let (queue, stop, first_err, add) = (queue.clone(), &stop, &first_err, &add);
+            let (queue, stop, first_err) = (queue.clone(), &stop, &first_err);
             let spawned = spawn_scoped(scope, format!("walg-fetch-{i}"), move || {
                 while let Ok(part) = queue.recv() {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
                     log(&format!("extracting {}", part.key));
-                    match catch_panic("restore worker", || extract_part(pipeline, storage, &part, target)) {
+                    match catch_panic("restore worker", || extract_part(pipeline, storage, part, target, needs)) {
                         Ok(s) => add(&s),
                         Err(e) => {
                             stop.store(true, Ordering::Relaxed);
@@ -535,32 +601,89 @@ fn restore_planned(
             }
         }
     });
-    if let Some(e) = first_err.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        return Err(e);
+    match first_err.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn restore_planned(
+    cfg: &Config,
+    pipeline: &Pipeline,
+    storage: &dyn Storage,
+    steps: &[Step],
+    needs: &[Needs],
+    label_tar: &[u8],
+    control_tar: &[u8],
+    target: &Path,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<FetchSummary> {
+    let newest = &steps[0];
+    let total = Mutex::new(FetchSummary { backup: newest.name.clone(), files: 0, bytes: 0 });
+    // Entry -> size of the file after the last whole copy or increment written so far. Steps run
+    // oldest first, so a newer backup's write replaces an older one's.
+    let final_sizes: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+    let supplied: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let add = |s: &ExtractStats| {
+        let mut t = total.lock().unwrap_or_else(|e| e.into_inner());
+        t.files += s.files;
+        t.bytes += s.bytes;
+        let mut f = final_sizes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sup = supplied.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, size) in &s.written {
+            f.insert(name.clone(), *size);
+            sup.insert(name.clone());
+        }
+    };
+
+    for (step, need) in steps.iter().zip(needs).rev() {
+        let parts: Vec<&PartPlan> =
+            step.plan.data.iter().filter(|p| p.entries.as_ref().is_none_or(|e| need.wants_any(e))).collect();
+        if steps.len() > 1 {
+            log(&format!(
+                "{}: {} of its {} data parts hold {}",
+                step.name,
+                parts.len(),
+                step.plan.data.len(),
+                if need.newest { "its own files".to_string() } else { format!("the {} files newer backups need from it", need.files.len()) }
+            ));
+        }
+        supplied.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        extract_parts(cfg, pipeline, storage, &parts, need, target, log, &add)?;
+        // Every file a newer backup takes from this one came out of it.
+        let sup = supplied.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(lost) = need.files.keys().find(|n| !sup.contains(*n)) {
+            return Err(Error::corrupt(
+                files_metadata_key(&step.name),
+                format!("{lost:?} is needed from {} by a newer backup, but none of its tar parts held it", step.name),
+            ));
+        }
     }
 
-    log(&format!("extracting {}", plan.label.key));
-    add(&extract_small(&plan.label, label_tar, target)?);
-    check_label(target, &plan.label, sentinel)?;
-    if let Some(r) = &plan.files {
-        check_files(target, &r.fm_key, &r.files, &r.where_is)?;
+    log(&format!("extracting {}", newest.plan.label.key));
+    add(&extract_small(&newest.plan.label, label_tar, target)?);
+    check_label(target, &newest.plan.label, &newest.sentinel)?;
+    if let Some(r) = &newest.plan.files {
+        let sizes = final_sizes.lock().unwrap_or_else(|e| e.into_inner());
+        check_files(target, &r.fm_key, &r.files, &r.where_is, &sizes)?;
     }
     // Last: only now can the directory be started.
-    log(&format!("extracting {}", plan.control.key));
-    add(&extract_small(&plan.control, control_tar, target)?);
+    log(&format!("extracting {}", newest.plan.control.key));
+    add(&extract_small(&newest.plan.control, control_tar, target)?);
     match fs::symlink_metadata(target.join("global/pg_control")) {
         Ok(m) if m.is_file() && m.len() == PG_CONTROL_SIZE => {}
         Ok(m) => {
             return Err(Error::corrupt(
-                &plan.control.key,
+                &newest.plan.control.key,
                 format!("global/pg_control came out with {} bytes, not {PG_CONTROL_SIZE}", m.len()),
             ))
         }
-        Err(_) => return Err(Error::corrupt(&plan.control.key, "holds no global/pg_control")),
+        Err(_) => return Err(Error::corrupt(&newest.plan.control.key, "holds no global/pg_control")),
     }
     fsync_dirs(target)?;
     let summary = total.into_inner().unwrap_or_else(|e| e.into_inner());
-    log(&format!("restored {backup}: {} files, {} bytes, all checks passed", summary.files, summary.bytes));
+    log(&format!("restored {}: {} files, {} bytes, all checks passed", newest.name, summary.files, summary.bytes));
     Ok(summary)
 }
 

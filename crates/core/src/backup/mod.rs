@@ -1,5 +1,8 @@
 //! Base backups: push (walk PGDATA, tar, compress, upload) and fetch (restore).
 
+pub mod chain;
+pub mod delta;
+pub mod drill;
 pub mod fetch;
 pub mod in_progress;
 pub mod push;
@@ -14,6 +17,8 @@ pub use wal_wait::{wait_for_wal, WaitTiming, WalRange};
 
 #[cfg(test)]
 mod faults;
+#[cfg(test)]
+mod delta_tests;
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -77,6 +82,7 @@ pub(crate) mod tests {
             hostname: "testhost".into(),
             is_permanent: false,
             user_data: None,
+            delta: None,
         }
     }
 
@@ -118,7 +124,7 @@ pub(crate) mod tests {
             storage.put(key, &serde_json::to_vec(&v).unwrap()).unwrap();
         };
         strip(&files_metadata_key(name), &["WalgExtParts"], true);
-        strip(&sentinel_key(name), &["WalgExtFilesMetadata", "WalgExtSentinelBlake3"], false);
+        strip(&sentinel_key(name), &["WalgExtFilesMetadata", "WalgExtSentinelXxh3"], false);
     }
 
     #[test]
@@ -304,6 +310,51 @@ pub(crate) mod tests {
         let msg = err.to_string();
         assert!(matches!(err, crate::Error::Format(_)) && msg.contains("../evil") && msg.contains("part_001.tar"), "{msg}");
         assert!(!dir.path().join("evil").exists());
+    }
+
+    /// OpenPGP as WAL-G uses it: the server pushes with the public key only; a restore needs
+    /// the secret key (and its passphrase). Backup parts and a WAL segment, through zstd.
+    #[test]
+    fn pgp_backup_pushed_with_the_public_key_restores_with_the_secret_key() {
+        use crate::codec::PgpKey;
+        let testdata = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata");
+        let read = |f: &str| fs::read_to_string(format!("{testdata}/{f}")).unwrap();
+        let public = PgpKey::from_armored("WALG_PGP_KEY", &read("pgp-test-public.asc"), None).unwrap();
+        let secret = PgpKey::from_armored("WALG_PGP_KEY", &read("pgp-test-secret.asc"), Some("walg-test".into())).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pg = make_pgdata(dir.path());
+        let c = Compression::Zstd { level: 1 };
+        let push_cfg = Config { pgp: Some(public), ..cfg(&dir.path().join("bucket"), c) };
+        let restore_cfg = Config { pgp: Some(secret), ..push_cfg.clone() };
+        let storage: Arc<dyn Storage> = push_cfg.open_storage().unwrap();
+        let name = "base_000000010000000000000002";
+        let st = start(name, &pg);
+        let data = push_data(&push_cfg, &storage, &st, &Progress::default(), &mut || Ok(())).unwrap();
+        finish(&push_cfg, &storage, &st, data, &stop()).unwrap();
+        let part = format!("{}{}", tar_partitions_prefix(name), c.object_name("part_001.tar"));
+        let raw = get_bytes(storage.as_ref(), &part).unwrap().unwrap();
+        assert_ne!(&raw[..4], &[0x28, 0xB5, 0x2F, 0xFD], "encrypted after compression");
+        let target = dir.path().join("restore");
+        fetch(&restore_cfg, &storage, name, &target, &no_log).unwrap();
+        for f in ["base/1/1259", "base/5/16384", "global/pg_control"] {
+            assert_eq!(fs::read(target.join(f)).unwrap(), fs::read(pg.join(f)).unwrap(), "{f}");
+        }
+        // The server's public key cannot restore: a configuration error naming an object.
+        let t = dir.path().join("r-public");
+        let err = fetch(&push_cfg, &storage, name, &t, &no_log).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::BadInput, "{err}");
+        assert!(err.to_string().contains("tar.zst") && err.to_string().contains("public key"), "{err}");
+        assert!(!t.join("global/pg_control").exists());
+        // A flipped byte in a data part: corrupt, naming it; pg_control is not written.
+        let mut bad = raw.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x20;
+        storage.put(&part, &bad).unwrap();
+        let t = dir.path().join("r-bad");
+        let err = fetch(&restore_cfg, &storage, name, &t, &no_log).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains("part_001.tar"), "{err}");
+        assert!(!t.join("global/pg_control").exists());
     }
 
     #[test]

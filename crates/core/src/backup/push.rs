@@ -12,7 +12,9 @@ use std::time::{Duration, Instant, SystemTime};
 use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use super::delta::{plan_file, DeltaBase, FilePlan};
 use super::walk::{walk_pgdata, EntryKind, WalkEntry, PG_CONTROL_NAME};
+use crate::format::increment::{read_page, scan_pages, IncrementHeader, Selection, PAGE_SIZE};
 use crate::threads::{catch_panic, spawn_scoped};
 use crate::codec::Pipeline;
 use crate::config::Config;
@@ -37,6 +39,8 @@ pub struct BackupStart {
     pub hostname: String,
     pub is_permanent: bool,
     pub user_data: Option<serde_json::Value>,
+    /// The base when this is a delta backup (delta.rs); the name must then be the delta's.
+    pub delta: Option<DeltaBase>,
 }
 
 pub const PHASE_IDLE: u32 = 0;
@@ -129,6 +133,17 @@ struct Ctx<'a> {
     stop: AtomicBool,
     limiter: Option<RateLimiter>,
     progress: &'a Progress,
+    /// The base of a delta backup.
+    delta: Option<&'a DeltaBase>,
+}
+
+/// How a file went into a part.
+enum Stored {
+    /// It vanished before it could be opened.
+    Vanished,
+    Whole,
+    /// As a "wi1" increment of this many bytes.
+    Increment(u64),
 }
 
 /// Counts the uncompressed tar bytes going into the compressor.
@@ -265,6 +280,49 @@ impl PartWriter {
         Ok(true)
     }
 
+    /// Store a relation segment as a "wi1" increment against a base that started at `base_lsn`:
+    /// scan every page (format/increment.rs chooses), then write the header and the chosen pages,
+    /// read again by offset. A page with an invalid header makes the whole file go in instead.
+    fn add_increment(&mut self, ctx: &Ctx, e: &WalkEntry, base_lsn: u64, buf: &mut [u8]) -> Result<Stored> {
+        let file = match File::open(&e.path) {
+            Ok(f) => f,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Stored::Vanished),
+            Err(err) => return Err(Error::io(&e.path, err)),
+        };
+        let read_err = |err: io::Error| {
+            if ctx.stop.load(Ordering::Relaxed) {
+                Error::Cancelled("backup stopped".into())
+            } else {
+                Error::io(&e.path, err)
+            }
+        };
+        let mut src = Throttled { file, ctx };
+        let blocks = match scan_pages(&mut src, e.size, base_lsn).map_err(read_err)? {
+            Selection::Pages(b) => b,
+            Selection::WholeFile { .. } => {
+                // Counted again by the whole copy.
+                let _ = ctx.progress.bytes_done.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(e.size)));
+                return Ok(if self.add_file(ctx, e, buf)? { Stored::Whole } else { Stored::Vanished });
+            }
+        };
+        let header = IncrementHeader { file_size: e.size, blocks };
+        let len = header.encoded_len();
+        let mut h = tarfmt::file_header(len, e.mode, unix_secs(e.mtime));
+        tarfmt::append_header(&mut self.builder, &mut h, &e.name).map_err(|err| self.write_err(err))?;
+        let key = self.key.clone();
+        let werr = |err: io::Error| Error::storage("write", key.clone(), err);
+        let out = self.builder.get_mut();
+        out.write_all(&header.encode()).map_err(werr)?;
+        let page = &mut buf[..PAGE_SIZE];
+        for &b in &header.blocks {
+            read_page(&src.file, b, page).map_err(read_err)?;
+            out.write_all(page).map_err(werr)?;
+        }
+        out.write_all(tarfmt::padding(len)).map_err(werr)?;
+        self.entries.push(e.name.clone());
+        Ok(Stored::Increment(len))
+    }
+
     fn close(self) -> Result<PartResult> {
         let key = self.key.clone();
         let counting = self.builder.into_inner().map_err(|e| Error::storage("write", key.clone(), e))?;
@@ -341,6 +399,17 @@ fn worker(ctx: &Ctx, queue: &Receiver<WalkEntry>) -> Result<WorkerOutput> {
         if ctx.stop.load(Ordering::Relaxed) {
             return Err(Error::Cancelled("backup stopped".into()));
         }
+        let plan = match (item.kind, ctx.delta) {
+            (EntryKind::File, Some(base)) => plan_file(base, &item.name, item.size, item.mtime),
+            _ => FilePlan::Whole,
+        };
+        if plan == FilePlan::Skip {
+            // Unchanged since the base: recorded, not stored (restored from the base).
+            out.files.insert(item.name.clone(), FileDescription { is_skipped: true, size: None, ..describe(&item) });
+            ctx.progress.bytes_done.fetch_add(item.size, Ordering::Relaxed);
+            ctx.progress.files_done.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         if part.is_none() {
             let n = ctx.part_counter.fetch_add(1, Ordering::SeqCst) + 1;
             part = Some(PartWriter::create(ctx.storage, ctx.backup, &part_base_name(n), &ctx.pipeline)?);
@@ -349,10 +418,26 @@ fn worker(ctx: &Ctx, queue: &Receiver<WalkEntry>) -> Result<WorkerOutput> {
         match item.kind {
             EntryKind::Dir => p.add_dir(&item)?,
             EntryKind::File => {
-                if p.add_file(ctx, &item, &mut buf)? {
-                    out.files.insert(item.name.clone(), describe(&item));
-                } else {
-                    ctx.progress.bytes_done.fetch_add(item.size, Ordering::Relaxed);
+                let stored = match (plan, ctx.delta) {
+                    (FilePlan::Increment, Some(base)) => p.add_increment(ctx, &item, base.start_lsn, &mut buf)?,
+                    _ => {
+                        if p.add_file(ctx, &item, &mut buf)? {
+                            Stored::Whole
+                        } else {
+                            Stored::Vanished
+                        }
+                    }
+                };
+                match stored {
+                    Stored::Whole => {
+                        out.files.insert(item.name.clone(), describe(&item));
+                    }
+                    Stored::Increment(len) => {
+                        out.files.insert(item.name.clone(), FileDescription { is_incremented: true, size: Some(len), ..describe(&item) });
+                    }
+                    Stored::Vanished => {
+                        ctx.progress.bytes_done.fetch_add(item.size, Ordering::Relaxed);
+                    }
                 }
                 ctx.progress.files_done.fetch_add(1, Ordering::Relaxed);
             }
@@ -433,6 +518,7 @@ pub fn push_data(
         stop: AtomicBool::new(false),
         limiter: cfg.disk_rate_limit.filter(|&r| r > 0).map(|r| RateLimiter { bytes_per_sec: r, next: Mutex::new(Instant::now()) }),
         progress,
+        delta: start.delta.as_ref(),
     };
     let mut result = DataResult { data_catalog_size: walk.data_catalog_size, ..Default::default() };
     let threads = cfg.upload_concurrency.max(1);
@@ -551,12 +637,14 @@ pub fn finish(
     let files_metadata = files_metadata.to_json();
     storage.put(&files_metadata_key(&start.name), &files_metadata)?;
 
+    let d = start.delta.as_ref();
     let sentinel = Sentinel {
         lsn: start.start_lsn,
-        delta_lsn: None,
-        delta_from: None,
-        delta_full_name: None,
-        delta_count: None,
+        // The four Delta* keys together or not at all (FORMAT.md).
+        delta_lsn: d.map(|b| b.start_lsn),
+        delta_from: d.map(|b| b.name.clone()),
+        delta_full_name: d.map(|b| b.full_name.clone()),
+        delta_count: d.map(|b| b.count),
         pg_version: start.pg_version,
         finish_lsn: stop.finish_lsn,
         system_identifier: Some(start.system_identifier),
@@ -615,6 +703,7 @@ mod tests {
                 stop: AtomicBool::new(false),
                 limiter: None,
                 progress: &progress,
+                delta: None,
             };
             let mut part = PartWriter::create(&storage, &backup, "part_001.tar", &pipeline).unwrap();
             // A buffer smaller than the files, so each takes several rounds.

@@ -20,18 +20,25 @@ pub struct BackupInfo {
     pub metadata: Option<BackupMetadata>,
     /// From metadata.json when present (authoritative), else from the sentinel.
     pub is_permanent: bool,
+    /// The last restore drill's report (`<backup>/walg_drill.json`), read only when the listing
+    /// shows one; a damaged one is treated as absent (it is ours, not part of the backup).
+    pub drill: Option<crate::backup::drill::DrillReport>,
 }
 
-/// Sentinel objects: (backup name, sentinel modification time).
-fn sentinels(storage: &dyn Storage) -> Result<Vec<(String, SystemTime)>> {
-    Ok(storage
-        .list(BACKUP_PREFIX)?
-        .into_iter()
-        .filter_map(|o| backup_of_sentinel_key(&o.key).map(|n| (n.to_string(), o.modified)))
+/// Sentinel objects: (backup name, sentinel modification time, whether a drill report exists).
+fn sentinels(storage: &dyn Storage) -> Result<Vec<(String, SystemTime, bool)>> {
+    let objects = storage.list(BACKUP_PREFIX)?;
+    let drills: std::collections::HashSet<&str> = objects
+        .iter()
+        .filter_map(|o| o.key.strip_prefix(BACKUP_PREFIX)?.strip_suffix(crate::backup::drill::DRILL_OBJECT)?.strip_suffix('/'))
+        .collect();
+    Ok(objects
+        .iter()
+        .filter_map(|o| backup_of_sentinel_key(&o.key).map(|n| (n.to_string(), o.modified, drills.contains(n))))
         .collect())
 }
 
-fn load(storage: &dyn Storage, name: &str, modified: SystemTime) -> Result<Option<BackupInfo>> {
+fn load(storage: &dyn Storage, name: &str, modified: SystemTime, has_drill: bool) -> Result<Option<BackupInfo>> {
     let key = sentinel_key(name);
     let Some(data) = get_bytes(storage, &key)? else { return Ok(None) }; // deleted meanwhile
     let sentinel = Sentinel::from_json(&data, &key)?;
@@ -41,6 +48,7 @@ fn load(storage: &dyn Storage, name: &str, modified: SystemTime) -> Result<Optio
         None => None,
     };
     let is_permanent = metadata.as_ref().map(|m| m.is_permanent).unwrap_or(sentinel.is_permanent);
+    let drill = if has_drill { crate::backup::drill::read_report(storage, name).ok().flatten() } else { None };
     Ok(Some(BackupInfo {
         name: name.to_string(),
         modified,
@@ -48,6 +56,7 @@ fn load(storage: &dyn Storage, name: &str, modified: SystemTime) -> Result<Optio
         sentinel,
         metadata,
         is_permanent,
+        drill,
     }))
 }
 
@@ -96,6 +105,7 @@ impl BackupInfo {
             "delta_full_name": s.delta_full_name,
             "delta_count": s.delta_count,
             "user_data": self.user_data(),
+            "last_drill": self.drill.as_ref().map(|d| d.list_json()),
         })
     }
 }
@@ -134,8 +144,8 @@ pub fn descendants<'a>(all: &'a [BackupInfo], name: &str) -> Vec<&'a BackupInfo>
 /// error naming the object.
 pub fn list_backups(storage: &dyn Storage) -> Result<Vec<BackupInfo>> {
     let mut out = Vec::new();
-    for (name, modified) in sentinels(storage)? {
-        if let Some(info) = load(storage, &name, modified)? {
+    for (name, modified, has_drill) in sentinels(storage)? {
+        if let Some(info) = load(storage, &name, modified, has_drill)? {
             out.push(info);
         }
     }
@@ -147,8 +157,8 @@ pub fn list_backups(storage: &dyn Storage) -> Result<Vec<BackupInfo>> {
 pub fn latest_backup(storage: &dyn Storage) -> Result<Option<BackupInfo>> {
     let mut all = sentinels(storage)?;
     all.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
-    while let Some((name, modified)) = all.pop() {
-        if let Some(info) = load(storage, &name, modified)? {
+    while let Some((name, modified, has_drill)) = all.pop() {
+        if let Some(info) = load(storage, &name, modified, has_drill)? {
             return Ok(Some(info));
         }
     }

@@ -390,6 +390,7 @@ mod tests {
             },
             metadata: None,
             is_permanent: false,
+            drill: None,
         }
     }
 

@@ -26,7 +26,8 @@ const TAG_FINAL: u8 = sodium::crypto_secretstream_xchacha20poly1305_TAG_FINAL as
 pub const MIN_RAW_KEY_LEN: usize = 25;
 
 /// What to tell a user whose object needs a key.
-pub const KEY_HINT: &str = "set WALG_LIBSODIUM_KEY or WALG_LIBSODIUM_KEY_PATH (walg.libsodium_key_path)";
+pub const KEY_HINT: &str =
+    "set WALG_LIBSODIUM_KEY or WALG_LIBSODIUM_KEY_PATH (walg.libsodium_key_path), or WALG_PGP_KEY or WALG_PGP_KEY_PATH";
 
 fn init() {
     static INIT: Once = Once::new();

@@ -1,5 +1,5 @@
-//! Streaming compression in WAL-G's formats, one file per method, and libsodium encryption
-//! (`crypto`). `Pipeline` composes them the way WAL-G does: compress, then encrypt on write;
+//! Streaming compression in WAL-G's formats, one file per method, and encryption: libsodium
+//! (`crypto`) or OpenPGP (`openpgp`). `Pipeline` composes them the way WAL-G does: compress, then encrypt on write;
 //! decrypt, then decompress on read. Everything streams through fixed-size buffers, so no object
 //! has to fit in memory.
 
@@ -7,12 +7,14 @@ mod brotli;
 pub mod crypto;
 mod lz4;
 mod lzma;
+mod openpgp;
 mod pipeline;
 pub use pipeline::find_object;
 mod zstd;
 
 use std::io::{self, Read, Write};
 
+pub use openpgp::{PgpKey, PGP_KEY_HINT};
 pub use pipeline::Pipeline;
 
 use crate::error::{Error, Result};
@@ -23,6 +25,7 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = zstd::DEFAULT_LEVEL;
 pub use self::brotli::DEFAULT_QUALITY as DEFAULT_BROTLI_QUALITY;
 pub use self::lzma::DEFAULT_PRESET as DEFAULT_LZMA_PRESET;
 pub use self::zstd::level_from_name as zstd_level_from_name;
+pub use self::zstd::Layout as ZstdLayout;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Compression {
@@ -159,10 +162,15 @@ impl<E: Write + Send, W: Send> Encoder<W> for Finishing<E, W> {
 /// Compressing encoder for `c` over any writer. `threads` > 1 lets zstd compress that many
 /// chunks of the stream at once (the other methods stream on the caller's thread).
 pub fn encoder<W: Write + Send + 'static>(c: Compression, threads: usize, w: W) -> io::Result<Box<dyn Encoder<W>>> {
+    encoder_with(c, threads, ZstdLayout::default(), w)
+}
+
+/// `encoder` with an explicit zstd layout (the other methods ignore it).
+pub fn encoder_with<W: Write + Send + 'static>(c: Compression, threads: usize, layout: ZstdLayout, w: W) -> io::Result<Box<dyn Encoder<W>>> {
     Ok(match c {
         Compression::None => Finishing::boxed(w, Ok),
         Compression::Lz4 => lz4::encoder(w)?,
-        Compression::Zstd { level } => zstd::encoder(level, threads, w)?,
+        Compression::Zstd { level } => zstd::encoder(level, threads, layout, w)?,
         Compression::Brotli { quality } => self::brotli::encoder(quality, w),
         Compression::Lzma { preset } => self::lzma::encoder(preset, w)?,
     })

@@ -106,30 +106,75 @@ fn zstd_frame_count(mut data: &[u8]) -> usize {
     n
 }
 
-fn zstd_encode(threads: usize, data: &[u8], piece: usize) -> Vec<u8> {
-    let mut enc = encoder(Compression::Zstd { level: 1 }, threads, Vec::new()).unwrap();
+fn zstd_encode_as(layout: ZstdLayout, threads: usize, data: &[u8], piece: usize) -> Vec<u8> {
+    let mut enc = encoder_with(Compression::Zstd { level: 1 }, threads, layout, Vec::new()).unwrap();
     for p in data.chunks(piece) {
         enc.write_all(p).unwrap();
     }
     enc.finish().unwrap()
 }
 
+fn zstd_encode(threads: usize, data: &[u8], piece: usize) -> Vec<u8> {
+    zstd_encode_as(ZstdLayout::default(), threads, data, piece)
+}
+
+/// The frame header of a zstd frame: (Content_Checksum_flag, Single_Segment_flag).
+fn zstd_header_flags(frame: &[u8]) -> (bool, bool) {
+    assert_eq!(&frame[..4], &[0x28, 0xB5, 0x2F, 0xFD], "zstd magic");
+    (frame[4] & 0x04 != 0, frame[4] & 0x20 != 0)
+}
+
 #[test]
-fn zstd_writes_one_frame_per_chunk_the_same_on_any_number_of_threads() {
+fn zstd_objects_are_one_frame_with_a_checksum_on_any_number_of_threads() {
+    // Many zstd jobs' worth of input (a job is 4 windows: 2 MiB at level 1), written in odd
+    // pieces, through the direct-read input buffer too.
+    let data = sample(9 * super::zstd::chunk_size(1) + 12345);
+    for threads in [1, 2, 3] {
+        let z = zstd_encode(threads, &data, 100_003);
+        assert_eq!(zstd_frame_count(&z), 1, "{threads} threads");
+        assert_eq!(zstd_header_flags(&z), (true, false), "{threads} threads: checksum flag");
+        assert_eq!(decode("zst", z.clone()).unwrap(), data, "{threads} threads");
+        // The reference library's one-shot decoder reads it whole too (it stops after one frame).
+        let whole = ::zstd::bulk::decompress(&z, data.len() + 1).unwrap();
+        assert!(whole == data, "{threads} threads: one-shot decode differs");
+    }
+    let mut enc = encoder(Compression::Zstd { level: 1 }, 2, Vec::new()).unwrap();
+    let mut fed = 0;
+    while fed < data.len() {
+        let buf = enc.input_buffer().expect("zstd has an input buffer");
+        let n = buf.len().min(data.len() - fed).min(77_777);
+        buf[..n].copy_from_slice(&data[fed..fed + n]);
+        enc.commit_input(n).unwrap();
+        fed += n;
+    }
+    let z = enc.finish().unwrap();
+    assert_eq!(zstd_frame_count(&z), 1);
+    assert_eq!(decode("zst", z).unwrap(), data);
+    // Small and empty input: one frame too.
+    assert_eq!(zstd_frame_count(&zstd_encode(2, &data[..1000], 10)), 1);
+    assert_eq!(decode("zst", zstd_encode(2, b"", 1)).unwrap(), b"");
+    // Abandoned halfway (an aborted upload): dropping stops zstd's workers.
+    let mut enc = encoder(Compression::Zstd { level: 1 }, 2, Vec::new()).unwrap();
+    enc.write_all(&data[..5 * super::zstd::chunk_size(1) + 5]).unwrap();
+    drop(enc);
+}
+
+#[test]
+fn zstd_frames_layout_writes_one_frame_per_chunk_the_same_on_any_number_of_threads() {
     // 3 full chunks and a partial one.
     let data = sample(3 * super::zstd::chunk_size(1) + 12345);
-    let inline = zstd_encode(1, &data, 100_003);
+    let inline = zstd_encode_as(ZstdLayout::Frames, 1, &data, 100_003);
     assert_eq!(zstd_frame_count(&inline), 4);
     assert_eq!(decode("zst", inline.clone()).unwrap(), data);
     for threads in [2, 3, 8] {
         // Helpers finish chunks in any order; the frames must still come out in input order.
-        assert!(zstd_encode(threads, &data, 65_536 + 7) == inline, "{threads} threads wrote different bytes");
+        assert!(zstd_encode_as(ZstdLayout::Frames, threads, &data, 65_536 + 7) == inline, "{threads} threads wrote different bytes");
     }
     // One chunk or less never needs helpers, and empty input is one empty frame.
-    assert_eq!(zstd_frame_count(&zstd_encode(4, &data[..1000], 10)), 1);
-    assert_eq!(decode("zst", zstd_encode(4, b"", 1)).unwrap(), b"");
+    assert_eq!(zstd_frame_count(&zstd_encode_as(ZstdLayout::Frames, 4, &data[..1000], 10)), 1);
+    assert_eq!(decode("zst", zstd_encode_as(ZstdLayout::Frames, 4, b"", 1)).unwrap(), b"");
     // Abandoned halfway (an aborted upload): dropping stops and joins the helpers.
-    let mut enc = encoder(Compression::Zstd { level: 1 }, 4, Vec::new()).unwrap();
+    let mut enc = encoder_with(Compression::Zstd { level: 1 }, 4, ZstdLayout::Frames, Vec::new()).unwrap();
     enc.write_all(&data[..2 * super::zstd::chunk_size(1) + 5]).unwrap();
     drop(enc);
 }
@@ -304,36 +349,42 @@ fn key_transforms_follow_wal_g_and_never_echo_the_key() {
 #[test]
 fn zstd_frames_carry_checksums_that_the_decoder_verifies() {
     let data = sample(5 << 20);
-    let mut z = Vec::new();
-    let mut enc = encoder(Compression::Zstd { level: 1 }, 2, Vec::new()).unwrap();
-    enc.write_all(&data).unwrap();
-    z.extend(enc.finish().unwrap());
-    // Walk the frames: every Frame_Header_Descriptor has Content_Checksum_flag (bit 2) set.
-    let mut pos = 0;
-    let mut frames = 0;
-    while pos < z.len() {
-        assert_eq!(&z[pos..pos + 4], &[0x28, 0xB5, 0x2F, 0xFD]);
-        assert_eq!(z[pos + 4] & 0x04, 0x04, "frame {frames} has no content checksum");
-        let size = ::zstd::zstd_safe::find_frame_compressed_size(&z[pos..]).unwrap();
-        pos += size;
-        frames += 1;
+    for layout in [ZstdLayout::SingleFrame, ZstdLayout::Frames] {
+        let z = zstd_encode_as(layout, 2, &data, 1 << 20);
+        // Walk the frames: every Frame_Header_Descriptor has Content_Checksum_flag (bit 2) set.
+        let mut pos = 0;
+        let mut frames = 0;
+        while pos < z.len() {
+            assert!(zstd_header_flags(&z[pos..]).0, "{layout:?}: frame {frames} has no content checksum");
+            pos += ::zstd::zstd_safe::find_frame_compressed_size(&z[pos..]).unwrap();
+            frames += 1;
+        }
+        match layout {
+            ZstdLayout::SingleFrame => assert_eq!(frames, 1),
+            ZstdLayout::Frames => assert!(frames >= 3, "{frames}"),
+        }
+        assert_eq!(decode("zst", z.clone()).unwrap(), data);
+        // A changed checksum (the last 4 bytes of the last frame): the decoder refuses the frame.
+        let mut bad = z.clone();
+        let n = bad.len();
+        bad[n - 2] ^= 0x01;
+        let err = decode("zst", bad.clone()).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{layout:?}");
+        assert!(err.to_string().contains("obj.zst"), "{err}");
+        // Only a reader whose caller checks a recorded hash of the raw bytes skips them.
+        let mut r = decompress_reader_opts("zst", "obj.zst", Box::new(io::Cursor::new(bad)), false).unwrap();
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert!(out == data, "{layout:?}");
+        // Cut anywhere, a single frame never decodes short: the end of the frame is missing.
+        if layout == ZstdLayout::SingleFrame {
+            for cut in [n / 3, n / 2, n - 4, n - 1] {
+                let err = decode("zst", z[..cut].to_vec()).unwrap_err();
+                assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "cut at {cut}: {err}");
+            }
+        }
     }
-    assert!(frames >= 3, "{frames}");
-    assert_eq!(decode("zst", z.clone()).unwrap(), data);
-    // A changed checksum (the last 4 bytes of the last frame): the decoder refuses the frame.
-    let mut bad = z.clone();
-    let n = bad.len();
-    bad[n - 2] ^= 0x01;
-    let err = decode("zst", bad.clone()).unwrap_err();
-    assert_eq!(err.kind(), crate::ErrorKind::Corrupt);
-    assert!(err.to_string().contains("obj.zst"), "{err}");
-    // Only a reader whose caller checks a recorded hash of the raw bytes skips them.
-    let mut r = decompress_reader_opts("zst", "obj.zst", Box::new(io::Cursor::new(bad)), false).unwrap();
-    let mut out = Vec::new();
-    r.read_to_end(&mut out).unwrap();
-    assert!(out == data);
 }
-
 
 #[test]
 fn lz4_frames_must_be_whole_and_alone() {
@@ -354,4 +405,33 @@ fn lz4_frames_must_be_whole_and_alone() {
     longer.extend_from_slice(b"trailing garbage");
     let err = decode("lz4", longer).unwrap_err();
     assert!(err.to_string().contains("after the last lz4 frame"), "{err}");
+}
+
+/// OpenPGP with the test key in testdata/ (made by GnuPG, RSA 3072, passphrase "walg-test"):
+/// the public key encrypts, the secret key with its passphrase decrypts, through compression;
+/// without the passphrase it is a configuration error naming the object. (Interop with gpg
+/// itself: tests/pgp_interop.rs.)
+#[test]
+fn pgp_round_trip_with_the_test_key() {
+    let testdata = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata");
+    let public = std::fs::read_to_string(format!("{testdata}/pgp-test-public.asc")).unwrap();
+    let secret = std::fs::read_to_string(format!("{testdata}/pgp-test-secret.asc")).unwrap();
+    let push = PgpKey::from_armored("WALG_PGP_KEY", &public, None).unwrap();
+    assert!(!push.can_decrypt());
+    let restore = PgpKey::from_armored("WALG_PGP_KEY", &secret, Some("walg-test".into())).unwrap();
+    let data = sample(1_000_003);
+    let w = Pipeline::new(Compression::Zstd { level: 1 }, None).with_pgp(Some(push.clone()));
+    let sealed = w.encode_bytes(&data).unwrap();
+    let object = "wal_005/000000010000000000000001.zst";
+    let r = Pipeline::new(Compression::Zstd { level: 1 }, None).with_pgp(Some(restore));
+    assert!(decode_with(&r, object, sealed.clone()).unwrap() == data);
+    let err = decode_with(&w, object, sealed.clone()).unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::BadInput, "{err}");
+    let locked = PgpKey::from_armored("WALG_PGP_KEY", &secret, None).unwrap();
+    let err = decode_with(&Pipeline::new(Compression::None, None).with_pgp(Some(locked)), object, sealed.clone()).unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::BadInput, "{err}");
+    assert!(err.to_string().contains(object) && err.to_string().contains("WALG_PGP_KEY_PASSPHRASE"), "{err}");
+    // Without any key: the decompressor fails, and the hint names both kinds of key.
+    let err = decode_with(&Pipeline::new(Compression::None, None), object, sealed).unwrap_err().to_string();
+    assert!(err.contains("maybe the object is encrypted") && err.contains("WALG_PGP_KEY"), "{err}");
 }

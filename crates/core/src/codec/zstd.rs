@@ -1,14 +1,25 @@
-//! zstd: a stream of standard zstd frames, one per input chunk (the zstd C library).
+//! zstd (the zstd C library), in one of two layouts (`Layout`).
 //!
-//! Why frames of a few MiB rather than one streaming frame: zstd's streaming compressor keeps its
-//! window in a ring buffer and so spends most of its time in the slower "external dictionary"
-//! match finder; one-shot compression of a chunk avoids that (about 20% faster at level 1 on
-//! table data, same ratio below level 10). Independent frames also let several threads compress
-//! one object. Concatenated frames are one valid zstd stream (RFC 8878 section 3.1): the zstd
-//! tool, WAL-G and our decoder read them as one. Every frame carries its content checksum, which
-//! the decoder checks (a frame whose data was damaged fails); a stream cut at a frame boundary
-//! still decodes, which the consumer's own end checks catch (tar end marker, WAL segment size,
-//! recorded object size and hash).
+//! **One frame per object** (the default): every zstd reader reads it whole, including those
+//! that stop after the first frame (python-zstandard's `decompressobj`, wal-rus). A backup part
+//! (`threads` > 1) is compressed by zstd's own worker threads (ZSTDMT) with no overlap between
+//! jobs: each job is an independent one-shot compression of `chunk_size(level)` contiguous
+//! bytes (the fast match finder, the same ratio as the many-frame layout), and zstd writes the
+//! jobs' blocks as one frame with one content checksum. Measured on a 2-core machine: the same
+//! CPU per byte and the same ratio as the many-frame layout for a backup (README, "zstd
+//! layout"). A single-threaded writer (a WAL segment) uses zstd's plain streaming compressor:
+//! no threads and a window's worth of memory, for a little more CPU at level 3 (its ring buffer
+//! makes it use the slower "external dictionary" match finder), about the same at level 1.
+//!
+//! **One frame per chunk** (`Frames`, `WALG_ZSTD_LAYOUT=frames`): the earlier layout, kept as an
+//! option for single-threaded writers at higher levels. Concatenated frames are one valid zstd
+//! stream (RFC 8878 section 3.1) that the zstd tool, WAL-G and our decoder read whole, but some
+//! readers do not.
+//!
+//! Every frame carries its content checksum, which the decoder checks (a frame whose data was
+//! damaged fails). A single frame cut anywhere fails to decode; a many-frame stream cut at a
+//! frame boundary still decodes, which the consumer's own end checks catch (tar end marker, WAL
+//! segment size, recorded object size and hash).
 
 use std::collections::VecDeque;
 use std::io::{self, BufReader, Read, Write};
@@ -226,9 +237,156 @@ impl<W: Write + Send> Encoder<W> for FrameEncoder<W> {
     }
 }
 
-/// Encoder at `level`; `threads` > 1 compresses that many chunks at once on helper threads
-/// (for one big stream, such as a base backup part), 1 compresses on the caller's thread.
-pub(super) fn encoder<W: Write + Send + 'static>(level: i32, threads: usize, w: W) -> io::Result<Box<dyn Encoder<W>>> {
+/// How a zstd object is laid out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// One frame per object (the default): every zstd reader reads it whole.
+    #[default]
+    SingleFrame,
+    /// One independent frame per chunk of input: valid zstd (RFC 8878 3.1), read whole by the
+    /// zstd tool, WAL-G and walg_ext, but some readers stop after the first frame.
+    Frames,
+}
+
+/// Encoder at `level`; `threads` > 1 compresses that many jobs at once (for one big stream, such
+/// as a base backup part), 1 compresses on the caller's thread.
+pub(super) fn encoder<W: Write + Send + 'static>(level: i32, threads: usize, layout: Layout, w: W) -> io::Result<Box<dyn Encoder<W>>> {
+    match layout {
+        Layout::Frames => frames_encoder(level, threads, w),
+        Layout::SingleFrame => Ok(Box::new(SingleFrame::new(level, threads, w)?)),
+    }
+}
+
+/// One zstd frame for the whole object, compressed by zstd's own worker threads (ZSTDMT): the
+/// input is cut into jobs compressed in parallel, each job without a reference to the one
+/// before it (no overlap), so a job is one contiguous one-shot compression (zstd's fast match
+/// finder, as the many-frame layout had), and zstd writes the jobs' blocks as one frame with
+/// one content checksum (XXH64 of the whole content).
+struct SingleFrame<W: Write> {
+    w: W,
+    cctx: zstd::zstd_safe::CCtx<'static>,
+    /// Input gathered before it goes to zstd (a caller may read file data straight into it).
+    buf: Vec<u8>,
+    filled: usize,
+    out: Vec<u8>,
+    /// zstd starts its worker threads on the first call of a frame: that call runs with every
+    /// signal blocked (crate::threads), so those threads never take PostgreSQL's signals.
+    started: bool,
+}
+
+fn zstd_err(code: usize) -> io::Error {
+    io::Error::other(format!("zstd: {}", zstd::zstd_safe::get_error_name(code)))
+}
+
+impl<W: Write> SingleFrame<W> {
+    /// `threads` 1: zstd's plain streaming compressor on the caller's thread (no threads, a
+    /// window's worth of memory: the WAL path). More: that many zstd workers, each job
+    /// `chunk_size(level)` bytes (the many-frame layout's chunk: same ratio, same memory).
+    fn new(level: i32, threads: usize, w: W) -> io::Result<SingleFrame<W>> {
+        use zstd::zstd_safe::CParameter;
+        let mut cctx = zstd::zstd_safe::CCtx::create();
+        cctx.set_parameter(CParameter::CompressionLevel(level)).map_err(zstd_err)?;
+        cctx.set_parameter(CParameter::ChecksumFlag(true)).map_err(zstd_err)?;
+        if threads > 1 {
+            cctx.set_parameter(CParameter::NbWorkers(threads as u32)).map_err(zstd_err)?;
+            // 1 = no overlap: a job does not reload the end of the one before it.
+            cctx.set_parameter(CParameter::OverlapSizeLog(1)).map_err(zstd_err)?;
+            cctx.set_parameter(CParameter::JobSize(chunk_size(level) as u32)).map_err(zstd_err)?;
+        }
+        Ok(SingleFrame {
+            w,
+            cctx,
+            buf: vec![0; 1 << 20],
+            filled: 0,
+            out: Vec::with_capacity(zstd::zstd_safe::CCtx::out_size()),
+            started: false,
+        })
+    }
+
+    /// Hand `data` to zstd (all of it, or `end` the frame), writing what it produces.
+    fn feed(&mut self, data: &[u8], end: bool) -> io::Result<()> {
+        use zstd::zstd_safe::{InBuffer, OutBuffer};
+        use zstd::zstd_safe::zstd_sys::ZSTD_EndDirective::{ZSTD_e_continue, ZSTD_e_end};
+        let mut input = InBuffer::around(data);
+        loop {
+            self.out.clear();
+            let mut output = OutBuffer::around(&mut self.out);
+            let directive = if end { ZSTD_e_end } else { ZSTD_e_continue };
+            let res = if self.started {
+                self.cctx.compress_stream2(&mut output, &mut input, directive)
+            } else {
+                self.started = true;
+                let cctx = &mut self.cctx;
+                crate::threads::with_signals_blocked(|| cctx.compress_stream2(&mut output, &mut input, directive))
+            };
+            let remaining = res.map_err(zstd_err)?;
+            if !self.out.is_empty() {
+                self.w.write_all(&self.out)?;
+            }
+            if end {
+                if remaining == 0 {
+                    return Ok(());
+                }
+            } else if input.pos() == data.len() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn flush_buf(&mut self) -> io::Result<()> {
+        let buf = std::mem::take(&mut self.buf);
+        let r = self.feed(&buf[..self.filled], false);
+        self.buf = buf;
+        self.filled = 0;
+        r
+    }
+}
+
+impl<W: Write> Write for SingleFrame<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.filled == 0 && data.len() >= self.buf.len() {
+            // Big writes go to zstd directly, without a copy into `buf`.
+            self.feed(data, false)?;
+            return Ok(data.len());
+        }
+        let n = data.len().min(self.buf.len() - self.filled);
+        self.buf[self.filled..self.filled + n].copy_from_slice(&data[..n]);
+        self.filled += n;
+        if self.filled == self.buf.len() {
+            self.flush_buf()?;
+        }
+        Ok(n)
+    }
+
+    /// The frame is only complete at `finish`; a flush passes on what is written so far.
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}
+
+impl<W: Write + Send> Encoder<W> for SingleFrame<W> {
+    fn finish(mut self: Box<Self>) -> io::Result<W> {
+        let buf = std::mem::take(&mut self.buf);
+        self.feed(&buf[..self.filled], true)?;
+        Ok(self.w)
+    }
+
+    fn input_buffer(&mut self) -> Option<&mut [u8]> {
+        Some(&mut self.buf[self.filled..])
+    }
+
+    fn commit_input(&mut self, n: usize) -> io::Result<()> {
+        assert!(n <= self.buf.len() - self.filled, "committed more than the input buffer holds");
+        self.filled += n;
+        if self.filled == self.buf.len() {
+            self.flush_buf()?;
+        }
+        Ok(())
+    }
+}
+
+/// The many-frame layout: one frame per chunk of `chunk_size(level)` input bytes.
+fn frames_encoder<W: Write + Send + 'static>(level: i32, threads: usize, w: W) -> io::Result<Box<dyn Encoder<W>>> {
     Ok(Box::new(FrameEncoder {
         w,
         level,
@@ -248,7 +406,7 @@ pub(super) fn encoder<W: Write + Send + 'static>(level: i32, threads: usize, w: 
 }
 
 /// `frame_checksums`: verify each frame's content checksum (XXH64 of its output). Off only for
-/// an object whose stored bytes are checked against a recorded BLAKE3 as they stream (a backup
+/// an object whose stored bytes are checked against a recorded XXH3-128 as they stream (a backup
 /// part of ours): identical stored bytes decode to identical content, and the XXH64 pass costs
 /// about 5% of a restore's CPU time (measured with perf), the whole budget of the checks.
 pub(super) fn decoder(r: Box<dyn Read + Send>, frame_checksums: bool) -> io::Result<Box<dyn Read + Send>> {

@@ -161,6 +161,16 @@ settings! {
         context: Context::Reload,
         doc: "WAL-G's zstd level names: `fastest` (1), `default` (3), `better` (7), `best` (11), or a number; `WALG_COMPRESSION_LEVEL` wins",
     },
+    ZSTD_LAYOUT = Setting {
+        key: "WALG_ZSTD_LAYOUT",
+        aliases: &[],
+        guc: Some("walg.zstd_layout"),
+        kind: Kind::Enum(&["single", "frames"]),
+        default: Default::Value("single"),
+        secret: false,
+        context: Context::Reload,
+        doc: "zstd objects as `single` frame (every zstd reader reads them) or `frames`, one per chunk (some readers stop after the first; a little less CPU for WAL at level 3) (walg_ext's own key)",
+    },
     LIBSODIUM_KEY_PATH = Setting {
         key: "WALG_LIBSODIUM_KEY_PATH",
         aliases: &[],
@@ -190,6 +200,36 @@ settings! {
         secret: false,
         context: Context::Reload,
         doc: "`none` (text of at least 25 bytes, cut or zero-padded to 32), `hex` or `base64` (exactly 32 bytes)",
+    },
+    PGP_KEY_PATH = Setting {
+        key: "WALG_PGP_KEY_PATH",
+        aliases: &[],
+        guc: Some("walg.pgp_key_path"),
+        kind: Kind::Text,
+        default: Default::Unset("none"),
+        secret: false,
+        context: Context::Reload,
+        doc: "file holding an ASCII-armored OpenPGP key: the public key is enough to push; restore needs the secret key",
+    },
+    PGP_KEY = Setting {
+        key: "WALG_PGP_KEY",
+        aliases: &[],
+        guc: None,
+        kind: Kind::Text,
+        default: Default::Unset("none"),
+        secret: true,
+        context: Context::Reload,
+        doc: "the ASCII-armored OpenPGP key itself (a literal `\\n` stands for a newline): file or environment only; wins over the path",
+    },
+    PGP_KEY_PASSPHRASE = Setting {
+        key: "WALG_PGP_KEY_PASSPHRASE",
+        aliases: &[],
+        guc: None,
+        kind: Kind::Text,
+        default: Default::Unset("none"),
+        secret: true,
+        context: Context::Reload,
+        doc: "passphrase of the OpenPGP secret key (restore side): file or environment only, never a setting",
     },
     S3_PREFIX = Setting {
         key: "WALG_S3_PREFIX",
@@ -389,7 +429,7 @@ settings! {
         default: Default::Unset("off"),
         secret: false,
         context: Context::Reload,
-        doc: "cron expression for full backups (every backup is full until delta backups exist) (walg_ext's own key)",
+        doc: "cron expression for full backups (WAL-G's `--full`); the ticks of `walg.backup_schedule` take a delta when `walg.delta_max_steps` allows (walg_ext's own key)",
     },
     RETAIN = Setting {
         key: "WALG_RETAIN",
@@ -441,6 +481,26 @@ settings! {
         context: Context::Reload,
         doc: "how often the scheduler lists storage and checks WAL for `walg_health()` and saves the counters (walg_ext's own key)",
     },
+    DELTA_MAX_STEPS = Setting {
+        key: "WALG_DELTA_MAX_STEPS",
+        aliases: &[],
+        guc: Some("walg.delta_max_steps"),
+        kind: Kind::Int { min: 0, max: 1_000_000, unit: Unit::None, unset: None },
+        default: Default::Value("0"),
+        secret: false,
+        context: Context::Reload,
+        doc: "delta backups allowed between two full ones; 0: every backup is full (WAL-G's meaning)",
+    },
+    DELTA_ORIGIN = Setting {
+        key: "WALG_DELTA_ORIGIN",
+        aliases: &[],
+        guc: Some("walg.delta_origin"),
+        kind: Kind::Enum(&["LATEST", "LATEST_FULL"]),
+        default: Default::Value("LATEST"),
+        secret: false,
+        context: Context::Reload,
+        doc: "base of a delta: `LATEST` (the newest backup, so deltas chain) or `LATEST_FULL` (the newest backup's full)",
+    },
     DOWNLOAD_CONCURRENCY = Setting {
         key: "WALG_DOWNLOAD_CONCURRENCY",
         aliases: &[],
@@ -449,7 +509,17 @@ settings! {
         default: Default::Cores,
         secret: false,
         context: Context::Reload,
-        doc: "parallel tar parts extracted by `walg-ext backup-fetch` (restore side only)",
+        doc: "parallel tar parts extracted by `walg-ext backup-fetch`; segments `walg-ext wal-fetch` prefetches ahead, in parallel (1: no prefetch) (restore side only)",
+    },
+    PREFETCH_DIR = Setting {
+        key: "WALG_PREFETCH_DIR",
+        aliases: &[],
+        guc: None,
+        kind: Kind::Text,
+        default: Default::Unset("the directory of restore_command's %p (pg_wal)"),
+        secret: false,
+        context: Context::Reload,
+        doc: "where `walg-ext wal-fetch` keeps prefetched segments (`<dir>/.wal-g/prefetch`, WAL-G's layout); must be on the file system of pg_wal, or prefetched files are not used",
     },
 }
 
@@ -460,19 +530,18 @@ settings! {
 pub const WALG_KEYS_NOT_USED: &[&str] = &[
     "WALG_UPLOAD_DISK_CONCURRENCY", "WALG_UPLOAD_QUEUE", "WALG_DOWNLOAD_FILE_RETRIES",
     "WALG_SENTINEL_USER_DATA", "WALG_PREVENT_WAL_OVERWRITE", "WALG_UPLOAD_WAL_METADATA",
-    "WALG_DELTA_MAX_STEPS", "WALG_DELTA_ORIGIN", "WALG_STORAGE_PREFIX", "WALG_NETWORK_RATE_LIMIT",
+    "WALG_STORAGE_PREFIX", "WALG_NETWORK_RATE_LIMIT",
     "WALG_USE_WAL_DELTA", "WALG_USE_REVERSE_UNPACK", "WALG_SKIP_REDUNDANT_TARS",
     "WALG_VERIFY_PAGE_CHECKSUMS", "WALG_STORE_ALL_CORRUPT_BLOCKS", "WALG_USE_RATING_COMPOSER",
     "WALG_USE_COPY_COMPOSER", "WALG_USE_DATABASE_COMPOSER", "WALG_WITHOUT_FILES_METADATA",
     "WALG_DELTA_FROM_NAME", "WALG_DELTA_FROM_USER_DATA", "WALG_FETCH_TARGET_USER_DATA",
     "WALG_LOG_LEVEL", "WALG_LOG_DESTINATION", "WALG_TAR_DISABLE_FSYNC", "WALG_CSE_KMS_ID",
-    "WALG_CSE_KMS_REGION", "WALG_GPG_KEY_ID", "WALE_GPG_KEY_ID", "WALG_PGP_KEY",
-    "WALG_PGP_KEY_PATH", "WALG_PGP_KEY_PASSPHRASE", "WALG_ENVELOPE_PGP_KEY",
+    "WALG_CSE_KMS_REGION", "WALG_GPG_KEY_ID", "WALE_GPG_KEY_ID", "WALG_ENVELOPE_PGP_KEY",
     "WALG_ENVELOPE_PGP_KEY_PATH", "WALG_ENVELOPE_CACHE_EXPIRATION", "WALG_DIRECT_IO",
     "WALG_STREAM_CREATE_COMMAND", "WALG_STREAM_RESTORE_COMMAND", "WALG_SERIALIZER_TYPE",
     "WALG_STATSD_ADDRESS", "WALG_STATSD_EXTRA_TAGS", "WALG_SLOTNAME", "WALG_PG_WAL_SIZE",
     "WALG_PG_WAL_PAGE_SIZE", "WALG_PG_BLOCK_SIZE", "WALG_INTEGRITY_MAX_DELAYED_WALS",
-    "WALG_PREFETCH_DIR", "WALG_ALIVE_CHECK_INTERVAL", "WALG_STOP_BACKUP_TIMEOUT",
+    "WALG_ALIVE_CHECK_INTERVAL", "WALG_STOP_BACKUP_TIMEOUT",
     "WALG_FAILOVER_STORAGES", "WALG_FAILOVER_STORAGES_CHECK", "WALG_FAILOVER_STORAGES_CHECK_TIMEOUT",
     "WALG_FAILOVER_STORAGES_CACHE_LIFETIME", "WALG_DAEMON_WAL_UPLOAD_TIMEOUT", "WALG_TARGET_STORAGE",
     "WALG_DISABLE_PARTIAL_RESTORE", "WALG_FORCE_WAL_DELTA", "TOTAL_BG_UPLOADED_LIMIT",
@@ -849,10 +918,10 @@ mod tests {
     fn unknown_keys_in_file_and_environment() {
         let mut file = Settings::new();
         file.set("WALG_FILE_PREFIX", "/b");
-        file.set("WALG_DELTA_MAX_STEPS", "6");
+        file.set("WALG_USE_WAL_DELTA", "true");
         let warnings = check_keys(&file, Origin::File).unwrap();
         assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].contains("WALG_DELTA_MAX_STEPS") && warnings[0].contains("does not support"), "{warnings:?}");
+        assert!(warnings[0].contains("WALG_USE_WAL_DELTA") && warnings[0].contains("does not support"), "{warnings:?}");
         file.set("WALG_COMPRESION_METHOD", "zstd");
         let err = check_keys(&file, Origin::File).unwrap_err().to_string();
         assert!(
@@ -882,7 +951,10 @@ mod tests {
         assert_eq!(find("AWS_SECURITY_TOKEN").map(|s| s.key), Some("AWS_SESSION_TOKEN"));
         assert_eq!(by_guc("walg.s3_prefix").map(|s| s.key), Some("WALG_S3_PREFIX"));
         assert!(by_guc(CONFIG_FILE_GUC).is_none());
-        assert!(find("WALG_PGP_KEY").is_none());
+        assert!(find("WALG_GPG_KEY_ID").is_none());
+        assert!(find("WALG_PGP_KEY").is_some_and(|s| s.secret && s.guc.is_none()));
+        assert!(find("WALG_PGP_KEY_PASSPHRASE").is_some_and(|s| s.secret && s.guc.is_none()));
+        assert_eq!(by_guc("walg.pgp_key_path").map(|s| s.key), Some("WALG_PGP_KEY_PATH"));
     }
 }
 

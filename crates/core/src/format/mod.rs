@@ -1,5 +1,6 @@
 //! The on-storage contract (FORMAT.md): object names, LSNs, JSON documents and tar handling.
 
+pub mod increment;
 pub mod integrity;
 pub mod names;
 pub mod sentinel;

@@ -81,20 +81,20 @@ pub struct Sentinel {
     pub hostname: String,
     pub data_dir: String,
     pub is_permanent: bool,
-    /// Ours (WAL-G ignores it): size and BLAKE3 of `files_metadata.json` as stored, so a restore
+    /// Ours (WAL-G ignores it): size and XXH3-128 of `files_metadata.json` as stored, so a restore
     /// can tell it is the file this backup wrote, whole.
     #[serde(rename = "WalgExtFilesMetadata", skip_serializing_if = "Option::is_none")]
     pub walg_ext_files_metadata: Option<ObjectRecord>,
 }
 
-/// Ours (WAL-G ignores it): BLAKE3 of the sentinel's own JSON without this key, written by
+/// Ours (WAL-G ignores it): XXH3-128 of the sentinel's own JSON without this key, written by
 /// `Sentinel::to_json` and checked by `Sentinel::verify_self_sum`.
-pub const SENTINEL_SUM_KEY: &str = "WalgExtSentinelBlake3";
+pub const SENTINEL_SUM_KEY: &str = "WalgExtSentinelXxh3";
 
 /// The canonical bytes the sentinel's self-sum covers: the JSON object without the sum key,
 /// serialized again by serde_json (deterministic for a given parsed value).
 fn canonical_sum(v: &serde_json::Value) -> String {
-    blake3::hash(&serde_json::to_vec(v).expect("json value serializes")).to_hex().to_string()
+    crate::format::integrity::hash_hex(&serde_json::to_vec(v).expect("json value serializes"))
 }
 
 impl Sentinel {
@@ -214,7 +214,7 @@ pub struct FilesMetadata {
     pub tar_file_sets: BTreeMap<String, Vec<String>>,
     pub databases_by_names: serde_json::Map<String, serde_json::Value>,
     /// Ours (WAL-G ignores it): every tar object of `TarFileSets` (data parts, pg_control.tar,
-    /// backup_label.tar) -> its size and BLAKE3 as stored (after compression and encryption).
+    /// backup_label.tar) -> its size and XXH3-128 as stored (after compression and encryption).
     #[serde(rename = "WalgExtParts", skip_serializing_if = "BTreeMap::is_empty")]
     pub walg_ext_parts: BTreeMap<String, ObjectRecord>,
 }

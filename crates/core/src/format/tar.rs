@@ -75,10 +75,24 @@ pub fn entry_size(size: u64) -> u64 {
 /// What an extraction wrote.
 #[derive(Debug, Default)]
 pub struct ExtractStats {
-    /// Entry names as stored in the tar.
+    /// Entry names as stored in the tar (every entry seen, written or skipped).
     pub names: Vec<String>,
     pub files: u64,
     pub bytes: u64,
+    /// Regular files written or patched (entry name, size of the file afterwards).
+    pub written: Vec<(String, u64)>,
+}
+
+/// What to do with one entry of a tar being extracted (a delta chain's restore takes only the
+/// entries a newer backup still needs from an older one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryAction {
+    /// Read past it (its bytes still stream through every check).
+    Skip,
+    /// Write it as it is: a file replaces what is there, a directory is created.
+    Whole,
+    /// The entry is a "wi1" increment: patch the file already restored (format/increment.rs).
+    Increment,
 }
 
 /// Relative path of an entry inside the target: leading "/" and "." ignored, ".." refused.
@@ -156,6 +170,18 @@ fn check_end_marker<R: Read>(w: &mut EndWatch<R>, source: &str) -> Result<()> {
 
 /// `extract_tar` with `source` (e.g. the object key) named in errors, returning counts too.
 pub fn extract_tar_from(r: impl Read, target: &Path, fsync: bool, source: &str) -> Result<ExtractStats> {
+    extract_tar_with(r, target, fsync, source, &|_, _| EntryAction::Whole)
+}
+
+/// `extract_tar_from`, asking `decide(entry name, is a directory)` what to do with each entry.
+/// Safety checks (names, entry types, the end marker) apply to every entry, skipped or not.
+pub fn extract_tar_with(
+    r: impl Read,
+    target: &Path,
+    fsync: bool,
+    source: &str,
+    decide: &(dyn Fn(&str, bool) -> EntryAction + Sync),
+) -> Result<ExtractStats> {
     let mut archive = tar::Archive::new(EndWatch { inner: r, ended: false });
     let mut stats = ExtractStats::default();
     let entries = archive.entries().map_err(|e| read_error(source, e))?;
@@ -171,7 +197,36 @@ pub fn extract_tar_from(r: impl Read, target: &Path, fsync: bool, source: &str) 
         let refuse = |why: &str| Error::Format(format!("refusing tar entry {name:?} in {source}: {why}"));
         let rel = safe_relative(&name_bytes).map_err(refuse)?;
         let mode = entry.header().mode().unwrap_or(0o600);
+        let action = match kind {
+            EntryType::Directory | EntryType::Regular | EntryType::Continuous => decide(&name, kind == EntryType::Directory),
+            _ => EntryAction::Whole, // refused below in any case
+        };
         match kind {
+            _ if action == EntryAction::Skip => {}
+            EntryType::Directory if action == EntryAction::Increment => {
+                return Err(Error::corrupt(source, format!("entry {name:?} is a directory, but recorded as an increment")));
+            }
+            EntryType::Regular | EntryType::Continuous if action == EntryAction::Increment => {
+                let rel = rel.ok_or_else(|| refuse("a file cannot replace the target directory"))?;
+                let path = target.join(rel);
+                let file = match OpenOptions::new().write(true).open(&path) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Err(Error::corrupt(
+                            source,
+                            format!("increment {name:?} has no earlier version of its file to patch (the delta chain is inconsistent)"),
+                        ))
+                    }
+                    Err(e) => return Err(Error::io(&path, e)),
+                };
+                let applied = crate::format::increment::apply(&mut entry, &file, &path, source, &name)?;
+                if fsync {
+                    file.sync_all().map_err(|e| Error::io(&path, e))?;
+                }
+                stats.bytes += applied.pages * crate::format::increment::PAGE_SIZE as u64;
+                stats.files += 1;
+                stats.written.push((name.clone(), applied.file_size));
+            }
             EntryType::Directory => {
                 let Some(rel) = rel else { continue }; // the target itself
                 let path = target.join(rel);
@@ -215,6 +270,7 @@ pub fn extract_tar_from(r: impl Read, target: &Path, fsync: bool, source: &str) 
                     file.sync_all().map_err(|e| Error::io(&path, e))?;
                 }
                 stats.files += 1;
+                stats.written.push((name.clone(), written));
             }
             EntryType::Symlink => return Err(refuse("symbolic links are not allowed")),
             EntryType::Link => return Err(refuse("hard links are not allowed")),

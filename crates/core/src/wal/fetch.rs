@@ -36,6 +36,18 @@ pub fn fetch(cfg: &Config, storage: &dyn Storage, file_name: &str, dest: &Path) 
 
 /// `fetch` with an explicit pipeline (only its key matters for reading).
 pub fn fetch_with(pipeline: &Pipeline, storage: &dyn Storage, file_name: &str, dest: &Path) -> Result<bool> {
+    fetch_observed(pipeline, storage, file_name, dest, &mut |_| {})
+}
+
+/// `fetch_with`, handing every decoded chunk to `observe` as it is written (the prefetcher
+/// digests the verified bytes this way). `observe` sees exactly the bytes that end up in `dest`.
+pub(crate) fn fetch_observed(
+    pipeline: &Pipeline,
+    storage: &dyn Storage,
+    file_name: &str,
+    dest: &Path,
+    observe: &mut dyn FnMut(&[u8]),
+) -> Result<bool> {
     check_file_name(file_name)?;
     let Some(key) = find_object(storage, &format!("{WAL_PREFIX}{file_name}"))? else {
         return confirm_missing(storage);
@@ -70,6 +82,7 @@ pub fn fetch_with(pipeline: &Pipeline, storage: &dyn Storage, file_name: &str, d
                 Err(e) => return Err(read_error(&key, e)),
             };
             check.feed(&buf[..n]).map_err(hint)?;
+            observe(&buf[..n]);
             f.write_all(&buf[..n]).map_err(|e| Error::io(&tmp, e))?;
         }
         check.finish().map_err(hint)?;

@@ -1,8 +1,12 @@
-//! WAL archive: push (with look-ahead for the archiver), fetch for restore_command.
+//! WAL archive: push (with look-ahead for the archiver), fetch for restore_command (with
+//! prefetch of the next segments).
 
 mod ahead;
 pub mod check;
 mod fetch;
+pub mod prefetch;
+#[cfg(test)]
+mod prefetch_tests;
 mod push;
 #[cfg(test)]
 pub(crate) mod tests;
