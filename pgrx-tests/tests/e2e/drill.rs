@@ -98,6 +98,9 @@ fn drill_passes_on_a_good_backup_and_fails_on_damaged_ones() {
     a.psql("CREATE DATABASE app");
     a.psql_db("app", "CREATE TABLE t(id int PRIMARY KEY, v text); CREATE INDEX t_v ON t(v); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g; CHECKPOINT");
     let good = a.psql("SELECT walg_backup_push()");
+    // A commit record first: with nothing written since the backup's own switch, pg_switch_wal()
+    // names the segment whose .backup file was archived last, and the wait would never end.
+    a.psql("SELECT txid_current()");
     let last = a.switch_wal();
     a.wait_archived(&last, T);
     let work = walg_e2e::ScratchDir::new("drill-work");
@@ -132,6 +135,7 @@ fn drill_passes_on_a_good_backup_and_fails_on_damaged_ones() {
     std::fs::write(&file, &bytes).unwrap();
     a.start();
     let bad = a.psql("SELECT walg_backup_push()");
+    a.psql("SELECT txid_current()");
     let last = a.switch_wal();
     a.wait_archived(&last, T);
     let out = drill(&storage, &bad, work.path());
