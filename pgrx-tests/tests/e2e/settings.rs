@@ -17,7 +17,7 @@ fn archive_one(a: &Cluster, table: &str) -> String {
 fn gucs_defer_to_the_file_until_set() {
     require_installed();
     // The file says zstd and carries a WAL-G key walg_ext does not support.
-    let storage = Storage::with_backend(Backend::File, "settings", "zstd", &[("WALG_DELTA_MAX_STEPS", "3")]);
+    let storage = Storage::with_backend(Backend::File, "settings", "zstd", &[("WALG_USE_WAL_DELTA", "true")]);
     let conf = storage.config_file_only_conf();
     let mut a = Cluster::init("settings", &conf);
     a.start();
@@ -29,7 +29,7 @@ fn gucs_defer_to_the_file_until_set() {
     let key = storage.wal_object(&seg).expect("segment archived");
     assert!(key.ends_with(".zst"), "the file's WALG_COMPRESSION_METHOD applies: {key}");
     assert!(
-        a.log_text().contains("WALG_DELTA_MAX_STEPS in the config file is a WAL-G setting that walg_ext does not support"),
+        a.log_text().contains("WALG_USE_WAL_DELTA in the config file is a WAL-G setting that walg_ext does not support"),
         "the ignored key is logged"
     );
 
