@@ -421,7 +421,7 @@ fn take_backup(
             None
         }
         BaseChoice::Delta { base, explicit } => {
-            match check_base_at_start(&base, explicit, start_lsn, info.system_identifier as u64)? {
+            match check_base_at_start(&base, explicit, start_lsn, info.timeline as u32, info.system_identifier as u64)? {
                 None => Some(*base),
                 Some(reason) => {
                     warning!("walg_ext: full backup instead of a delta: {reason}");

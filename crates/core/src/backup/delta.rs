@@ -171,8 +171,27 @@ pub fn choose_base(cfg: &Config, storage: &dyn Storage, req: &DeltaRequest, perm
 
 /// After `pg_backup_start`: Ok(None) if `base` may be used, Ok(Some(reason)) to take a full
 /// instead (automatic choice), Err(Conflict) when the caller named this base.
-pub fn check_base_at_start(base: &DeltaBase, explicit: bool, start_lsn: u64, system_identifier: u64) -> Result<Option<String>> {
-    let problem = if base.finish_lsn > start_lsn {
+///
+/// A base on another timeline is never used: after a restore and promotion, the abandoned
+/// timeline's backups may end below the present LSN while holding pages this timeline never had,
+/// and the page-LSN rule would then miss pages changed on this timeline since the fork. WAL-G
+/// does not check this; a full backup is the safe answer.
+pub fn check_base_at_start(
+    base: &DeltaBase,
+    explicit: bool,
+    start_lsn: u64,
+    timeline: u32,
+    system_identifier: u64,
+) -> Result<Option<String>> {
+    let base_timeline = crate::format::names::parse_wal_file_name(crate::format::names::backup_wal_file_name(&base.name))
+        .map(|(tl, _)| tl);
+    let problem = if base_timeline != Some(timeline) {
+        Some(format!(
+            "{} is on timeline {}, this backup on timeline {timeline}: a delta is taken only from a backup of the same timeline",
+            base.name,
+            base_timeline.map_or("unknown".to_string(), |t| t.to_string())
+        ))
+    } else if base.finish_lsn > start_lsn {
         Some(format!(
             "{} finished at {}, after this backup's start {}: it is not an ancestor of this cluster's present (restored from a later backup?)",
             base.name,
@@ -276,12 +295,18 @@ mod tests {
     #[test]
     fn base_at_start() {
         let b = base();
-        assert_eq!(check_base_at_start(&b, false, 0x500_0000, 7).unwrap(), None);
-        let r = check_base_at_start(&b, false, 0x400_0050, 7).unwrap().unwrap();
+        assert_eq!(check_base_at_start(&b, false, 0x500_0000, 1, 7).unwrap(), None);
+        let r = check_base_at_start(&b, false, 0x400_0050, 1, 7).unwrap().unwrap();
         assert!(r.contains("after this backup's start"), "{r}");
-        let r = check_base_at_start(&b, false, 0x500_0000, 8).unwrap().unwrap();
+        let r = check_base_at_start(&b, false, 0x500_0000, 1, 8).unwrap().unwrap();
         assert!(r.contains("another database system"), "{r}");
-        let e = check_base_at_start(&b, true, 0x500_0000, 8).unwrap_err();
+        let e = check_base_at_start(&b, true, 0x500_0000, 1, 8).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Conflict);
+        // After a restore and promotion: the base (timeline 1) ends below the present LSN of
+        // timeline 2, yet it is no ancestor of it. A full is taken; a named base is refused.
+        let r = check_base_at_start(&b, false, 0x500_0000, 2, 7).unwrap().unwrap();
+        assert!(r.contains("timeline 1") && r.contains("timeline 2"), "{r}");
+        let e = check_base_at_start(&b, true, 0x500_0000, 2, 7).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Conflict);
     }
 }

@@ -74,7 +74,7 @@ fn backup(cfg: &Config, storage: &Arc<dyn Storage>, pg: &Path, lsn: u64, req: &D
     let mut st = start(&own, pg);
     st.start_lsn = lsn;
     if let BaseChoice::Delta { base, explicit } = choose_base(cfg, storage.as_ref(), req, false).unwrap() {
-        if check_base_at_start(&base, explicit, lsn, st.system_identifier).unwrap().is_none() {
+        if check_base_at_start(&base, explicit, lsn, 1, st.system_identifier).unwrap().is_none() {
             st.name = delta_name(&own, &base.name);
             st.delta = Some(*base);
         }
