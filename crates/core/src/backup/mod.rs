@@ -18,7 +18,7 @@ pub use wal_wait::{wait_for_wal, WaitTiming, WalRange};
 #[cfg(test)]
 mod faults;
 #[cfg(test)]
-mod delta_tests;
+pub(crate) mod delta_tests;
 
 #[cfg(test)]
 pub(crate) mod tests {
