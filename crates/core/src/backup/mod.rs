@@ -5,6 +5,7 @@ pub mod delta;
 pub mod drill;
 pub mod fetch;
 pub mod in_progress;
+pub mod partial;
 pub mod push;
 pub mod recovery;
 pub mod walk;
