@@ -74,9 +74,15 @@ pub struct DataResult {
     pub(crate) uncompressed_size: u64,
     pub(crate) compressed_size: u64,
     pub(crate) data_catalog_size: u64,
+    /// Database name -> OID (files_metadata.json `WalgExtDatabases`, for partial restore).
+    pub(crate) databases: BTreeMap<String, u32>,
 }
 
 impl DataResult {
+    /// The cluster's databases (name -> OID), read by the caller while the backup runs.
+    pub fn set_databases(&mut self, databases: BTreeMap<String, u32>) {
+        self.databases = databases;
+    }
     pub fn uncompressed_size(&self) -> u64 {
         self.uncompressed_size
     }
@@ -632,6 +638,7 @@ pub fn finish(
         files: std::mem::take(&mut data.files),
         tar_file_sets: std::mem::take(&mut data.tar_file_sets),
         databases_by_names: serde_json::Map::new(),
+        walg_ext_databases: std::mem::take(&mut data.databases),
         walg_ext_parts: std::mem::take(&mut data.part_records),
     };
     let files_metadata = files_metadata.to_json();
