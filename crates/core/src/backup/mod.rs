@@ -7,6 +7,7 @@ pub mod fetch;
 pub mod in_progress;
 pub mod push;
 pub mod recovery;
+pub mod tablespaces;
 pub mod walk;
 pub mod wal_wait;
 
@@ -19,6 +20,8 @@ pub use wal_wait::{wait_for_wal, WaitTiming, WalRange};
 mod faults;
 #[cfg(test)]
 mod delta_tests;
+#[cfg(test)]
+mod tablespace_tests;
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -83,6 +86,7 @@ pub(crate) mod tests {
             is_permanent: false,
             user_data: None,
             delta: None,
+            tablespace_names: Default::default(),
         }
     }
 
