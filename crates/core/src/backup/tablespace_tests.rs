@@ -157,6 +157,7 @@ fn restore_into_new_locations_with_either_option() {
     let target = f.root.join("r1");
     let new: Vec<(String, PathBuf)> = f.ts.iter().map(|(o, _)| (o.clone(), f.root.join("new1").join(o))).collect();
     let opts = TablespaceOptions {
+        under: None,
         restore_spec: None,
         relocate: vec![
             parse_relocation(&format!("16400={}", new[0].1.display())).unwrap(),
@@ -183,6 +184,7 @@ fn restore_into_new_locations_with_either_option() {
     )
     .unwrap();
     let opts = TablespaceOptions {
+        under: None,
         restore_spec: Some(read_restore_spec(&spec_file).unwrap()),
         relocate: vec![("16400".into(), new[0].1.clone())],
     };
@@ -202,6 +204,7 @@ fn restore_into_new_locations_with_either_option() {
         assert!(!t.exists());
     };
     let reloc = |v: &[(&str, &str)]| TablespaceOptions {
+        under: None,
         restore_spec: None,
         relocate: v.iter().map(|(k, d)| (k.to_string(), PathBuf::from(d))).collect(),
     };
@@ -211,7 +214,7 @@ fn restore_into_new_locations_with_either_option() {
     refused(reloc(&[("16400", &d), ("16401", &format!("{d}/sub"))]), "overlapping");
     refused(reloc(&[("16400", &t.join("ts").display().to_string())]), "overlaps the restore target");
     fs::write(&spec_file, r#"{"base_prefix": "/x", "tablespaces": ["777"], "777": {"loc": "/tmp/x", "link": "pg_tblspc/777"}}"#).unwrap();
-    refused(TablespaceOptions { restore_spec: Some(read_restore_spec(&spec_file).unwrap()), relocate: vec![] }, "names tablespace 777");
+    refused(TablespaceOptions { under: None, restore_spec: Some(read_restore_spec(&spec_file).unwrap()), relocate: vec![] }, "names tablespace 777");
     fs::write(&spec_file, r#"{"tablespaces": []}"#).unwrap();
     assert_eq!(read_restore_spec(&spec_file).unwrap_err().kind(), ErrorKind::BadInput);
     assert_eq!(parse_relocation("16400").unwrap_err().kind(), ErrorKind::BadInput);
@@ -238,7 +241,7 @@ fn damaged_tablespace_file_fails_the_restore() {
     files[&part].as_array_mut().unwrap().push("/pg_tblspc/16400/PG_15_202209061/5/99999".into());
     f.storage.put(&key, &serde_json::to_vec(&v).unwrap()).unwrap();
     let t = f.root.join("r");
-    let opts = TablespaceOptions { restore_spec: None, relocate: vec![("16400".into(), f.root.join("n0")), ("16401".into(), f.root.join("n1"))] };
+    let opts = TablespaceOptions { under: None, restore_spec: None, relocate: vec![("16400".into(), f.root.join("n0")), ("16401".into(), f.root.join("n1"))] };
     let e = fetch_with(&f.cfg, &f.storage, &f.name, &t, &opts, &no_log).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
     assert!(e.to_string().contains("/pg_tblspc/16400/PG_15_202209061/5/99999"), "{e}");
@@ -344,10 +347,10 @@ fn walg_backup_with_spec_restores() {
     // records no names), by OID into a new directory works.
     let t = root.join("r");
     let new = root.join("new space");
-    let e = fetch_with(&cfg, &storage, "LATEST", &t, &TablespaceOptions { restore_spec: None, relocate: vec![("old".into(), new.clone())] }, &no_log)
+    let e = fetch_with(&cfg, &storage, "LATEST", &t, &TablespaceOptions { under: None, restore_spec: None, relocate: vec![("old".into(), new.clone())] }, &no_log)
         .unwrap_err();
     assert!(e.to_string().contains("records no tablespace named \"old\" (it has tablespace 16390)"), "{e}");
-    let opts = TablespaceOptions { restore_spec: None, relocate: vec![("16390".into(), new.clone())] };
+    let opts = TablespaceOptions { under: None, restore_spec: None, relocate: vec![("16390".into(), new.clone())] };
     fetch_with(&cfg, &storage, "LATEST", &t, &opts, &no_log).unwrap();
     assert_eq!(fs::read_link(t.join("pg_tblspc/16390")).unwrap(), new);
     assert!(fs::read(new.join("PG_15_202209061/5/16391")).unwrap() == rel);
@@ -363,7 +366,7 @@ fn walg_backup_with_spec_restores() {
     files_md.tar_file_sets.get_mut(&part).unwrap().push("/pg_tblspc/16390/PG_15_202209061/5/16392".into());
     storage.put(&files_metadata_key(name), &no_size(&files_md)).unwrap();
     let t2 = root.join("r2");
-    let opts = TablespaceOptions { restore_spec: None, relocate: vec![("16390".into(), root.join("new2"))] };
+    let opts = TablespaceOptions { under: None, restore_spec: None, relocate: vec![("16390".into(), root.join("new2"))] };
     let e = fetch_with(&cfg, &storage, "LATEST", &t2, &opts, &no_log).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
     assert!(e.to_string().contains("16392"), "{e}");
@@ -403,8 +406,13 @@ fn delta_chain_restores_tablespace_increments_in_the_new_location() {
     assert!(fm.files["/pg_tblspc/16400/PG_15_202209061/5/16500"].is_incremented);
     let t = root.join("r");
     let new = root.join("new16400");
-    fetch_with(&cfg, &storage, "LATEST", &t, &TablespaceOptions { restore_spec: None, relocate: vec![("16400".into(), new.clone())] }, &no_log)
+    fetch_with(&cfg, &storage, "LATEST", &t, &TablespaceOptions { under: None, restore_spec: None, relocate: vec![("16400".into(), new.clone())] }, &no_log)
         .unwrap();
     assert!(fs::read(new.join(CAT).join("5/16500")).unwrap() == fs::read(&rel).unwrap());
     assert_eq!(fs::read_link(t.join("pg_tblspc/16400")).unwrap(), new);
+    // Everything under one directory (what restore-drill asks for).
+    let t = root.join("r2");
+    fetch_with(&cfg, &storage, &d1, &t, &TablespaceOptions { under: Some(root.join("drill")), ..Default::default() }, &no_log).unwrap();
+    assert_eq!(fs::read_link(t.join("pg_tblspc/16400")).unwrap(), root.join("drill/16400"));
+    assert!(fs::read(root.join("drill/16400").join(CAT).join("5/16500")).unwrap() == fs::read(&rel).unwrap());
 }

@@ -29,6 +29,9 @@ use crate::format::tablespace::{is_oid, parse_tablespace_map, render_tablespace_
 /// The restore's tablespace choices (README, backup-fetch).
 #[derive(Clone, Debug, Default)]
 pub struct TablespaceOptions {
+    /// Every tablespace into `<dir>/<oid>` (restore-drill: inside its scratch directory);
+    /// applied first, so the two options below still choose for the ones they name.
+    pub under: Option<PathBuf>,
     /// WAL-G's `--restore-spec FILE`, parsed (`read_restore_spec`).
     pub restore_spec: Option<TablespaceSpec>,
     /// `--tablespace OID_OR_NAME=DIR`, applied after the restore spec, in order.
@@ -135,6 +138,12 @@ pub(crate) fn place(
         if all.is_empty() { "it has none".to_string() } else { format!("it has {}", all.join(", ")) }
     };
     let mut placed: Vec<Tablespace> = recorded.to_vec();
+    if let Some(dir) = &opts.under {
+        let dir = std::path::absolute(dir).map_err(|e| Error::io(dir, e))?;
+        for p in placed.iter_mut() {
+            p.location = dir.join(&p.oid).display().to_string();
+        }
+    }
     if let Some(spec) = &opts.restore_spec {
         if !spec.base_prefix.is_empty() && Path::new(&spec.base_prefix) != target {
             log(&format!(
