@@ -20,3 +20,4 @@ mod schedule;
 mod s3_faults;
 mod settings;
 mod story;
+mod tablespace;
