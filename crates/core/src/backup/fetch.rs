@@ -376,7 +376,14 @@ fn check_files(
             return Err(Error::corrupt(fm_key, format!("bad file name {name:?}")));
         }
         let want = final_sizes.get(name).copied().or(if d.is_incremented || d.is_skipped { None } else { d.size });
-        match fs::symlink_metadata(target.join(rel)) {
+        // A tablespace's link (pg_tblspc/<oid>), should `Files` record it as a directory, is
+        // checked as the directory it points to; every other path is taken as it is.
+        let path = target.join(rel);
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() && rel.starts_with("pg_tblspc/") && !rel[10..].contains('/') => fs::metadata(&path),
+            other => other,
+        };
+        match meta {
             Ok(m) if m.is_file() => {
                 if let Some(size) = want.filter(|&s| s != m.len()) {
                     return Err(Error::corrupt(
