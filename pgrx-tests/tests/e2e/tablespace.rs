@@ -6,6 +6,8 @@
 //! the copy replays, every table matches the source (count and hash), pg_dumpall is identical
 //! but for the tablespace locations, amcheck passes on every B-tree index, and the source's
 //! tablespace directories were not touched. `--restore-spec` (WAL-G's file) places them too.
+//! Then a delta backup (increments of tablespace files) restored with `--tablespace` and a
+//! `--target-lsn`: the chain lands in the new directories and stops exactly at the target.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -35,7 +37,8 @@ fn table_sums(c: &Cluster) -> Vec<String> {
 fn two_tablespaces_restore_into_new_locations_while_the_source_runs() {
     require_installed();
     let storage = Storage::new("tblspc", "lz4");
-    let mut a = Cluster::init("tblspc-a", &storage.extension_conf());
+    let conf = format!("{}walg.delta_max_steps = 2\n", storage.extension_conf());
+    let mut a = Cluster::init("tblspc-a", &conf);
     a.start();
     let fast_dir = postgres_dir(&a.dir().join("ts_fast"));
     let slow_dir = postgres_dir(&a.dir().join("ts_slow"));
@@ -152,5 +155,63 @@ fn two_tablespaces_restore_into_new_locations_while_the_source_runs() {
     assert!(out.success(), "{}", out.describe());
     assert_eq!(std::fs::read_link(c.data.join("pg_tblspc").join(&slow_oid)).unwrap(), c_slow);
     assert!(std::fs::read_dir(&c_slow).unwrap().next().is_some());
+
+    // A delta: pages changed in both tablespaces since the full backup, increments stored under
+    // the tablespaces' names.
+    a.psql("UPDATE t_fast SET v = 'delta' WHERE id % 97 = 0; INSERT INTO t_slow SELECT g, 'delta' FROM generate_series(200001, 201000) g");
+    let delta = a.psql("SELECT walg_backup_push()");
+    assert!(delta.contains("_D_"), "a delta: {delta}");
+    let fm: serde_json::Value =
+        serde_json::from_slice(&storage.read(&format!("basebackups_005/{delta}/files_metadata.json"))).unwrap();
+    let files = fm["Files"].as_object().unwrap();
+    for oid in [&fast_oid, &slow_oid] {
+        let p = format!("/pg_tblspc/{oid}/");
+        assert!(files.iter().any(|(k, d)| k.starts_with(&p) && d["IsIncremented"] == true), "increments in tablespace {oid}");
+    }
+    a.psql("INSERT INTO t_fast SELECT g, 'before' FROM generate_series(300001, 300500) g");
+    let want_at_target = table_sums(&a);
+    let target_lsn = a.psql("SELECT pg_current_wal_lsn()");
+    a.psql("INSERT INTO t_fast SELECT g, 'after' FROM generate_series(400001, 400500) g");
+    let last = a.switch_wal();
+    a.wait_archived(&last, T);
+    let mut d = Cluster::empty("tblspc-d");
+    let (d_fast, d_slow) = (d.dir().join("d_fast"), d.dir().join("d_slow"));
+    let out = storage.walg_ext(&[
+        "backup-fetch",
+        &d.data.display().to_string(),
+        "LATEST",
+        "--tablespace",
+        &format!("fast={}", d_fast.display()),
+        "--tablespace",
+        &format!("slow={}", d_slow.display()),
+        "--target-lsn",
+        &target_lsn,
+        "--target-action",
+        "promote",
+    ]);
+    assert!(out.success(), "{}", out.describe());
+    assert!(out.stderr.contains(&delta), "{}", out.describe());
+    walg_e2e::cmd::append_file(
+        &d.data.join("postgresql.auto.conf"),
+        &format!(
+            "# test cluster\nport = {}\nlisten_addresses = ''\nunix_socket_directories = '{}'\narchive_mode = off\n",
+            d.port,
+            d.socket_dir()
+        ),
+    );
+    d.start();
+    d.wait_recovery_done(T);
+    assert_eq!(table_sums(&d), want_at_target, "the chain plus WAL up to the target LSN");
+    assert_eq!(d.psql("SELECT count(*) FROM t_fast WHERE v = 'after'"), "0");
+    assert_eq!(d.psql("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'slow'"), d_slow.display().to_string());
+    d.psql("CREATE EXTENSION amcheck");
+    assert_eq!(
+        d.psql(
+            "SELECT count(bt_index_check(c.oid, true)) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             JOIN pg_am am ON am.oid = c.relam WHERE am.amname = 'btree' AND c.relnamespace = 'public'::regnamespace"
+        ),
+        "6"
+    );
+    d.stop();
     a.stop();
 }
