@@ -228,6 +228,16 @@ impl Cluster {
             );
         }
         self.running = false;
+        // Whatever a test does, the scheduler never fails on its own: it has no reason to raise
+        // an ERROR (it logs WARNINGs and carries on), so one in the log is a defect (it once
+        // died at every start of a standby or a restore).
+        let log = self.log_text();
+        assert!(
+            !log.contains("walg_ext scheduler ERROR") && !log.contains("walg_ext scheduler FATAL"),
+            "the walg_ext scheduler raised an error in cluster {}\n{}",
+            self.name,
+            self.log_tail(60)
+        );
     }
 
     /// `pg_ctl stop -m immediate`, ignoring failures (used on drop).

@@ -2,7 +2,7 @@
 use super::{ok, open, wal_segment_size};
 use crate::pg_lsn::PgLsn;
 use pgrx::prelude::*;
-use walg_core::catalog::wal_verify::{self, Check, CurrentSegment, IntegrityOptions};
+use walg_core::catalog::wal_verify::{self, Check, IntegrityOptions};
 use walg_core::catalog::{self, wal_show};
 
 /// WAL-G's wal-show: per timeline in storage, its parent and switch point (from the history
@@ -49,20 +49,6 @@ fn walg_wal_show() -> TableIterator<
     )
 }
 
-/// The server's current timeline and WAL position (replay position on a standby).
-fn current_segment() -> CurrentSegment {
-    let row = Spi::get_two::<i64, String>(
-        "SELECT CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint())::bigint \
-                     ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END, \
-                CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text",
-    );
-    let (tli, lsn) = match row {
-        Ok((Some(t), Some(l))) => (t, l),
-        other => error!("walg_ext: cannot read the current WAL position: {other:?}"),
-    };
-    CurrentSegment { timeline: tli as u32, lsn: ok(walg_core::format::names::parse_lsn(&lsn)) }
-}
-
 /// WAL-G's wal-verify. `checks`: `integrity`, `timeline`, or both separated by spaces or
 /// commas. Integrity: one row per run of segments with the same timeline and status (FOUND,
 /// MISSING_DELAYED, MISSING_UPLOADING, MISSING_LOST) from the earliest backup to the current
@@ -94,7 +80,7 @@ fn walg_wal_verify(
         ok::<()>(Err(walg_core::Error::InvalidArgument("no check given: use 'integrity' and/or 'timeline'".into())));
     }
     let (cfg, storage) = open();
-    let current = current_segment();
+    let current = ok(crate::pg_lsn::current_segment().map_err(walg_core::Error::Internal));
     let mut rows = Vec::new();
     for check in parsed {
         match check {

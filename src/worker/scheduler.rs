@@ -25,7 +25,7 @@ use pgrx::prelude::*;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use walg_core::catalog::delete;
-use walg_core::catalog::wal_verify::{CurrentSegment, IntegrityOptions};
+use walg_core::catalog::wal_verify::IntegrityOptions;
 use walg_core::schedule::health::{self, StorageCheck};
 use walg_core::schedule::{retention, state, CronSchedule, Decision, RetryPolicy, RunResult, Scheduler, Snapshot, State, Which};
 use walg_core::{Config, ScheduleConfig};
@@ -81,21 +81,6 @@ fn apply_server_timezone() -> String {
 
 fn now_local() -> DateTime<Local> {
     Local::now()
-}
-
-/// The server's timeline and WAL position (replay position on a standby), for wal-verify.
-fn current_segment() -> Option<CurrentSegment> {
-    let row = BackgroundWorker::transaction(|| {
-        Spi::get_two::<i64, String>(
-            "SELECT CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint())::bigint \
-                         ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END, \
-                    CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text",
-        )
-    });
-    match row {
-        Ok((Some(t), Some(l))) => walg_core::format::names::parse_lsn(&l).ok().map(|lsn| CurrentSegment { timeline: t as u32, lsn }),
-        _ => None,
-    }
 }
 
 impl Ctx {
@@ -184,7 +169,7 @@ impl Ctx {
                         max_delayed: 0,
                         uploading: cfg.upload_concurrency,
                     };
-                    health::check_storage(storage.as_ref(), &cfg.pipeline(), current_segment(), opt, now)
+                    health::check_storage(storage.as_ref(), &cfg.pipeline(), BackgroundWorker::transaction(crate::pg_lsn::current_segment).ok(), opt, now)
                 }
             },
         };

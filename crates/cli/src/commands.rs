@@ -67,7 +67,7 @@ pub fn wal_fetch(config: Option<&Path>, file: &str, dest: &Path) -> ExitCode {
     if prefetching {
         if let Ok(cfg) = load_config(config) {
             let dirs = wal::prefetch::Dirs::new(cfg.prefetch_dir.as_deref(), dest);
-            match wal::prefetch::take(&dirs, file, dest) {
+            match wal::prefetch::take(&dirs, file, dest, &cfg.describe_storage()) {
                 Ok(()) => {
                     eprintln!("walg-ext: wal-fetch {file}: served from the prefetch directory {}", dirs.ready.display());
                     spawn_prefetcher(config, &cfg, file, dest);

@@ -365,6 +365,15 @@ impl Config {
     /// The storage this config names. S3 storages are cached per process by their settings: a
     /// long-lived process (the archiver asks once per segment) reuses one client and its
     /// connections instead of building a new one each time.
+    /// What `open_storage()?.describe()` says, without opening it: the storage's identity
+    /// (prefetched WAL records where it came from, wal/prefetch.rs).
+    pub fn describe_storage(&self) -> String {
+        match &self.storage {
+            StorageConfig::File { prefix } => FsStorage::new(prefix.clone()).describe(),
+            StorageConfig::S3(s3) => s3.describe(),
+        }
+    }
+
     pub fn open_storage(&self) -> Result<Arc<dyn Storage>> {
         match &self.storage {
             StorageConfig::File { prefix } => Ok(Arc::new(FsStorage::new(prefix.clone()))),

@@ -6,7 +6,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use walg_e2e::{require_installed, wait_until, Cluster, Storage};
+use walg_e2e::{require_installed, wait_until, Cluster, ScratchDir, Storage};
 
 fn ready_files(a: &Cluster) -> usize {
     std::fs::read_dir(a.pg_wal().join("archive_status"))
@@ -61,12 +61,16 @@ fn unwritable_storage_keeps_wal_until_it_recovers() {
     std::fs::set_permissions(&wal_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     let last = switched.last().unwrap().clone();
     a.wait_archived(&last, Duration::from_secs(120));
+    // A fresh directory: wal-fetch prefetches beside its destination (the project once fetched
+    // into /tmp here and was served another run's prefetched segment of the same name).
+    let scratch = ScratchDir::new("faults-unwritable-fetch");
+    let dest = scratch.path().join("seg");
     for seg in &switched {
         assert!(storage.wal_object(seg).is_some(), "{seg} archived after storage came back");
-        let out = storage.walg_ext(&["wal-fetch", seg, "/tmp/walg-e2e-fetched-seg"]);
+        let out = storage.walg_ext(&["wal-fetch", seg, &dest.display().to_string()]);
         assert!(out.success(), "wal-fetch {seg}\n{}", out.describe());
-        let fetched = std::fs::read("/tmp/walg-e2e-fetched-seg").unwrap();
-        std::fs::remove_file("/tmp/walg-e2e-fetched-seg").ok();
+        let fetched = std::fs::read(&dest).unwrap();
+        std::fs::remove_file(&dest).ok();
         // The server may have recycled the segment by now; compare when it is still there.
         if let Ok(local) = std::fs::read(a.pg_wal().join(seg)) {
             assert!(fetched == local, "{seg}: archived content differs from pg_wal");

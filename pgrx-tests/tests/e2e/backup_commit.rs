@@ -165,6 +165,16 @@ fn standby_backup_waits_for_the_primarys_archive_and_never_commits_early() {
     let name = out.stdout.trim().to_string();
     assert!(storage.sentinel_backups().contains(&name), "{:?}", storage.sentinel_backups());
 
+    // Reading the WAL position on a server in recovery must not try to assign a transaction id
+    // (the scheduler's health check did, and died at every start of a standby or a restore).
+    let verify = s.psql("SELECT string_agg(DISTINCT status, ',') FROM walg_wal_verify('timeline')");
+    assert!(!verify.is_empty(), "walg_wal_verify runs on the standby");
+    wait_until("the standby's scheduler to run its first health check", Duration::from_secs(30), || {
+        s.log_text().contains("walg_ext scheduler").then_some(())
+    });
+    let log = s.log_text();
+    assert!(!log.contains("cannot assign TransactionIds"), "read-only SPI on a standby\n{}", s.log_tail(30));
+
     // It restores: everything it needs is in storage.
     p.psql("SELECT pg_switch_wal()");
     let dump = p.dumpall();

@@ -6,14 +6,19 @@
 //! Layout (WAL-G's): `.wal-g/prefetch/<segment>` is a finished, verified segment;
 //! `.wal-g/prefetch/running/<segment>` is the claim of a download in progress. Ours adds, beside
 //! them (WAL-G ignores names that are not WAL file names): `running/<segment>.part` (the download,
-//! written through `fetch`'s own temp file), and `<segment>.xxh3`, the XXH3-128 digest of the bytes that
-//! passed `fetch`'s checks.
+//! written through `fetch`'s own temp file), and `<segment>.xxh3`: the XXH3-128 digest of the bytes
+//! that passed `fetch`'s checks, and on its second line the storage they came from
+//! (`Storage::describe`).
 //!
 //! Invariants:
 //! - A prefetched segment went through exactly the checks of a direct fetch (`fetch_observed`:
 //!   the object's stream checksums and `WalCheck`), and before it is served the file on disk is
 //!   checked again (`WalCheck` and its digest): a damaged or foreign file is removed and the
 //!   caller fetches from storage. A file without a digest (WAL-G's own) is never served.
+//! - It is served only to a fetch from the storage it was downloaded from. The directory outlives
+//!   any one restore (a `WALG_PREFETCH_DIR`, or `/tmp` for a `wal-fetch` into `/tmp`), and a
+//!   segment of the same name from another cluster's storage passes every check of the file
+//!   itself: serving it would replay another cluster's WAL.
 //! - It appears under its name only complete (temp file, fsync, rename), and is served only for
 //!   exactly the name it was fetched as (the timeline is part of the name), so after a timeline
 //!   switch PostgreSQL's request for `00000002…` is never answered with a `00000001…` file.
@@ -207,7 +212,8 @@ pub fn prefetch_one(pipeline: &Pipeline, storage: &dyn Storage, dirs: &Dirs, nam
             // Someone else (a WAL-G prefetcher sharing the directory) finished first.
             return Ok(true);
         }
-        write_atomically(&dirs.digest_file(name), hasher.hex().as_bytes())?;
+        let digest = format!("{}\n{}\n", hasher.hex(), storage.describe());
+        write_atomically(&dirs.digest_file(name), digest.as_bytes())?;
         fs::rename(&part, &ready).map_err(|e| Error::io(&ready, e))?;
         File::open(&dirs.ready).and_then(|d| d.sync_all()).map_err(|e| Error::io(&dirs.ready, e))?;
         Ok(true)
@@ -305,10 +311,11 @@ pub enum NotServed {
 }
 
 /// Serve `name` from the prefetch directory into `dest` if it is there (waiting for a download
-/// in progress while it makes progress), after checking it again. Ok(()) = `dest` now holds the
-/// verified segment. Never fails on account of the prefetch: every problem is a `NotServed`,
-/// and the caller fetches from storage.
-pub fn take(dirs: &Dirs, name: &str, dest: &Path) -> std::result::Result<(), NotServed> {
+/// in progress while it makes progress), after checking it again and that it was downloaded from
+/// `source` (the configured storage's `describe()`). Ok(()) = `dest` now holds the verified
+/// segment. Never fails on account of the prefetch: every problem is a `NotServed`, and the
+/// caller fetches from storage.
+pub fn take(dirs: &Dirs, name: &str, dest: &Path, source: &str) -> std::result::Result<(), NotServed> {
     if !is_segment_name(name) {
         return Err(NotServed::Absent);
     }
@@ -339,7 +346,7 @@ pub fn take(dirs: &Dirs, name: &str, dest: &Path) -> std::result::Result<(), Not
         }
         std::thread::sleep(POLL);
     }
-    match verify(dirs, name) {
+    match verify(dirs, name, source) {
         Ok(()) => {}
         Err(why) => {
             let _ = fs::remove_file(&ready);
@@ -360,11 +367,18 @@ pub fn take(dirs: &Dirs, name: &str, dest: &Path) -> std::result::Result<(), Not
     Ok(())
 }
 
-/// The prefetched file passes the checks of a direct fetch again and has the digest recorded
-/// when those checks passed during the download.
-fn verify(dirs: &Dirs, name: &str) -> std::result::Result<(), String> {
+/// The prefetched file came from `source`, passes the checks of a direct fetch again and has the
+/// digest recorded when those checks passed during the download.
+fn verify(dirs: &Dirs, name: &str, source: &str) -> std::result::Result<(), String> {
     let path = dirs.ready_file(name);
-    let want = fs::read_to_string(dirs.digest_file(name)).map_err(|e| format!("no digest beside it ({e})"))?;
+    let record = fs::read_to_string(dirs.digest_file(name)).map_err(|e| format!("no digest beside it ({e})"))?;
+    let mut lines = record.lines();
+    let want = lines.next().unwrap_or_default();
+    match lines.next() {
+        Some(from) if from == source => {}
+        Some(from) => return Err(format!("it was downloaded from {from}, not from {source}")),
+        None => return Err("no record of the storage it came from".into()),
+    }
     let mut f = File::open(&path).map_err(|e| e.to_string())?;
     let mut check = WalCheck::new(name, &path.display().to_string());
     let mut hasher = crate::format::integrity::Hasher::new();

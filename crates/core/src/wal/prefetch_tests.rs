@@ -89,7 +89,7 @@ fn prefetched_segments_are_served_from_disk_and_match_storage() {
     let bucket_copy = f.dir.path().join("bucket-moved");
     fs::rename(f.dir.path().join("bucket"), &bucket_copy).unwrap();
     let dest = f.dir.path().join("pg_wal/RECOVERYXLOG");
-    take(&f.dirs, "000000010000000000000003", &dest).unwrap();
+    take(&f.dirs, "000000010000000000000003", &dest, &f.storage.describe()).unwrap();
     fs::rename(&bucket_copy, f.dir.path().join("bucket")).unwrap();
     let direct = f.dir.path().join("direct");
     assert!(super::fetch(&f.cfg, &f.storage, "000000010000000000000003", &direct).unwrap());
@@ -100,8 +100,8 @@ fn prefetched_segments_are_served_from_disk_and_match_storage() {
     let again = run(&f, "000000010000000000000001", 2);
     assert!(matches!((&again[0].1, &again[1].1), (Outcome::Skipped, Outcome::Fetched)), "{again:?}");
     // Not prefetched at all: absent, the caller fetches itself.
-    assert_eq!(take(&f.dirs, "000000010000000000000009", &dest), Err(NotServed::Absent));
-    assert_eq!(take(&f.dirs, "00000002.history", &dest), Err(NotServed::Absent));
+    assert_eq!(take(&f.dirs, "000000010000000000000009", &dest, &f.storage.describe()), Err(NotServed::Absent));
+    assert_eq!(take(&f.dirs, "00000002.history", &dest, &f.storage.describe()), Err(NotServed::Absent));
 }
 
 #[test]
@@ -114,7 +114,7 @@ fn damaged_prefetched_file_is_rejected_removed_and_refetched() {
     let mut bytes = fs::read(&p).unwrap();
     bytes[500_000] ^= 0x40;
     fs::write(&p, &bytes).unwrap();
-    match take(&f.dirs, "000000010000000000000002", &dest) {
+    match take(&f.dirs, "000000010000000000000002", &dest, &f.storage.describe()) {
         Err(NotServed::Rejected(why)) => assert!(why.contains("digest"), "{why}"),
         other => panic!("{other:?}"),
     }
@@ -123,7 +123,7 @@ fn damaged_prefetched_file_is_rejected_removed_and_refetched() {
     let p = f.dirs.ready.join("000000010000000000000003");
     let bytes = fs::read(&p).unwrap();
     fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
-    match take(&f.dirs, "000000010000000000000003", &dest) {
+    match take(&f.dirs, "000000010000000000000003", &dest, &f.storage.describe()) {
         Err(NotServed::Rejected(why)) => assert!(why.contains("truncated"), "{why}"),
         other => panic!("{other:?}"),
     }
@@ -131,20 +131,51 @@ fn damaged_prefetched_file_is_rejected_removed_and_refetched() {
     let p4 = f.dirs.ready.join("000000010000000000000004");
     let seg5 = fake_segment("000000010000000000000005", MB as u32, |_| 0);
     fs::write(&p4, &seg5).unwrap();
-    fs::write(f.dirs.ready.join("000000010000000000000004.xxh3"), crate::format::integrity::hash_hex(&seg5).as_bytes()).unwrap();
-    match take(&f.dirs, "000000010000000000000004", &dest) {
+    let record = format!("{}\n{}\n", crate::format::integrity::hash_hex(&seg5), f.storage.describe());
+    fs::write(f.dirs.ready.join("000000010000000000000004.xxh3"), record).unwrap();
+    match take(&f.dirs, "000000010000000000000004", &dest, &f.storage.describe()) {
         Err(NotServed::Rejected(why)) => assert!(why.contains("not the start of segment"), "{why}"),
         other => panic!("{other:?}"),
     }
     // A file without a digest (e.g. WAL-G's own prefetch) is never served.
     run(&f, "000000010000000000000001", 3);
     fs::remove_file(f.dirs.ready.join("000000010000000000000002.xxh3")).unwrap();
-    assert!(matches!(take(&f.dirs, "000000010000000000000002", &dest), Err(NotServed::Rejected(_))));
+    assert!(matches!(take(&f.dirs, "000000010000000000000002", &dest, &f.storage.describe()), Err(NotServed::Rejected(_))));
     // The refetch after a rejection: the next run downloads it again and it is served.
     run(&f, "000000010000000000000001", 3);
-    take(&f.dirs, "000000010000000000000002", &dest).unwrap();
+    take(&f.dirs, "000000010000000000000002", &dest, &f.storage.describe()).unwrap();
     assert!(super::fetch(&f.cfg, &f.storage, "000000010000000000000002", &f.dir.path().join("d")).unwrap());
     assert_eq!(fs::read(&dest).unwrap(), fs::read(f.dir.path().join("d")).unwrap());
+}
+
+#[test]
+fn segment_prefetched_from_another_storage_is_never_served() {
+    // Two clusters' storages hold a segment of the same name; a prefetch directory shared by
+    // wal-fetch calls for both (WALG_PREFETCH_DIR, or /tmp) holds the first one's copy.
+    let a = archive(3);
+    let b = archive(3);
+    let dirs = Dirs::at(&a.dir.path().join("shared"));
+    prefetch::run(&a.cfg.pipeline(), &a.storage, &dirs, "000000010000000000000001", MB, 2, &|_| {});
+    assert!(dirs.ready.join("000000010000000000000002").exists());
+    let dest = b.dir.path().join("pg_wal/RECOVERYXLOG");
+    match take(&dirs, "000000010000000000000002", &dest, &b.storage.describe()) {
+        Err(NotServed::Rejected(why)) => {
+            assert!(why.contains(&a.storage.describe()) && why.contains(&b.storage.describe()), "{why}")
+        }
+        other => panic!("another storage's segment must not be served: {other:?}"),
+    }
+    assert!(!dest.exists() && !dirs.ready.join("000000010000000000000002").exists(), "rejected and removed");
+    // The storage it came from is still served.
+    take(&dirs, "000000010000000000000003", &dest, &a.storage.describe()).unwrap();
+    // A record without the storage line (written before it existed) is not served either.
+    prefetch::run(&a.cfg.pipeline(), &a.storage, &dirs, "000000010000000000000001", MB, 1, &|_| {});
+    let digest = dirs.ready.join("000000010000000000000002.xxh3");
+    let hash = fs::read_to_string(&digest).unwrap().lines().next().unwrap().to_string();
+    fs::write(&digest, hash).unwrap();
+    assert!(matches!(
+        take(&dirs, "000000010000000000000002", &dest, &a.storage.describe()),
+        Err(NotServed::Rejected(why)) if why.contains("storage it came from")
+    ));
 }
 
 #[test]
@@ -165,7 +196,7 @@ fn timeline_switch_never_serves_the_other_timelines_file_and_cleans_it_up() {
     let dest = f.dir.path().join("pg_wal/RECOVERYXLOG");
     // PostgreSQL asks for the new timeline's segment: the timeline-1 file of the same number is
     // not an answer.
-    assert_eq!(take(&f.dirs, "000000020000000000000004", &dest), Err(NotServed::Absent));
+    assert_eq!(take(&f.dirs, "000000020000000000000004", &dest, &f.storage.describe()), Err(NotServed::Absent));
     assert!(!dest.exists());
     // After the direct fetch of 00000002...04, cleanup removes everything of timeline 1.
     assert!(f.dirs.ready.join("000000010000000000000005").exists());
@@ -174,7 +205,7 @@ fn timeline_switch_never_serves_the_other_timelines_file_and_cleans_it_up() {
     assert_eq!(fs::read_dir(&f.dirs.ready).unwrap().filter(|e| e.as_ref().unwrap().path().is_file()).count(), 0);
     put_segment(&f.cfg, &f.storage, f.dir.path(), "000000020000000000000005");
     run(&f, "000000020000000000000004", 1);
-    take(&f.dirs, "000000020000000000000005", &dest).unwrap();
+    take(&f.dirs, "000000020000000000000005", &dest, &f.storage.describe()).unwrap();
     assert_ne!(fs::read(&dest).unwrap(), seg);
     assert_eq!(&fs::read(&dest).unwrap()[8..16], &(5 * MB).to_le_bytes());
 }
@@ -201,12 +232,12 @@ fn stale_cleanup_removes_what_recovery_passed_and_dead_claims_only() {
     assert!(matches!(out[0].1, Outcome::Skipped), "{out:?}");
     // ... and a waiter gives up on it once it makes no progress, to fetch directly.
     let t = std::time::Instant::now();
-    assert_eq!(take(&f.dirs, "000000010000000000000008", &f.dir.path().join("x")), Err(NotServed::Stalled));
+    assert_eq!(take(&f.dirs, "000000010000000000000008", &f.dir.path().join("x"), &f.storage.describe()), Err(NotServed::Stalled));
     assert!(t.elapsed() >= prefetch::STALL && t.elapsed() < prefetch::STALL * 3);
     // A dead claim: no waiting at all.
     fs::write(f.dirs.running.join("000000010000000000000008"), "2147483646").unwrap();
     let t = std::time::Instant::now();
-    assert_eq!(take(&f.dirs, "000000010000000000000008", &f.dir.path().join("x")), Err(NotServed::Stalled));
+    assert_eq!(take(&f.dirs, "000000010000000000000008", &f.dir.path().join("x"), &f.storage.describe()), Err(NotServed::Stalled));
     assert!(t.elapsed() < prefetch::STALL / 2);
 }
 
@@ -226,11 +257,12 @@ fn a_waiter_is_served_when_the_running_download_finishes() {
             let scratch = f.dir.path().join("scratch");
             assert!(super::fetch(&f.cfg, &f.storage, "000000010000000000000002", &scratch).unwrap());
             let bytes = fs::read(&scratch).unwrap();
-            fs::write(dirs.ready.join("000000010000000000000002.xxh3"), crate::format::integrity::hash_hex(&bytes).as_bytes()).unwrap();
+            let record = format!("{}\n{}\n", crate::format::integrity::hash_hex(&bytes), f.storage.describe());
+            fs::write(dirs.ready.join("000000010000000000000002.xxh3"), record).unwrap();
             fs::rename(&scratch, dirs.ready.join("000000010000000000000002")).unwrap();
             fs::remove_file(dirs.running.join("000000010000000000000002")).unwrap();
         });
-        take(&dirs, "000000010000000000000002", &dest).unwrap();
+        take(&dirs, "000000010000000000000002", &dest, &f.storage.describe()).unwrap();
     });
     assert_eq!(&fs::read(&dest).unwrap()[8..16], &(2 * MB).to_le_bytes());
 }
@@ -263,12 +295,12 @@ fn claims_taken_for_a_prefetcher_are_adopted_by_it_and_make_waiters_wait() {
             let fetched = out.iter().filter(|(_, o)| matches!(o, Outcome::Fetched)).count();
             assert_eq!(fetched, 3, "the prefetcher adopts claims holding its own pid: {out:?}");
         });
-        take(&f.dirs, "000000010000000000000002", &dest).unwrap();
+        take(&f.dirs, "000000010000000000000002", &dest, &f.storage.describe()).unwrap();
     });
     assert_eq!(fs::read_dir(&f.dirs.running).unwrap().count(), 0, "every claim released");
     // A claim for a process that is gone is not waited for.
     prefetch::claim_for(&f.dirs, &["000000010000000000000009".to_string()], 2147483646);
     let t = std::time::Instant::now();
-    assert_eq!(take(&f.dirs, "000000010000000000000009", &dest), Err(NotServed::Stalled));
+    assert_eq!(take(&f.dirs, "000000010000000000000009", &dest, &f.storage.describe()), Err(NotServed::Stalled));
     assert!(t.elapsed() < prefetch::STALL / 2);
 }

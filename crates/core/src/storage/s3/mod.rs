@@ -383,9 +383,6 @@ impl Storage for S3Storage {
     }
 
     fn describe(&self) -> String {
-        match &self.inner.cfg.endpoint {
-            Some(e) => format!("{} (endpoint {e})", self.inner.cfg.url()),
-            None => self.inner.cfg.url(),
-        }
+        self.inner.cfg.describe()
     }
 }

@@ -178,6 +178,14 @@ impl S3Config {
         }
     }
 
+    /// The storage as shown to users, and its identity (see `StorageConfig::describe`).
+    pub fn describe(&self) -> String {
+        match &self.endpoint {
+            Some(e) => format!("{} (endpoint {e})", self.url()),
+            None => self.url(),
+        }
+    }
+
     /// The endpoint for messages.
     pub fn endpoint_name(&self) -> String {
         match &self.endpoint {
