@@ -6,7 +6,7 @@
 //! the copy replays, every table matches the source (count and hash), pg_dumpall is identical
 //! but for the tablespace locations, amcheck passes on every B-tree index, and the source's
 //! tablespace directories were not touched. `--restore-spec` (WAL-G's file) places them too.
-//! Then a delta backup (increments of tablespace files) restored with `--tablespace` and a
+//! restore-drill passes with the tablespaces inside its scratch directory. Then a delta backup (increments of tablespace files) restored with `--tablespace` and a
 //! `--target-lsn`: the chain lands in the new directories and stops exactly at the target.
 
 use std::path::{Path, PathBuf};
@@ -155,6 +155,16 @@ fn two_tablespaces_restore_into_new_locations_while_the_source_runs() {
     assert!(out.success(), "{}", out.describe());
     assert_eq!(std::fs::read_link(c.data.join("pg_tblspc").join(&slow_oid)).unwrap(), c_slow);
     assert!(std::fs::read_dir(&c_slow).unwrap().next().is_some());
+
+    // restore-drill puts the tablespaces inside its scratch directory (the originals are in use)
+    // and leaves nothing behind.
+    let work = walg_e2e::ScratchDir::new("tblspc-drill");
+    let w = work.path().display().to_string();
+    let out = storage.walg_ext(&["restore-drill", &backup, "--json", "--work-dir", &w]);
+    assert!(out.success(), "{}", out.describe());
+    let r: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.describe()));
+    assert_eq!(r["passed"], true, "{r}");
+    assert!(std::fs::read_dir(work.path()).unwrap().next().is_none(), "the drill left files in {w}");
 
     // A delta: pages changed in both tablespaces since the full backup, increments stored under
     // the tablespaces' names.
