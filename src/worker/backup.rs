@@ -354,6 +354,8 @@ struct StartInfo {
     lsn: String,
     timeline: i32,
     system_identifier: i64,
+    /// pg_tablespace as JSON {oid: name}: recorded so a restore can take a tablespace's name.
+    tablespaces: String,
 }
 
 fn take_backup(
@@ -401,10 +403,15 @@ fn take_backup(
                 )?
                 .first();
             let (timeline, sysid): (Option<i32>, Option<i64>) = row.get_two()?;
+            let tablespaces: Option<String> = client
+                .select("SELECT coalesce(json_object_agg(oid::text, spcname), '{}')::text FROM pg_tablespace", None, &[])?
+                .first()
+                .get_one()?;
             Ok::<_, pgrx::spi::Error>(StartInfo {
                 lsn,
                 timeline: timeline.unwrap_or(1),
                 system_identifier: sysid.unwrap_or(0),
+                tablespaces: tablespaces.unwrap_or_default(),
             })
         })
     })
@@ -460,6 +467,8 @@ fn take_backup(
         is_permanent: permanent,
         user_data,
         delta,
+        // Only the tablespaces the walk finds as pg_tblspc links are kept (push::finish).
+        tablespace_names: serde_json::from_str(&info.tablespaces).unwrap_or_default(),
     };
     let progress = Arc::new(Progress::default());
     let mut poll = || -> walg_core::Result<()> {

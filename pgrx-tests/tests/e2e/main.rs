@@ -21,3 +21,4 @@ mod schedule;
 mod s3_faults;
 mod settings;
 mod story;
+mod tablespace;

@@ -8,6 +8,7 @@ pub mod in_progress;
 pub mod partial;
 pub mod push;
 pub mod recovery;
+pub mod tablespaces;
 pub mod walk;
 pub mod wal_wait;
 
@@ -20,6 +21,8 @@ pub use wal_wait::{wait_for_wal, WaitTiming, WalRange};
 mod faults;
 #[cfg(test)]
 pub(crate) mod delta_tests;
+#[cfg(test)]
+mod tablespace_tests;
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -84,6 +87,7 @@ pub(crate) mod tests {
             is_permanent: false,
             user_data: None,
             delta: None,
+            tablespace_names: Default::default(),
         }
     }
 

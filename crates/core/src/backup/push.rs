@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::format::integrity::{HashingWriter, ObjectRecord, RecordSlot};
 use crate::format::names::{files_metadata_key, metadata_key, part_base_name, sentinel_key, tar_partitions_prefix};
 use crate::format::sentinel::{BackupMetadata, FileDescription, FilesMetadata, Sentinel, DATE_FMT};
+use crate::format::tablespace::{Tablespace, TablespaceSpec};
 use crate::format::tar as tarfmt;
 use crate::storage::{ObjectWriter, Storage};
 
@@ -41,6 +42,9 @@ pub struct BackupStart {
     pub user_data: Option<serde_json::Value>,
     /// The base when this is a delta backup (delta.rs); the name must then be the delta's.
     pub delta: Option<DeltaBase>,
+    /// Tablespace OID -> name (pg_tablespace), recorded in the sentinel so a restore can take
+    /// `--tablespace NAME=DIR`. Empty when unknown.
+    pub tablespace_names: BTreeMap<String, String>,
 }
 
 pub const PHASE_IDLE: u32 = 0;
@@ -76,6 +80,8 @@ pub struct DataResult {
     pub(crate) data_catalog_size: u64,
     /// Database name -> OID (files_metadata.json `WalgExtDatabases`, for partial restore).
     pub(crate) databases: BTreeMap<String, u32>,
+    /// Tablespaces found by the walk: (OID, location).
+    pub(crate) tablespaces: Vec<(String, String)>,
 }
 
 impl DataResult {
@@ -526,7 +532,8 @@ pub fn push_data(
         progress,
         delta: start.delta.as_ref(),
     };
-    let mut result = DataResult { data_catalog_size: walk.data_catalog_size, ..Default::default() };
+    let mut result =
+        DataResult { data_catalog_size: walk.data_catalog_size, tablespaces: walk.tablespaces.clone(), ..Default::default() };
     let threads = cfg.upload_concurrency.max(1);
     let outcome: Result<()> = std::thread::scope(|scope| {
         let (done_tx, done_rx) = crossbeam_channel::unbounded::<Result<WorkerOutput>>();
@@ -644,6 +651,18 @@ pub fn finish(
     let files_metadata = files_metadata.to_json();
     storage.put(&files_metadata_key(&start.name), &files_metadata)?;
 
+    // WAL-G's Spec: where each tablespace was, so a restore (ours or WAL-G's) recreates the links.
+    let spec = (!data.tablespaces.is_empty()).then(|| {
+        let mut spec = TablespaceSpec::new(&start.pgdata.display().to_string());
+        spec.tablespaces = data.tablespaces.iter().map(|(oid, loc)| Tablespace::new(oid, loc)).collect();
+        spec.to_json()
+    });
+    let names: BTreeMap<String, String> = start
+        .tablespace_names
+        .iter()
+        .filter(|(oid, _)| data.tablespaces.iter().any(|(o, _)| o == *oid))
+        .map(|(o, n)| (o.clone(), n.clone()))
+        .collect();
     let d = start.delta.as_ref();
     let sentinel = Sentinel {
         lsn: start.start_lsn,
@@ -658,7 +677,7 @@ pub fn finish(
         uncompressed_size: data.uncompressed_size as i64,
         compressed_size: data.compressed_size as i64,
         data_catalog_size: data.data_catalog_size as i64,
-        spec: None,
+        spec,
         user_data: start.user_data.clone(),
         files_metadata_disabled: false,
         chkp_num: None,
@@ -670,6 +689,7 @@ pub fn finish(
         data_dir: start.pgdata.display().to_string(),
         is_permanent: start.is_permanent,
         walg_ext_files_metadata: Some(ObjectRecord::of_bytes(&files_metadata)),
+        walg_ext_tablespace_names: (!names.is_empty()).then_some(names),
     };
     storage.put(&sentinel_key(&start.name), &sentinel.to_json())?;
     Ok(sentinel)

@@ -4,6 +4,7 @@ pub mod increment;
 pub mod integrity;
 pub mod names;
 pub mod sentinel;
+pub mod tablespace;
 pub mod tar;
 
 pub use self::names::*;

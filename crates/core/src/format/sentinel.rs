@@ -64,7 +64,8 @@ pub struct Sentinel {
     #[serde(skip_serializing_if = "is_zero")]
     pub data_catalog_size: i64,
     /// Tablespace spec (`base_prefix`, `tablespaces`, per-oid `loc`/`link`), kept as JSON.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// WAL-E wrote it as "spec"; WAL-G reads both.
+    #[serde(skip_serializing_if = "Option::is_none", alias = "spec")]
     pub spec: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_data: Option<serde_json::Value>,
@@ -85,6 +86,10 @@ pub struct Sentinel {
     /// can tell it is the file this backup wrote, whole.
     #[serde(rename = "WalgExtFilesMetadata", skip_serializing_if = "Option::is_none")]
     pub walg_ext_files_metadata: Option<ObjectRecord>,
+    /// Ours (WAL-G ignores it): tablespace OID -> name at backup time, so a restore can take
+    /// `--tablespace NAME=DIR`.
+    #[serde(rename = "WalgExtTablespaceNames", skip_serializing_if = "Option::is_none")]
+    pub walg_ext_tablespace_names: Option<BTreeMap<String, String>>,
 }
 
 /// Ours (WAL-G ignores it): XXH3-128 of the sentinel's own JSON without this key, written by
