@@ -30,7 +30,7 @@ fn warn(warnings: Vec<String>) {
     }
 }
 
-pub fn backup_fetch(config: Option<&Path>, target: &Path, name: &str, ts: &backup::tablespaces::TablespaceOptions) -> Result<()> {
+pub fn backup_fetch(config: Option<&Path>, target: &Path, name: &str, ts: &backup::fetch::FetchOptions) -> Result<()> {
     let cfg = load_config(config)?;
     let storage = cfg.open_storage()?;
     let name = backup::fetch::resolve_backup_name(storage.as_ref(), name)?;

@@ -192,7 +192,10 @@ impl DrillHost for PgHost<'_> {
         }
         let log = |line: &str| eprintln!("walg-ext: {line}");
         // Tablespaces go inside the scratch directory too (the originals may be in use), removed with it.
-        let ts = backup::tablespaces::TablespaceOptions { under: Some(self.scratch.join("tablespaces")), ..Default::default() };
+        let ts = backup::fetch::FetchOptions {
+            tablespaces: backup::tablespaces::TablespaceOptions { under: Some(self.scratch.join("tablespaces")), ..Default::default() },
+            ..Default::default()
+        };
         backup::fetch::fetch_with(&self.cfg, &self.storage, &self.plan.backup, data, &ts, &log)?;
         // A cluster configured from /etc (Debian) has no postgresql.conf in PGDATA.
         let conf = data.join("postgresql.conf");

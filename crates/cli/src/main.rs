@@ -38,7 +38,7 @@ enum Command {
         #[command(flatten)]
         recovery: recovery::RecoveryArgs,
         #[command(flatten)]
-        tablespaces: recovery::TablespaceArgs,
+        restore: recovery::RestoreArgs,
     },
     /// Prove a backup restores: restore it into a scratch directory, start a throwaway
     /// PostgreSQL (private socket, no TCP, no archiving), recover to the end of the backup (or
@@ -249,8 +249,8 @@ fn main() -> ExitCode {
         return exit::fail("", &e);
     }
     let result = match cli.command {
-        Command::BackupFetch { target, name, recovery, tablespaces } => {
-            recovery::backup_fetch(cli.config.as_deref(), &target, &name, &recovery, &tablespaces, seg)
+        Command::BackupFetch { target, name, recovery, restore } => {
+            recovery::backup_fetch(cli.config.as_deref(), &target, &name, &recovery, &restore, seg)
         }
         Command::RestoreDrill { args } => drill::restore_drill(cli.config.as_deref(), &args, seg),
         Command::BackupList { json, detail } => manage::backup_list(cli.config.as_deref(), json, detail),

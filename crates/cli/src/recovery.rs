@@ -16,9 +16,10 @@ use walg_core::{backup, Error, Result};
 
 use crate::commands::load_config;
 
-/// Where tablespaces go (walg_core::backup::tablespaces); default: where they were.
+/// What is restored and where: tablespaces (walg_core::backup::tablespaces; default: where they
+/// were) and, for a partial restore, which databases (walg_core::backup::partial).
 #[derive(Args, Debug, Default, Clone)]
-pub struct TablespaceArgs {
+pub struct RestoreArgs {
     /// WAL-G's restore spec: JSON shaped like the sentinel's Spec ({"base_prefix": ...,
     /// "tablespaces": ["OID", ...], "OID": {"loc": DIR, "link": "pg_tblspc/OID"}}); each listed
     /// tablespace is restored into its "loc".
@@ -29,14 +30,22 @@ pub struct TablespaceArgs {
     /// Repeatable; applied after --restore-spec.
     #[arg(long = "tablespace", value_name = "OID_OR_NAME=DIR")]
     pub tablespace: Vec<String>,
+    /// WAL-G's partial restore: only these databases (comma-separated, "double quotes" group),
+    /// plus the system databases and every database's catalogs; the other databases' relation
+    /// files are empty placeholders (drop those databases once the server is up).
+    #[arg(long, value_name = "DB[,DB...]")]
+    pub restore_only: Vec<String>,
 }
 
-impl TablespaceArgs {
-    pub fn options(&self) -> Result<backup::tablespaces::TablespaceOptions> {
-        Ok(backup::tablespaces::TablespaceOptions {
-            under: None,
-            restore_spec: self.restore_spec.as_deref().map(backup::tablespaces::read_restore_spec).transpose()?,
-            relocate: self.tablespace.iter().map(|a| backup::tablespaces::parse_relocation(a)).collect::<Result<_>>()?,
+impl RestoreArgs {
+    pub fn options(&self) -> Result<backup::fetch::FetchOptions> {
+        Ok(backup::fetch::FetchOptions {
+            tablespaces: backup::tablespaces::TablespaceOptions {
+                under: None,
+                restore_spec: self.restore_spec.as_deref().map(backup::tablespaces::read_restore_spec).transpose()?,
+                relocate: self.tablespace.iter().map(|a| backup::tablespaces::parse_relocation(a)).collect::<Result<_>>()?,
+            },
+            restore_only: self.restore_only.clone(),
         })
     }
 }
@@ -178,7 +187,7 @@ pub fn describe(plan: &RecoveryPlan, req: &RecoveryRequest, recovery: bool) -> V
     out
 }
 
-pub fn backup_fetch(config: Option<&Path>, target: &Path, name: &str, args: &RecoveryArgs, ts: &TablespaceArgs, seg: u64) -> Result<()> {
+pub fn backup_fetch(config: Option<&Path>, target: &Path, name: &str, args: &RecoveryArgs, ts: &RestoreArgs, seg: u64) -> Result<()> {
     let ts = ts.options()?;
     let recovery = args.wants_recovery();
     if !recovery && !args.dry_run {

@@ -34,13 +34,18 @@ pub struct Needs {
     pub files: BTreeMap<String, EntryAction>,
     /// The newest backup's increments (entry names).
     pub newest_increments: BTreeSet<String>,
+    /// Partial restore: files of the databases not asked for become empty placeholders (set on
+    /// the newest backup only; older ones are not asked for those files at all).
+    pub restore_only: Option<crate::backup::partial::RestoreOnly>,
 }
 
 impl Needs {
     /// What to do with an entry of this backup's tars.
     pub fn decide(&self, name: &str, is_dir: bool) -> EntryAction {
         if self.newest {
-            if !is_dir && self.newest_increments.contains(name) {
+            if !is_dir && self.restore_only.as_ref().is_some_and(|r| r.is_placeholder(name)) {
+                EntryAction::Placeholder
+            } else if !is_dir && self.newest_increments.contains(name) {
                 EntryAction::Increment
             } else {
                 EntryAction::Whole

@@ -26,6 +26,7 @@ use crate::format::names::{files_metadata_key, lsn_to_string, metadata_key, pars
 use crate::format::sentinel::{BackupMetadata, FileDescription, FilesMetadata, Sentinel, SENTINEL_SUM_KEY};
 use crate::format::tar::{extract_tar_from, extract_tar_with, ExtractStats};
 use super::chain::{self, Needs, StepFiles};
+use super::partial::{self, RestoreOnly};
 use super::tablespaces::{self, TablespaceOptions};
 use crate::format::tablespace::Tablespace;
 use crate::storage::{get_bytes, Storage};
@@ -104,6 +105,8 @@ struct RecordedFiles {
     files: BTreeMap<String, FileDescription>,
     /// Entry name -> key of the part `TarFileSets` puts it in.
     where_is: BTreeMap<String, String>,
+    /// The databases the backup records (for partial restore).
+    databases: BTreeMap<String, partial::RecordedDatabase>,
 }
 
 const FILES_METADATA: &str = "files_metadata.json";
@@ -249,7 +252,8 @@ fn plan(storage: &dyn Storage, backup: &str, sentinel: &Sentinel, log: &(dyn Fn(
             log(&format!("ignoring {key}: not recorded in {fm_key} (left over from an earlier, aborted attempt?)"));
         }
     }
-    Ok(Plan { data, label, control, files: Some(RecordedFiles { fm_key, files: fm.files, where_is }) })
+    let databases = partial::recorded_databases(&fm.databases_by_names, &fm.walg_ext_databases, &fm_key)?;
+    Ok(Plan { data, label, control, files: Some(RecordedFiles { fm_key, files: fm.files, where_is, databases }) })
 }
 
 /// The decoded stream of `part`, its raw bytes checked against the part's record as they
@@ -523,7 +527,15 @@ fn load_chain(storage: &dyn Storage, backup: &str, log: &(dyn Fn(&str) + Sync)) 
     Ok(steps)
 }
 
-/// `fetch_with`, each tablespace to its original location.
+/// How to restore: where tablespaces go, and which databases (README, backup-fetch).
+#[derive(Clone, Debug, Default)]
+pub struct FetchOptions {
+    pub tablespaces: TablespaceOptions,
+    /// WAL-G's `--restore-only`: only these databases' relation files (partial.rs); empty = all.
+    pub restore_only: Vec<String>,
+}
+
+/// `fetch_with`, each tablespace to its original location, every database.
 pub fn fetch(
     cfg: &Config,
     storage: &Arc<dyn Storage>,
@@ -531,11 +543,12 @@ pub fn fetch(
     target: &Path,
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<FetchSummary> {
-    fetch_with(cfg, storage, name, target, &TablespaceOptions::default(), log)
+    fetch_with(cfg, storage, name, target, &FetchOptions::default(), log)
 }
 
 /// Restore backup `name` ("LATEST" allowed) into `target`, which must not exist or be empty,
-/// its tablespaces where `ts` says (tablespaces.rs; each directory absent or empty).
+/// its tablespaces where `opts` says (tablespaces.rs; each directory absent or empty), only the
+/// databases it names if it names any (partial.rs).
 /// A delta backup is restored with its whole chain (chain.rs). Every check of README "What is
 /// verified" runs, for every backup of the chain; on any failure after the target was written
 /// to, it is left without global/pg_control, so it cannot be started, and the error says so.
@@ -544,9 +557,10 @@ pub fn fetch_with(
     storage: &Arc<dyn Storage>,
     name: &str,
     target: &Path,
-    ts: &TablespaceOptions,
+    opts: &FetchOptions,
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<FetchSummary> {
+    let ts = &opts.tablespaces;
     let storage: &dyn Storage = storage.as_ref();
     let pipeline = cfg.pipeline();
     let backup = resolve_backup_name(storage, name)?;
@@ -555,8 +569,21 @@ pub fn fetch_with(
         .iter()
         .map(|s| StepFiles { name: &s.name, is_delta: s.sentinel.is_delta(), files: s.plan.files.as_ref().map(|f| &f.files) })
         .collect();
-    let needs = chain::assign(&step_files)?;
+    let mut needs = chain::assign(&step_files)?;
     let newest = &steps[0];
+    if !opts.restore_only.is_empty() {
+        let recorded = match &newest.plan.files {
+            Some(r) => r.databases.clone(),
+            None => BTreeMap::new(),
+        };
+        let ro = RestoreOnly::resolve(&partial::parse_names(&opts.restore_only), &recorded, &backup)?;
+        // Older backups are not asked for what becomes a placeholder: their parts holding only
+        // such files are not even read.
+        for n in needs.iter_mut().skip(1) {
+            n.files.retain(|name, _| !ro.is_placeholder(name));
+        }
+        needs[0].restore_only = Some(ro);
+    }
     // The two small objects first, whole and verified: nothing is written if either is bad.
     let label_tar = read_small_part(&pipeline, storage, &newest.plan.label)?;
     let control_tar = read_small_part(&pipeline, storage, &newest.plan.control)?;
@@ -690,6 +717,24 @@ fn restore_planned(
         }
     }
 
+    if let Some(ro) = &needs[0].restore_only {
+        let mut sizes = final_sizes.lock().unwrap_or_else(|e| e.into_inner());
+        // Files the newest delta records as unchanged come from no step now: placeholders too.
+        if let Some(r) = &newest.plan.files {
+            let missing: Vec<&String> = r.files.keys().filter(|n| ro.is_placeholder(n) && !sizes.contains_key(*n)).collect();
+            for name in missing {
+                let path = target.join(name.trim_start_matches('/'));
+                crate::format::tar::create_parents(&path)?;
+                fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+                sizes.insert(name.clone(), 0);
+            }
+        }
+        let n = sizes.keys().filter(|n| ro.is_placeholder(n)).count();
+        log(&format!(
+            "partial restore: {n} relation files of the databases not asked for are empty placeholders; \
+             those databases cannot be read: drop them once the server is up"
+        ));
+    }
     log(&format!("extracting {}", newest.plan.label.key));
     add(&extract_small(&newest.plan.label, label_tar, target)?);
     check_label(target, &newest.plan.label, &newest.sentinel)?;

@@ -23,6 +23,8 @@ mod faults;
 pub(crate) mod delta_tests;
 #[cfg(test)]
 mod tablespace_tests;
+#[cfg(test)]
+mod partial_tests;
 
 #[cfg(test)]
 pub(crate) mod tests {

@@ -11,7 +11,7 @@ use chrono::Utc;
 
 use super::delta::DeltaRequest;
 use super::delta_tests::{backup, pages, set_old_mtime, write_page};
-use super::fetch::{fetch, fetch_with};
+use super::fetch::{fetch, fetch_with, FetchOptions, FetchSummary};
 use super::push::{finish, push_data, Progress};
 use super::tablespaces::{parse_relocation, read_restore_spec, TablespaceOptions};
 use super::tests::{cfg, make_pgdata, no_log, start, stop};
@@ -23,6 +23,17 @@ use crate::format::names::{files_metadata_key, metadata_key, sentinel_key, tar_p
 use crate::format::sentinel::{BackupMetadata, FileDescription, FilesMetadata, Sentinel, DATE_FMT};
 use crate::format::tar as tarfmt;
 use crate::storage::{get_bytes, Storage};
+
+fn fetch_ts(
+    cfg: &Config,
+    storage: &Arc<dyn Storage>,
+    name: &str,
+    target: &Path,
+    ts: &TablespaceOptions,
+    log: &(dyn Fn(&str) + Sync),
+) -> crate::Result<FetchSummary> {
+    fetch_with(cfg, storage, name, target, &FetchOptions { tablespaces: ts.clone(), ..Default::default() }, log)
+}
 
 const CAT: &str = "PG_15_202209061";
 
@@ -164,7 +175,7 @@ fn restore_into_new_locations_with_either_option() {
             parse_relocation(&format!("slow={}", new[1].1.display())).unwrap(),
         ],
     };
-    fetch_with(&f.cfg, &f.storage, &f.name, &target, &opts, &no_log).unwrap();
+    fetch_ts(&f.cfg, &f.storage, &f.name, &target, &opts, &no_log).unwrap();
     same_tablespaces(&target, &f.ts, &new);
     assert_eq!(fs::read_to_string(target.join("tablespace_map")).unwrap(), map_for(&new));
     assert!(!target.join("tablespace_map.walg-ext.tmp").exists());
@@ -189,7 +200,7 @@ fn restore_into_new_locations_with_either_option() {
         relocate: vec![("16400".into(), new[0].1.clone())],
     };
     let logs = std::sync::Mutex::new(Vec::<String>::new());
-    fetch_with(&f.cfg, &f.storage, &f.name, &target, &opts, &|l: &str| logs.lock().unwrap().push(l.into())).unwrap();
+    fetch_ts(&f.cfg, &f.storage, &f.name, &target, &opts, &|l: &str| logs.lock().unwrap().push(l.into())).unwrap();
     same_tablespaces(&target, &f.ts, &new);
     assert_eq!(fs::read_to_string(target.join("tablespace_map")).unwrap(), map_for(&new));
     assert!(logs.lock().unwrap().iter().any(|l| l.contains("base_prefix /somewhere/else")));
@@ -198,7 +209,7 @@ fn restore_into_new_locations_with_either_option() {
     let t = f.root.join("r3");
     let d = f.root.join("x").display().to_string();
     let refused = |opts: TablespaceOptions, want: &str| {
-        let e = fetch_with(&f.cfg, &f.storage, &f.name, &t, &opts, &no_log).unwrap_err();
+        let e = fetch_ts(&f.cfg, &f.storage, &f.name, &t, &opts, &no_log).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::BadInput, "{e}");
         assert!(e.to_string().contains(want), "{e} lacks {want:?}");
         assert!(!t.exists());
@@ -221,7 +232,7 @@ fn restore_into_new_locations_with_either_option() {
     // A non-empty chosen directory.
     fs::create_dir_all(f.root.join("full")).unwrap();
     fs::write(f.root.join("full/junk"), "x").unwrap();
-    let e = fetch_with(&f.cfg, &f.storage, &f.name, &t, &reloc(&[("16400", &d), ("16401", &f.root.join("full").display().to_string())]), &no_log)
+    let e = fetch_ts(&f.cfg, &f.storage, &f.name, &t, &reloc(&[("16400", &d), ("16401", &f.root.join("full").display().to_string())]), &no_log)
         .unwrap_err();
     assert!(e.to_string().contains("tablespace 16401 (slow)'s restore directory is not empty"), "{e}");
     assert!(!t.exists());
@@ -242,7 +253,7 @@ fn damaged_tablespace_file_fails_the_restore() {
     f.storage.put(&key, &serde_json::to_vec(&v).unwrap()).unwrap();
     let t = f.root.join("r");
     let opts = TablespaceOptions { under: None, restore_spec: None, relocate: vec![("16400".into(), f.root.join("n0")), ("16401".into(), f.root.join("n1"))] };
-    let e = fetch_with(&f.cfg, &f.storage, &f.name, &t, &opts, &no_log).unwrap_err();
+    let e = fetch_ts(&f.cfg, &f.storage, &f.name, &t, &opts, &no_log).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
     assert!(e.to_string().contains("/pg_tblspc/16400/PG_15_202209061/5/99999"), "{e}");
     assert!(!t.join("global/pg_control").exists());
@@ -347,11 +358,11 @@ fn walg_backup_with_spec_restores() {
     // records no names), by OID into a new directory works.
     let t = root.join("r");
     let new = root.join("new space");
-    let e = fetch_with(&cfg, &storage, "LATEST", &t, &TablespaceOptions { under: None, restore_spec: None, relocate: vec![("old".into(), new.clone())] }, &no_log)
+    let e = fetch_ts(&cfg, &storage, "LATEST", &t, &TablespaceOptions { under: None, restore_spec: None, relocate: vec![("old".into(), new.clone())] }, &no_log)
         .unwrap_err();
     assert!(e.to_string().contains("records no tablespace named \"old\" (it has tablespace 16390)"), "{e}");
     let opts = TablespaceOptions { under: None, restore_spec: None, relocate: vec![("16390".into(), new.clone())] };
-    fetch_with(&cfg, &storage, "LATEST", &t, &opts, &no_log).unwrap();
+    fetch_ts(&cfg, &storage, "LATEST", &t, &opts, &no_log).unwrap();
     assert_eq!(fs::read_link(t.join("pg_tblspc/16390")).unwrap(), new);
     assert!(fs::read(new.join("PG_15_202209061/5/16391")).unwrap() == rel);
     assert_eq!(fs::read_to_string(t.join("tablespace_map")).unwrap(), format!("16390 {}\n", new.display()));
@@ -367,7 +378,7 @@ fn walg_backup_with_spec_restores() {
     storage.put(&files_metadata_key(name), &no_size(&files_md)).unwrap();
     let t2 = root.join("r2");
     let opts = TablespaceOptions { under: None, restore_spec: None, relocate: vec![("16390".into(), root.join("new2"))] };
-    let e = fetch_with(&cfg, &storage, "LATEST", &t2, &opts, &no_log).unwrap_err();
+    let e = fetch_ts(&cfg, &storage, "LATEST", &t2, &opts, &no_log).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
     assert!(e.to_string().contains("16392"), "{e}");
 
@@ -376,7 +387,7 @@ fn walg_backup_with_spec_restores() {
     storage.put(&files_metadata_key(name), &no_size(&files_md)).unwrap();
     storage.put(&format!("{prefix}{label}"), &tar(&[("tablespace_map", Some(b"16390 /a\n16500 /b\n")), ("backup_label", Some(label_text.as_bytes()))])).unwrap();
     let t3 = root.join("r3");
-    let e = fetch_with(&cfg, &storage, "LATEST", &t3, &opts, &no_log).unwrap_err();
+    let e = fetch_ts(&cfg, &storage, "LATEST", &t3, &opts, &no_log).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
     assert!(e.to_string().contains("16500"), "{e}");
     assert!(!t3.exists());
@@ -406,13 +417,13 @@ fn delta_chain_restores_tablespace_increments_in_the_new_location() {
     assert!(fm.files["/pg_tblspc/16400/PG_15_202209061/5/16500"].is_incremented);
     let t = root.join("r");
     let new = root.join("new16400");
-    fetch_with(&cfg, &storage, "LATEST", &t, &TablespaceOptions { under: None, restore_spec: None, relocate: vec![("16400".into(), new.clone())] }, &no_log)
+    fetch_ts(&cfg, &storage, "LATEST", &t, &TablespaceOptions { under: None, restore_spec: None, relocate: vec![("16400".into(), new.clone())] }, &no_log)
         .unwrap();
     assert!(fs::read(new.join(CAT).join("5/16500")).unwrap() == fs::read(&rel).unwrap());
     assert_eq!(fs::read_link(t.join("pg_tblspc/16400")).unwrap(), new);
     // Everything under one directory (what restore-drill asks for).
     let t = root.join("r2");
-    fetch_with(&cfg, &storage, &d1, &t, &TablespaceOptions { under: Some(root.join("drill")), ..Default::default() }, &no_log).unwrap();
+    fetch_ts(&cfg, &storage, &d1, &t, &TablespaceOptions { under: Some(root.join("drill")), ..Default::default() }, &no_log).unwrap();
     assert_eq!(fs::read_link(t.join("pg_tblspc/16400")).unwrap(), root.join("drill/16400"));
     assert!(fs::read(root.join("drill/16400").join(CAT).join("5/16500")).unwrap() == fs::read(&rel).unwrap());
 }

@@ -93,6 +93,9 @@ pub enum EntryAction {
     Whole,
     /// The entry is a "wi1" increment: patch the file already restored (format/increment.rs).
     Increment,
+    /// Write an empty file in its place (partial restore, backup/partial.rs); its bytes are read
+    /// past as for `Skip`.
+    Placeholder,
 }
 
 /// Relative path of an entry inside the target: leading "/" and "." ignored, ".." refused.
@@ -110,7 +113,7 @@ fn safe_relative(name: &[u8]) -> std::result::Result<Option<PathBuf>, &'static s
     Ok((!out.as_os_str().is_empty()).then_some(out))
 }
 
-fn create_parents(path: &Path) -> Result<()> {
+pub(crate) fn create_parents(path: &Path) -> Result<()> {
     if let Some(parent) = path.parent() {
         DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(|e| Error::io(parent, e))?;
     }
@@ -203,6 +206,20 @@ pub fn extract_tar_with(
         };
         match kind {
             _ if action == EntryAction::Skip => {}
+            EntryType::Regular | EntryType::Continuous if action == EntryAction::Placeholder => {
+                let rel = rel.ok_or_else(|| refuse("a file cannot replace the target directory"))?;
+                let path = target.join(rel);
+                create_parents(&path)?;
+                OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(mode & 0o7777)
+                    .open(&path)
+                    .map_err(|e| Error::io(&path, e))?;
+                stats.files += 1;
+                stats.written.push((name.clone(), 0));
+            }
             EntryType::Directory if action == EntryAction::Increment => {
                 return Err(Error::corrupt(source, format!("entry {name:?} is a directory, but recorded as an increment")));
             }
