@@ -211,7 +211,7 @@ impl Ctx {
             storage: self.storage.clone(),
             config_errors: self.config_errors.clone(),
             timezone: self.timezone.clone(),
-            standby_idle: standby() && !self.sched.on_standby,
+            standby_idle: self.sched.runs_here(standby()).is_err(),
             check_interval_secs: self.sched.health_check_interval_secs,
         };
         let mut json = serde_json::to_string(&snap).unwrap_or_default();
@@ -231,8 +231,8 @@ impl Ctx {
     /// One attempt of the due backup. Returns false when the scheduler must stop (shutdown).
     fn run_backup(&mut self, full: bool, attempt: u32, catch_up: bool) -> bool {
         let what = if full { "full backup" } else { "backup" };
-        if standby() && !self.sched.on_standby {
-            let reason = "the server is a standby and walg.backup_on_standby is off".to_string();
+        if let Err(reason) = self.sched.runs_here(standby()) {
+            let reason = reason.to_string();
             log!("walg_ext scheduler: scheduled {what} skipped: {reason}");
             self.scheduler.finished(RunResult::Skipped { reason }, Utc::now());
             self.save();

@@ -175,6 +175,8 @@ pub struct ScheduleConfig {
     pub retry_delay_secs: u64,
     /// WALG_BACKUP_ON_STANDBY.
     pub on_standby: bool,
+    /// WALG_BACKUP_ON_PRIMARY.
+    pub on_primary: bool,
     /// WALG_HEALTH_CHECK_INTERVAL, seconds.
     pub health_check_interval_secs: u64,
 }
@@ -188,13 +190,24 @@ impl ScheduleConfig {
             retries: count(s, &r::BACKUP_RETRIES)? as u32,
             retry_delay_secs: count(s, &r::BACKUP_RETRY_DELAY)?,
             on_standby: s.flag(&r::BACKUP_ON_STANDBY)?,
+            on_primary: s.flag(&r::BACKUP_ON_PRIMARY)?,
             health_check_interval_secs: count(s, &r::HEALTH_CHECK_INTERVAL)?,
         })
     }
 
     /// The defaults (nothing scheduled).
     pub fn defaults() -> ScheduleConfig {
-        ScheduleConfig { retries: 2, retry_delay_secs: 60, health_check_interval_secs: 60, ..Default::default() }
+        ScheduleConfig { retries: 2, retry_delay_secs: 60, on_primary: true, health_check_interval_secs: 60, ..Default::default() }
+    }
+
+    /// Whether scheduled backups and retention run on this server (a standby or a primary);
+    /// Err(why not) when they do not.
+    pub fn runs_here(&self, standby: bool) -> std::result::Result<(), &'static str> {
+        match (standby, self.on_standby, self.on_primary) {
+            (true, false, _) => Err("the server is a standby and walg.backup_on_standby is off"),
+            (false, _, false) => Err("the server is a primary and walg.backup_on_primary is off"),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -511,6 +524,7 @@ mod tests {
             ("WALG_BACKUP_RETRIES", vec![], "5"),
             ("WALG_BACKUP_RETRY_DELAY", vec![], "10"),
             ("WALG_BACKUP_ON_STANDBY", vec![], "true"),
+            ("WALG_BACKUP_ON_PRIMARY", vec![], "false"),
             ("WALG_HEALTH_CHECK_INTERVAL", vec![], "5"),
             ("WALG_DELTA_MAX_STEPS", vec![], "6"),
             ("WALG_DELTA_ORIGIN", vec![], "latest_full"),
@@ -534,6 +548,26 @@ mod tests {
             assert_ne!(before, after, "{key} = {value} changed nothing in the Config");
         }
         assert_eq!(cases.len(), registry::ALL.len(), "a case for a setting that is not in the registry");
+    }
+
+    #[test]
+    fn scheduled_backups_run_on_the_roles_configured() {
+        let sched = |pairs: &[(&str, &str)]| {
+            let mut s = Settings::new();
+            for (k, v) in pairs {
+                s.set(*k, *v);
+            }
+            ScheduleConfig::from_settings(&s).unwrap()
+        };
+        let default = sched(&[]);
+        assert_eq!(default, ScheduleConfig::defaults(), "defaults() is what no setting gives");
+        assert!(default.runs_here(false).is_ok());
+        assert!(default.runs_here(true).unwrap_err().contains("walg.backup_on_standby"));
+        let both = sched(&[("WALG_BACKUP_ON_STANDBY", "on")]);
+        assert!(both.runs_here(false).is_ok() && both.runs_here(true).is_ok());
+        let standby_only = sched(&[("WALG_BACKUP_ON_STANDBY", "on"), ("WALG_BACKUP_ON_PRIMARY", "off")]);
+        assert!(standby_only.runs_here(true).is_ok());
+        assert!(standby_only.runs_here(false).unwrap_err().contains("walg.backup_on_primary"));
     }
 
     #[test]

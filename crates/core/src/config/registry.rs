@@ -471,6 +471,16 @@ settings! {
         context: Context::Reload,
         doc: "`true`: scheduled backups and retention also run while the server is a standby (walg_ext's own key)",
     },
+    BACKUP_ON_PRIMARY = Setting {
+        key: "WALG_BACKUP_ON_PRIMARY",
+        aliases: &[],
+        guc: Some("walg.backup_on_primary"),
+        kind: Kind::Bool,
+        default: Default::Value("true"),
+        secret: false,
+        context: Context::Reload,
+        doc: "`false`: scheduled backups and retention do not run while the server is a primary; with `walg.backup_on_standby` on, one configuration for both servers has only the standby take them (walg_ext's own key)",
+    },
     HEALTH_CHECK_INTERVAL = Setting {
         key: "WALG_HEALTH_CHECK_INTERVAL",
         aliases: &[],
