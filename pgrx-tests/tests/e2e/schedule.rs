@@ -158,3 +158,55 @@ fn scheduled_backups_retention_health_reload_and_catch_up() {
     assert!(metric(&c, "walg_archived_files_total") >= archived as f64);
     c.stop();
 }
+
+/// One configuration for a primary and its streaming standby with `walg.backup_on_primary = off`
+/// and `walg.backup_on_standby = on`: the standby takes the scheduled backups while pgbench runs
+/// on the primary, and the primary skips its ticks, saying why.
+#[test]
+fn scheduled_backups_run_on_the_standby_only() {
+    require_installed();
+    let storage = Storage::new("schedule-standby", "lz4");
+    let conf = format!(
+        "{}walg.backup_schedule = '*/5 * * * * *'\n\
+         walg.backup_on_standby = on\n\
+         walg.backup_on_primary = off\n\
+         walg.health_check_interval = 2\n",
+        storage.extension_conf()
+    );
+    let mut p = Cluster::init("schedule-standby-p", &conf);
+    p.start();
+    p.psql("CREATE EXTENSION walg_ext");
+    p.pgbench_init(1);
+    let seg = p.switch_wal();
+    p.wait_archived(&seg, std::time::Duration::from_secs(60));
+    let mut s = Cluster::standby_of("schedule-standby-s", &p, "hot_standby_feedback = on\n");
+    s.start();
+    wait_until("the standby to stream", Duration::from_secs(60), || {
+        (s.try_psql("SELECT status FROM pg_stat_wal_receiver").ok()? == "streaming").then_some(())
+    });
+
+    let backup = std::thread::scope(|sc| {
+        let bench = sc.spawn(|| p.pgbench(&["-n", "-T", "15", "-c", "2"]));
+        // The standby's backup ends once the primary has archived its last segment.
+        let b = wait_until("a scheduled backup on the standby", Duration::from_secs(120), || {
+            let _ = p.try_psql("SELECT pg_switch_wal()");
+            let row = schedule_row(&s, "coalesce(last_outcome, '') || '|' || coalesce(last_backup, '')", "backup");
+            let f: Vec<&str> = row.split('|').collect();
+            (f[0] == "succeeded").then(|| f[1].to_string())
+        });
+        bench.join().expect("pgbench thread");
+        b
+    });
+    let row = s.psql(&format!("SELECT data_dir FROM walg_backup_list() WHERE backup_name = '{backup}'"));
+    assert_eq!(row, s.data.display().to_string(), "the backup was taken on the standby");
+    wait_until("the primary to skip a tick", Duration::from_secs(30), || {
+        let row = schedule_row(&p, "coalesce(last_outcome, '') || '|' || coalesce(last_error, '')", "backup");
+        (row.starts_with("skipped|") && row.contains("walg.backup_on_primary")).then_some(())
+    });
+    assert!(
+        !p.psql("SELECT data_dir FROM walg_backup_list()").contains(&p.data.display().to_string()),
+        "no backup from the primary"
+    );
+    s.stop();
+    p.stop();
+}
