@@ -128,6 +128,7 @@ fn main() {
         is_permanent: false,
         user_data: None,
         delta: None,
+        data_checksums: false,
     };
     let t = Instant::now();
     let data = push_data(&cfg, &storage, &start, &Progress::default(), &mut || Ok(())).unwrap();

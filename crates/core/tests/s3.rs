@@ -293,6 +293,7 @@ fn damaged_backup_and_wal_objects_fail_naming_them() {
         is_permanent: false,
         user_data: None,
         delta: None,
+        data_checksums: false,
     };
     let d = push_data(&cfg, &storage, &start, &Progress::default(), &mut || Ok(())).unwrap();
     let stop = BackupStop {
