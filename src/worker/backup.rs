@@ -354,6 +354,8 @@ struct StartInfo {
     lsn: String,
     timeline: i32,
     system_identifier: i64,
+    /// pg_control's data_page_checksum_version (0: no data checksums).
+    checksum_version: i32,
 }
 
 fn take_backup(
@@ -395,16 +397,18 @@ fn take_backup(
             let row = client
                 .select(
                     "SELECT (SELECT timeline_id FROM pg_control_checkpoint()), \
-                            (SELECT system_identifier FROM pg_control_system())",
+                            (SELECT system_identifier FROM pg_control_system()), \
+                            (SELECT data_page_checksum_version FROM pg_control_init())",
                     None,
                     &[],
                 )?
                 .first();
-            let (timeline, sysid): (Option<i32>, Option<i64>) = row.get_two()?;
+            let (timeline, sysid, checksums): (Option<i32>, Option<i64>, Option<i32>) = row.get_three()?;
             Ok::<_, pgrx::spi::Error>(StartInfo {
                 lsn,
                 timeline: timeline.unwrap_or(1),
                 system_identifier: sysid.unwrap_or(0),
+                checksum_version: checksums.unwrap_or(0),
             })
         })
     })
@@ -460,6 +464,7 @@ fn take_backup(
         is_permanent: permanent,
         user_data,
         delta,
+        data_checksums: info.checksum_version != 0,
     };
     let progress = Arc::new(Progress::default());
     let mut poll = || -> walg_core::Result<()> {
@@ -474,6 +479,16 @@ fn take_backup(
     };
     let data = push::push_data(&cfg, &storage, &start, &progress, &mut poll)?;
     publish(&progress);
+    for (file, blocks) in data.corrupt_pages().unwrap_or_default() {
+        // Recorded in files_metadata.json (CorruptBlocks); the backup goes on unless
+        // walg.fail_on_corrupt_pages stopped it above (walg_core::backup::page_verify).
+        warning!(
+            "walg_ext: backup {name}: page checksum verification failed in relation file {}, block{} {}",
+            file.trim_start_matches('/'),
+            if blocks.len() == 1 { "" } else { "s" },
+            blocks.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
 
     let stop = BackgroundWorker::transaction(|| {
         Spi::connect(|client| {
