@@ -12,6 +12,7 @@ mod delta;
 mod drill;
 mod harness;
 mod manage;
+mod page_checksums;
 mod pgp;
 mod pitr;
 mod recovery_unreachable;
