@@ -477,7 +477,7 @@ fn take_backup(
         }
         Ok(())
     };
-    let data = push::push_data(&cfg, &storage, &start, &progress, &mut poll)?;
+    let mut data = push::push_data(&cfg, &storage, &start, &progress, &mut poll)?;
     publish(&progress);
     for (file, blocks) in data.corrupt_pages().unwrap_or_default() {
         // Recorded in files_metadata.json (CorruptBlocks); the backup goes on unless
@@ -490,16 +490,24 @@ fn take_backup(
         );
     }
 
-    let stop = BackgroundWorker::transaction(|| {
+    let (stop, databases) = BackgroundWorker::transaction(|| {
         Spi::connect(|client| {
+            // For partial restore (--restore-only): every database that exists at the end.
+            let mut databases = std::collections::BTreeMap::new();
+            for row in client.select("SELECT datname::text, oid::bigint FROM pg_database", None, &[])? {
+                if let (Some(n), Some(o)) = (row.get::<String>(1)?, row.get::<i64>(2)?) {
+                    databases.insert(n, o as u32);
+                }
+            }
             let row = client
                 .select("SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)", None, &[])?
                 .first();
             let (lsn, label, map): (Option<String>, Option<String>, Option<String>) = row.get_three()?;
-            Ok::<_, pgrx::spi::Error>((lsn.unwrap_or_default(), label.unwrap_or_default(), map.unwrap_or_default()))
+            Ok::<_, pgrx::spi::Error>(((lsn.unwrap_or_default(), label.unwrap_or_default(), map.unwrap_or_default()), databases))
         })
     })
     .map_err(|e| Failure::new(ErrorKind::Internal, format!("pg_backup_stop: {e}")))?;
+    data.set_databases(databases);
     let stop = BackupStop {
         finish_lsn: parse_lsn(&stop.0)?,
         backup_label: stop.1,

@@ -96,6 +96,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy backups and the WAL they need to another storage (WAL-G's `copy`), object by object
+    /// as stored (the destination needs the same keys), each read back and checked; a backup
+    /// appears there only once whole. Resumable: what is already there is skipped.
+    Copy {
+        /// Config file of the source storage (WAL-G YAML or JSON, as --config).
+        #[arg(short = 'f', long, value_name = "FILE")]
+        from: PathBuf,
+        /// Config file of the destination storage.
+        #[arg(short = 't', long, value_name = "FILE")]
+        to: PathBuf,
+        /// Every backup and every WAL object.
+        #[arg(long, conflicts_with_all = ["backups", "backup_name"])]
+        all: bool,
+        /// Backups to copy (names or LATEST), each with its delta ancestors and its WAL.
+        backups: Vec<String>,
+        /// WAL-G's way to name one backup.
+        #[arg(short = 'b', long)]
+        backup_name: Option<String>,
+        /// Also the WAL after the named backups' end (WAL-G's --with-history).
+        #[arg(short = 'w', long)]
+        with_history: bool,
+    },
     /// Storage tools (WAL-G's `st`): ls, get, put, cat, rm, check. They act on single objects
     /// without the checks of backup-fetch / wal-fetch: use with care.
     St {
@@ -241,6 +263,10 @@ fn main() -> ExitCode {
             manage::delete(cli.config.as_deref(), &args, after.as_deref(), confirm, json, cli.wal_segment_size)
         }
         Command::St { command } => st(cli.config.as_deref(), command),
+        Command::Copy { from, to, all, mut backups, backup_name, with_history } => {
+            backups.extend(backup_name);
+            manage::copy(&from, &to, all, backups, with_history, seg)
+        }
         Command::WalFetch { file, dest } => return commands::wal_fetch(cli.config.as_deref(), &file, &dest),
         Command::WalPrefetch { file, location } => commands::wal_prefetch(cli.config.as_deref(), &file, &location, seg),
         Command::WalPush { path } => commands::wal_push(cli.config.as_deref(), &path),

@@ -85,6 +85,21 @@ pub fn backup_mark(config: Option<&Path>, name: &str, impermanent: bool) -> Resu
     Ok(())
 }
 
+/// `copy --from FILE --to FILE [--all | BACKUP...] [--with-history]` (catalog/copy.rs).
+pub fn copy(from: &Path, to: &Path, all: bool, backups: Vec<String>, with_history: bool, seg: u64) -> Result<()> {
+    use walg_core::catalog::copy::{CopyRequest, Selection};
+    let (src, dst) = (load_config(Some(from))?, load_config(Some(to))?);
+    let (src_storage, dst_storage) = (src.open_storage()?, dst.open_storage()?);
+    let selection = if all { Selection::All } else { Selection::Names(backups) };
+    let req = CopyRequest { selection, with_history, concurrency: src.download_concurrency.max(dst.upload_concurrency) };
+    let log = |l: &str| eprintln!("walg-ext: {l}");
+    let report = catalog::copy::copy(src_storage.as_ref(), dst_storage.as_ref(), &req, seg, &log)?;
+    for b in report.backups {
+        println!("{b}");
+    }
+    Ok(())
+}
+
 pub fn wal_show(config: Option<&Path>, json: bool, seg: u64) -> Result<()> {
     let cfg = load_config(config)?;
     let storage = cfg.open_storage()?;

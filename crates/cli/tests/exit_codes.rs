@@ -124,3 +124,38 @@ fn other_commands_exit_with_the_code_of_the_kind() {
     let help = String::from_utf8_lossy(&walg_ext(&[], &["--help"]).stdout).into_owned();
     assert!(help.contains("Exit codes:") && help.contains("126") && help.contains("storage unreachable"), "{help}");
 }
+
+#[test]
+fn copy_moves_wal_between_storages_and_refuses_bad_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let conf = |name: &str, prefix: &Path| {
+        let f = dir.path().join(name);
+        std::fs::write(&f, format!("WALG_FILE_PREFIX: {}\n", prefix.display())).unwrap();
+        f
+    };
+    let (fa, fb) = (conf("a.yaml", &a), conf("b.yaml", &b));
+    let src = dir.path().join("00000002.history");
+    let history = b"1\t0/2000000\tno recovery target specified\n";
+    std::fs::write(&src, history).unwrap();
+    expect(&a, &["wal-push", src.to_str().unwrap()], 0, "archived");
+    let copy = |from: &Path, to: &Path| {
+        let out = walg_ext(&[], &["copy", "--from", from.to_str().unwrap(), "--to", to.to_str().unwrap(), "--all"]);
+        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = copy(&fa, &fb);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("1 object(s) copied"), "{err}");
+    // The copy is fetched from the destination, byte for byte.
+    let fetched = dir.path().join("fetched");
+    expect(&b, &["wal-fetch", "00000002.history", fetched.to_str().unwrap()], 0, "");
+    assert_eq!(std::fs::read(&fetched).unwrap(), history);
+    // Again: nothing to do.
+    let (code, err) = copy(&fa, &fb);
+    assert!(code == 0 && err.contains("0 object(s) copied") && err.contains("1 already there"), "{err}");
+    // A source that is not there is unreachable (6), the same storage twice is bad input (2).
+    let gone = conf("gone.yaml", &dir.path().join("gone"));
+    assert_eq!(copy(&gone, &fb).0, 6);
+    let (code, err) = copy(&fa, &fa);
+    assert!(code == 2 && err.contains("same storage"), "{err}");
+}

@@ -344,6 +344,69 @@ fn damaged_backup_and_wal_objects_fail_naming_them() {
     assert!(!dest.exists());
 }
 
+#[test]
+fn copy_from_file_storage_to_s3_restores_there_and_resumes() {
+    use walg_core::backup::{fetch, finish, push_data, BackupStart, BackupStop, Progress};
+    use walg_core::catalog::copy::{copy, CopyRequest, Selection};
+    use walg_core::Config;
+
+    let server = S3Server::start();
+    server.create_bucket("walg-copy");
+    let dir = tempfile::tempdir().unwrap();
+    let file_cfg = Config { tar_size_threshold: 64 * 1024, ..Config::for_file_storage(dir.path().join("bucket")) };
+    let file = file_cfg.open_storage().unwrap();
+    let pg = dir.path().join("pgdata");
+    for d in ["base/1", "global"] {
+        std::fs::create_dir_all(pg.join(d)).unwrap();
+    }
+    std::fs::write(pg.join("global/pg_control"), data(8192, 1)).unwrap();
+    for i in 0..4u64 {
+        std::fs::write(pg.join(format!("base/1/{}", 100 + i)), data(40_000, 2 + i)).unwrap();
+    }
+    let name = "base_000000010000000000000002";
+    let start = BackupStart {
+        name: name.into(),
+        pgdata: pg.clone(),
+        start_lsn: 0x0200_0028,
+        timeline: 1,
+        wal_segment_size: 16 << 20,
+        pg_version: 150004,
+        system_identifier: 1,
+        start_time: chrono::Utc::now(),
+        hostname: "h".into(),
+        is_permanent: false,
+        user_data: None,
+        delta: None,
+        data_checksums: false,
+    };
+    let d = push_data(&file_cfg, &file, &start, &Progress::default(), &mut || Ok(())).unwrap();
+    let stop = BackupStop {
+        finish_lsn: 0x0200_0100,
+        backup_label: "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n".into(),
+        tablespace_map: String::new(),
+        finish_time: chrono::Utc::now(),
+    };
+    finish(&file_cfg, &file, &start, d, &stop).unwrap();
+    file.put("wal_005/000000010000000000000002.lz4", b"raw bytes, copied as they are").unwrap();
+
+    let s3_cfg = Config::from_settings(&settings(&server, "s3://walg-copy/c", &[])).unwrap();
+    let s3 = s3_cfg.open_storage().unwrap();
+    let req = CopyRequest { selection: Selection::Names(vec!["LATEST".into()]), with_history: false, concurrency: 4 };
+    let r = copy(file.as_ref(), s3.as_ref(), &req, 16 << 20, &|_| {}).unwrap();
+    assert_eq!(r.backups, [name]);
+    assert_eq!(
+        get_bytes(s3.as_ref(), "wal_005/000000010000000000000002.lz4").unwrap().unwrap(),
+        b"raw bytes, copied as they are"
+    );
+    fetch(&s3_cfg, &s3, name, &dir.path().join("from-s3"), &|_| {}).unwrap();
+    for i in 0..4u64 {
+        assert_eq!(std::fs::read(dir.path().join(format!("from-s3/base/1/{}", 100 + i))).unwrap(), data(40_000, 2 + i));
+    }
+    let again = copy(file.as_ref(), s3.as_ref(), &req, 16 << 20, &|_| {}).unwrap();
+    assert_eq!(again.copied, 0, "{again:?}");
+    assert!(again.skipped >= 5, "{again:?}");
+}
+
 /// A loopback HTTP server that answers every request with `status` and `body` (then closes the
 /// connection): a stand-in for a proxy or a wrong endpoint in front of (or instead of) S3.
 /// Returns its endpoint and how many requests it answered.

@@ -106,17 +106,17 @@ fn fm(storage: &dyn Storage, name: &str) -> FilesMetadata {
     FilesMetadata::from_json(&get_bytes(storage, &files_metadata_key(name)).unwrap().unwrap(), "fm").unwrap()
 }
 
-struct Chain {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    pg: PathBuf,
-    cfg: Config,
-    storage: Arc<dyn Storage>,
-    names: Vec<String>,
+pub(crate) struct Chain {
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) root: PathBuf,
+    pub(crate) pg: PathBuf,
+    pub(crate) cfg: Config,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) names: Vec<String>,
 }
 
 /// full, then two deltas with changed, new, truncated, dropped and unchanged files.
-fn make_chain(c: Compression) -> Chain {
+pub(crate) fn make_chain(c: Compression) -> Chain {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let pg = pgdata(&root);

@@ -6,6 +6,7 @@ pub mod drill;
 pub mod fetch;
 pub mod in_progress;
 pub mod page_verify;
+pub mod partial;
 pub mod push;
 pub mod recovery;
 pub mod walk;
@@ -19,7 +20,7 @@ pub use wal_wait::{wait_for_wal, WaitTiming, WalRange};
 #[cfg(test)]
 mod faults;
 #[cfg(test)]
-mod delta_tests;
+pub(crate) mod delta_tests;
 
 #[cfg(test)]
 pub(crate) mod tests {

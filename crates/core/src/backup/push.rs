@@ -81,9 +81,15 @@ pub struct DataResult {
     /// Relation files with corrupt pages (tar entry name, fork block numbers); None when page
     /// checksums were not verified.
     pub(crate) corrupt_pages: Option<Vec<(String, Vec<u32>)>>,
+    /// Database name -> OID (files_metadata.json `WalgExtDatabases`, for partial restore).
+    pub(crate) databases: BTreeMap<String, u32>,
 }
 
 impl DataResult {
+    /// The cluster's databases (name -> OID), read by the caller while the backup runs.
+    pub fn set_databases(&mut self, databases: BTreeMap<String, u32>) {
+        self.databases = databases;
+    }
     pub fn uncompressed_size(&self) -> u64 {
         self.uncompressed_size
     }
@@ -710,6 +716,7 @@ pub fn finish(
         files: std::mem::take(&mut data.files),
         tar_file_sets: std::mem::take(&mut data.tar_file_sets),
         databases_by_names: serde_json::Map::new(),
+        walg_ext_databases: std::mem::take(&mut data.databases),
         walg_ext_parts: std::mem::take(&mut data.part_records),
     };
     let files_metadata = files_metadata.to_json();

@@ -2,6 +2,7 @@
 //! wal-verify. Everything here reads and writes storage only, so the extension and the CLI run
 //! the same code.
 
+pub mod copy;
 pub mod delete;
 pub mod list;
 pub mod mark;
@@ -15,3 +16,6 @@ pub use list::{chain, descendants, find, latest_backup, list_backups, BackupInfo
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod copy_tests;

@@ -216,7 +216,15 @@ pub struct FilesMetadata {
     pub files: BTreeMap<String, FileDescription>,
     /// Tar part name (e.g. "part_001.tar.lz4") -> entry names in it.
     pub tar_file_sets: BTreeMap<String, Vec<String>>,
+    /// WAL-G's database names, OIDs and tables (read for partial restore; we write it empty, see
+    /// `walg_ext_databases`).
     pub databases_by_names: serde_json::Map<String, serde_json::Value>,
+    /// Ours: database name -> OID, for partial restore (backup/partial.rs). Not WAL-G's
+    /// `DatabasesByNames`: that needs each database's tables, which a background worker
+    /// connected to one database cannot read, and WAL-G's partial restore of a backup whose
+    /// `DatabasesByNames` lists no tables would restore no table at all.
+    #[serde(rename = "WalgExtDatabases", skip_serializing_if = "BTreeMap::is_empty")]
+    pub walg_ext_databases: BTreeMap<String, u32>,
     /// Ours (WAL-G ignores it): every tar object of `TarFileSets` (data parts, pg_control.tar,
     /// backup_label.tar) -> its size and XXH3-128 as stored (after compression and encryption).
     #[serde(rename = "WalgExtParts", skip_serializing_if = "BTreeMap::is_empty")]
