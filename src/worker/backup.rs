@@ -479,14 +479,23 @@ fn take_backup(
     };
     let mut data = push::push_data(&cfg, &storage, &start, &progress, &mut poll)?;
     publish(&progress);
-    for (file, blocks) in data.corrupt_pages().unwrap_or_default() {
-        // Recorded in files_metadata.json (CorruptBlocks); the backup goes on unless
-        // walg.fail_on_corrupt_pages stopped it above (walg_core::backup::page_verify).
+    // Recorded in files_metadata.json (CorruptBlocks); the backup goes on unless
+    // walg.fail_on_corrupt_pages stopped it above (walg_core::backup::page_verify). One WARNING
+    // per file, for the first 100 files; at most 100 block numbers each.
+    let corrupt = data.corrupt_pages().unwrap_or_default();
+    for (file, blocks) in corrupt.iter().take(100) {
+        let more = if blocks.len() > 100 { format!(" and {} more", blocks.len() - 100) } else { String::new() };
         warning!(
-            "walg_ext: backup {name}: page checksum verification failed in relation file {}, block{} {}",
+            "walg_ext: backup {name}: page checksum verification failed in relation file {}, block{} {}{more}",
             file.trim_start_matches('/'),
             if blocks.len() == 1 { "" } else { "s" },
-            blocks.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", ")
+            blocks.iter().take(100).map(|b| b.to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    if corrupt.len() > 100 {
+        warning!(
+            "walg_ext: backup {name}: page checksum verification failed in {} more relation files (see CorruptBlocks in files_metadata.json)",
+            corrupt.len() - 100
         );
     }
 
