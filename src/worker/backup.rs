@@ -356,6 +356,8 @@ struct StartInfo {
     system_identifier: i64,
     /// pg_control's data_page_checksum_version (0: no data checksums).
     checksum_version: i32,
+    /// pg_tablespace as JSON {oid: name}: recorded so a restore can take a tablespace's name.
+    tablespaces: String,
 }
 
 fn take_backup(
@@ -404,11 +406,16 @@ fn take_backup(
                 )?
                 .first();
             let (timeline, sysid, checksums): (Option<i32>, Option<i64>, Option<i32>) = row.get_three()?;
+            let tablespaces: Option<String> = client
+                .select("SELECT coalesce(json_object_agg(oid::text, spcname), '{}')::text FROM pg_tablespace", None, &[])?
+                .first()
+                .get_one()?;
             Ok::<_, pgrx::spi::Error>(StartInfo {
                 lsn,
                 timeline: timeline.unwrap_or(1),
                 system_identifier: sysid.unwrap_or(0),
                 checksum_version: checksums.unwrap_or(0),
+                tablespaces: tablespaces.unwrap_or_default(),
             })
         })
     })
@@ -465,6 +472,8 @@ fn take_backup(
         user_data,
         delta,
         data_checksums: info.checksum_version != 0,
+        // Only the tablespaces the walk finds as pg_tblspc links are kept (push::finish).
+        tablespace_names: serde_json::from_str(&info.tablespaces).unwrap_or_default(),
     };
     let progress = Arc::new(Progress::default());
     let mut poll = || -> walg_core::Result<()> {

@@ -30,14 +30,14 @@ fn warn(warnings: Vec<String>) {
     }
 }
 
-pub fn backup_fetch(config: Option<&Path>, target: &Path, name: &str) -> Result<()> {
+pub fn backup_fetch(config: Option<&Path>, target: &Path, name: &str, ts: &backup::tablespaces::TablespaceOptions) -> Result<()> {
     let cfg = load_config(config)?;
     let storage = cfg.open_storage()?;
     let name = backup::fetch::resolve_backup_name(storage.as_ref(), name)?;
     eprintln!("walg-ext: restoring {name} from {} into {}", storage.describe(), target.display());
     let log = |line: &str| eprintln!("walg-ext: {line}");
     // fetch logs the closing summary itself.
-    backup::fetch::fetch(&cfg, &storage, &name, target, &log)?;
+    backup::fetch::fetch_with(&cfg, &storage, &name, target, ts, &log)?;
     Ok(())
 }
 

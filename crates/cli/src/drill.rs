@@ -191,7 +191,9 @@ impl DrillHost for PgHost<'_> {
             return Err(Error::Refused(self.plan.problems.join("; ")));
         }
         let log = |line: &str| eprintln!("walg-ext: {line}");
-        backup::fetch::fetch(&self.cfg, &self.storage, &self.plan.backup, data, &log)?;
+        // Tablespaces go inside the scratch directory too (the originals may be in use), removed with it.
+        let ts = backup::tablespaces::TablespaceOptions { under: Some(self.scratch.join("tablespaces")), ..Default::default() };
+        backup::fetch::fetch_with(&self.cfg, &self.storage, &self.plan.backup, data, &ts, &log)?;
         // A cluster configured from /etc (Debian) has no postgresql.conf in PGDATA.
         let conf = data.join("postgresql.conf");
         if !conf.exists() {

@@ -37,6 +37,8 @@ enum Command {
         name: String,
         #[command(flatten)]
         recovery: recovery::RecoveryArgs,
+        #[command(flatten)]
+        tablespaces: recovery::TablespaceArgs,
     },
     /// Prove a backup restores: restore it into a scratch directory, start a throwaway
     /// PostgreSQL (private socket, no TCP, no archiving), recover to the end of the backup (or
@@ -247,7 +249,9 @@ fn main() -> ExitCode {
         return exit::fail("", &e);
     }
     let result = match cli.command {
-        Command::BackupFetch { target, name, recovery } => recovery::backup_fetch(cli.config.as_deref(), &target, &name, &recovery, seg),
+        Command::BackupFetch { target, name, recovery, tablespaces } => {
+            recovery::backup_fetch(cli.config.as_deref(), &target, &name, &recovery, &tablespaces, seg)
+        }
         Command::RestoreDrill { args } => drill::restore_drill(cli.config.as_deref(), &args, seg),
         Command::BackupList { json, detail } => manage::backup_list(cli.config.as_deref(), json, detail),
         Command::BackupMark { name, impermanent } => manage::backup_mark(cli.config.as_deref(), &name, impermanent),

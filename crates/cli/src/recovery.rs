@@ -16,6 +16,31 @@ use walg_core::{backup, Error, Result};
 
 use crate::commands::load_config;
 
+/// Where tablespaces go (walg_core::backup::tablespaces); default: where they were.
+#[derive(Args, Debug, Default, Clone)]
+pub struct TablespaceArgs {
+    /// WAL-G's restore spec: JSON shaped like the sentinel's Spec ({"base_prefix": ...,
+    /// "tablespaces": ["OID", ...], "OID": {"loc": DIR, "link": "pg_tblspc/OID"}}); each listed
+    /// tablespace is restored into its "loc".
+    #[arg(long, value_name = "FILE")]
+    pub restore_spec: Option<PathBuf>,
+    /// Restore a tablespace into DIR (absolute; must not exist or be empty) instead of its
+    /// original location; by OID, or by name when the backup recorded names (walg_ext's do).
+    /// Repeatable; applied after --restore-spec.
+    #[arg(long = "tablespace", value_name = "OID_OR_NAME=DIR")]
+    pub tablespace: Vec<String>,
+}
+
+impl TablespaceArgs {
+    pub fn options(&self) -> Result<backup::tablespaces::TablespaceOptions> {
+        Ok(backup::tablespaces::TablespaceOptions {
+            under: None,
+            restore_spec: self.restore_spec.as_deref().map(backup::tablespaces::read_restore_spec).transpose()?,
+            relocate: self.tablespace.iter().map(|a| backup::tablespaces::parse_relocation(a)).collect::<Result<_>>()?,
+        })
+    }
+}
+
 #[derive(Args, Debug, Default, Clone)]
 #[command(group(ArgGroup::new("recovery_target").multiple(false)
     .args(["target_time", "target_lsn", "target_xid", "target_name", "target_immediate"])))]
@@ -153,10 +178,11 @@ pub fn describe(plan: &RecoveryPlan, req: &RecoveryRequest, recovery: bool) -> V
     out
 }
 
-pub fn backup_fetch(config: Option<&Path>, target: &Path, name: &str, args: &RecoveryArgs, seg: u64) -> Result<()> {
+pub fn backup_fetch(config: Option<&Path>, target: &Path, name: &str, args: &RecoveryArgs, ts: &TablespaceArgs, seg: u64) -> Result<()> {
+    let ts = ts.options()?;
     let recovery = args.wants_recovery();
     if !recovery && !args.dry_run {
-        return crate::commands::backup_fetch(config, target, name);
+        return crate::commands::backup_fetch(config, target, name, &ts);
     }
     let req = args.request()?;
     // The restore refuses a non-empty directory too; say so before listing storage.
@@ -197,7 +223,7 @@ pub fn backup_fetch(config: Option<&Path>, target: &Path, name: &str, args: &Rec
 
     eprintln!("walg-ext: restoring {} from {} into {}", plan.backup, storage.describe(), target.display());
     let log = |line: &str| eprintln!("walg-ext: {line}");
-    backup::fetch::fetch(&cfg, &storage, &plan.backup, target, &log)?;
+    backup::fetch::fetch_with(&cfg, &storage, &plan.backup, target, &ts, &log)?;
     let header = format!(
         "recovery set up by walg-ext backup-fetch of {} at {}",
         plan.backup,

@@ -129,6 +129,7 @@ fn main() {
         user_data: None,
         delta: None,
         data_checksums: false,
+        tablespace_names: Default::default(),
     };
     let t = Instant::now();
     let data = push_data(&cfg, &storage, &start, &Progress::default(), &mut || Ok(())).unwrap();

@@ -22,23 +22,23 @@ use crate::storage::{get_bytes, Storage};
 
 const OLD: Duration = Duration::from_secs(3600);
 
-fn set_old_mtime(path: &Path) {
+pub(super) fn set_old_mtime(path: &Path) {
     let f = fs::File::options().write(true).open(path).unwrap();
     f.set_modified(SystemTime::now() - OLD).unwrap();
 }
 
-fn pages(lsns: &[u64], seed: u8) -> Vec<u8> {
+pub(super) fn pages(lsns: &[u64], seed: u8) -> Vec<u8> {
     lsns.iter().enumerate().flat_map(|(i, &l)| heap_page(l, seed.wrapping_add(i as u8))).collect()
 }
 
 /// Write page `block` of `file` with a page stamped `lsn`.
-fn write_page(file: &Path, block: usize, lsn: u64, seed: u8) {
+pub(super) fn write_page(file: &Path, block: usize, lsn: u64, seed: u8) {
     use std::os::unix::fs::FileExt;
     let f = fs::File::options().write(true).open(file).unwrap();
     f.write_all_at(&heap_page(lsn, seed), (block * PAGE_SIZE) as u64).unwrap();
 }
 
-fn pgdata(root: &Path) -> PathBuf {
+pub(super) fn pgdata(root: &Path) -> PathBuf {
     let pg = root.join("pgdata");
     for d in ["base/1", "base/5", "global", "pg_wal", "pg_tblspc"] {
         fs::create_dir_all(pg.join(d)).unwrap();
@@ -58,7 +58,7 @@ fn pgdata(root: &Path) -> PathBuf {
     pg
 }
 
-fn stop_at(start_lsn: u64) -> BackupStop {
+pub(super) fn stop_at(start_lsn: u64) -> BackupStop {
     BackupStop {
         finish_lsn: start_lsn + 0x100,
         backup_label: format!("START WAL LOCATION: {} (file {})\n", lsn_to_string(start_lsn), wal_file_name(1, start_lsn, 16 << 20)),
@@ -69,7 +69,7 @@ fn stop_at(start_lsn: u64) -> BackupStop {
 
 /// One backup as the backup worker takes it: choose the base, "start" at `lsn`, check the base,
 /// copy, finish. Returns the name.
-fn backup(cfg: &Config, storage: &Arc<dyn Storage>, pg: &Path, lsn: u64, req: &DeltaRequest) -> String {
+pub(super) fn backup(cfg: &Config, storage: &Arc<dyn Storage>, pg: &Path, lsn: u64, req: &DeltaRequest) -> String {
     let own = crate::format::names::backup_name(1, lsn, 16 << 20);
     let mut st = start(&own, pg);
     st.start_lsn = lsn;

@@ -26,6 +26,8 @@ use crate::format::names::{files_metadata_key, lsn_to_string, metadata_key, pars
 use crate::format::sentinel::{BackupMetadata, FileDescription, FilesMetadata, Sentinel, SENTINEL_SUM_KEY};
 use crate::format::tar::{extract_tar_from, extract_tar_with, ExtractStats};
 use super::chain::{self, Needs, StepFiles};
+use super::tablespaces::{self, TablespaceOptions};
+use crate::format::tablespace::Tablespace;
 use crate::storage::{get_bytes, Storage};
 
 /// "LATEST" (newest sentinel) or an exact backup name that has a sentinel.
@@ -374,7 +376,14 @@ fn check_files(
             return Err(Error::corrupt(fm_key, format!("bad file name {name:?}")));
         }
         let want = final_sizes.get(name).copied().or(if d.is_incremented || d.is_skipped { None } else { d.size });
-        match fs::symlink_metadata(target.join(rel)) {
+        // A tablespace's link (pg_tblspc/<oid>), should `Files` record it as a directory, is
+        // checked as the directory it points to; every other path is taken as it is.
+        let path = target.join(rel);
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() && rel.starts_with("pg_tblspc/") && !rel[10..].contains('/') => fs::metadata(&path),
+            other => other,
+        };
+        match meta {
             Ok(m) if m.is_file() => {
                 if let Some(size) = want.filter(|&s| s != m.len()) {
                     return Err(Error::corrupt(
@@ -514,15 +523,28 @@ fn load_chain(storage: &dyn Storage, backup: &str, log: &(dyn Fn(&str) + Sync)) 
     Ok(steps)
 }
 
-/// Restore backup `name` ("LATEST" allowed) into `target`, which must not exist or be empty.
-/// A delta backup is restored with its whole chain (chain.rs). Every check of README "What is
-/// verified" runs, for every backup of the chain; on any failure after the target was written
-/// to, it is left without global/pg_control, so it cannot be started, and the error says so.
+/// `fetch_with`, each tablespace to its original location.
 pub fn fetch(
     cfg: &Config,
     storage: &Arc<dyn Storage>,
     name: &str,
     target: &Path,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<FetchSummary> {
+    fetch_with(cfg, storage, name, target, &TablespaceOptions::default(), log)
+}
+
+/// Restore backup `name` ("LATEST" allowed) into `target`, which must not exist or be empty,
+/// its tablespaces where `ts` says (tablespaces.rs; each directory absent or empty).
+/// A delta backup is restored with its whole chain (chain.rs). Every check of README "What is
+/// verified" runs, for every backup of the chain; on any failure after the target was written
+/// to, it is left without global/pg_control, so it cannot be started, and the error says so.
+pub fn fetch_with(
+    cfg: &Config,
+    storage: &Arc<dyn Storage>,
+    name: &str,
+    target: &Path,
+    ts: &TablespaceOptions,
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<FetchSummary> {
     let storage: &dyn Storage = storage.as_ref();
@@ -538,7 +560,13 @@ pub fn fetch(
     // The two small objects first, whole and verified: nothing is written if either is bad.
     let label_tar = read_small_part(&pipeline, storage, &newest.plan.label)?;
     let control_tar = read_small_part(&pipeline, storage, &newest.plan.control)?;
+    let recorded = tablespaces::recorded(&backup, &newest.sentinel, &label_tar, &newest.plan.label.key, log)?;
+    if recorded.is_empty() && (ts.restore_spec.as_ref().is_some_and(|s| !s.is_empty()) || !ts.relocate.is_empty()) {
+        return Err(Error::InvalidArgument(format!("backup {backup} has no tablespaces; --restore-spec and --tablespace do not apply")));
+    }
+    let placed = tablespaces::place(&backup, &recorded, &newest.sentinel, ts, target, log)?;
     prepare_target(target)?;
+    tablespaces::make_links(target, &placed)?;
     log(&format!(
         "restoring {backup} from {} into {}: {}",
         storage.describe(),
@@ -549,7 +577,7 @@ pub fn fetch(
             format!("a chain of {} backups down to {}", steps.len(), steps[steps.len() - 1].name)
         }
     ));
-    restore_planned(cfg, &pipeline, storage, &steps, &needs, &label_tar, &control_tar, target, log).map_err(|e| {
+    restore_planned(cfg, &pipeline, storage, &steps, &needs, &label_tar, &control_tar, target, &placed, log).map_err(|e| {
         // pg_control may only stay if everything succeeded.
         let _ = fs::remove_file(target.join("global/pg_control"));
         unstartable(e, target, log)
@@ -617,6 +645,7 @@ fn restore_planned(
     label_tar: &[u8],
     control_tar: &[u8],
     target: &Path,
+    placed: &[Tablespace],
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<FetchSummary> {
     let newest = &steps[0];
@@ -664,6 +693,9 @@ fn restore_planned(
     log(&format!("extracting {}", newest.plan.label.key));
     add(&extract_small(&newest.plan.label, label_tar, target)?);
     check_label(target, &newest.plan.label, &newest.sentinel)?;
+    if !placed.is_empty() {
+        tablespaces::rewrite_map(target, placed, &newest.plan.label.key)?;
+    }
     if let Some(r) = &newest.plan.files {
         let sizes = final_sizes.lock().unwrap_or_else(|e| e.into_inner());
         check_files(target, &r.fm_key, &r.files, &r.where_is, &sizes)?;
@@ -682,6 +714,9 @@ fn restore_planned(
         Err(_) => return Err(Error::corrupt(&newest.plan.control.key, "holds no global/pg_control")),
     }
     fsync_dirs(target)?;
+    for t in placed {
+        fsync_dirs(Path::new(&t.location))?;
+    }
     let summary = total.into_inner().unwrap_or_else(|e| e.into_inner());
     log(&format!("restored {}: {} files, {} bytes, all checks passed", newest.name, summary.files, summary.bytes));
     Ok(summary)

@@ -9,6 +9,7 @@ pub mod page_verify;
 pub mod partial;
 pub mod push;
 pub mod recovery;
+pub mod tablespaces;
 pub mod walk;
 pub mod wal_wait;
 
@@ -21,6 +22,8 @@ pub use wal_wait::{wait_for_wal, WaitTiming, WalRange};
 mod faults;
 #[cfg(test)]
 pub(crate) mod delta_tests;
+#[cfg(test)]
+mod tablespace_tests;
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -86,6 +89,7 @@ pub(crate) mod tests {
             user_data: None,
             delta: None,
             data_checksums: false,
+            tablespace_names: Default::default(),
         }
     }
 

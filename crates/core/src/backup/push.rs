@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::format::integrity::{HashingWriter, ObjectRecord, RecordSlot};
 use crate::format::names::{files_metadata_key, metadata_key, part_base_name, sentinel_key, tar_partitions_prefix};
 use crate::format::sentinel::{BackupMetadata, FileDescription, FilesMetadata, Sentinel, DATE_FMT};
+use crate::format::tablespace::{Tablespace, TablespaceSpec};
 use crate::format::tar as tarfmt;
 use crate::storage::{ObjectWriter, Storage};
 
@@ -45,6 +46,9 @@ pub struct BackupStart {
     /// The cluster has data checksums (pg_control's data_page_checksum_version != 0): pages
     /// are verified when `verify_page_checksums` is on (page_verify.rs).
     pub data_checksums: bool,
+    /// Tablespace OID -> name (pg_tablespace), recorded in the sentinel so a restore can take
+    /// `--tablespace NAME=DIR`. Empty when unknown.
+    pub tablespace_names: BTreeMap<String, String>,
 }
 
 pub const PHASE_IDLE: u32 = 0;
@@ -83,6 +87,8 @@ pub struct DataResult {
     pub(crate) corrupt_pages: Option<Vec<(String, Vec<u32>)>>,
     /// Database name -> OID (files_metadata.json `WalgExtDatabases`, for partial restore).
     pub(crate) databases: BTreeMap<String, u32>,
+    /// Tablespaces found by the walk: (OID, location).
+    pub(crate) tablespaces: Vec<(String, String)>,
 }
 
 impl DataResult {
@@ -585,6 +591,7 @@ pub fn push_data(
     };
     let mut result = DataResult {
         data_catalog_size: walk.data_catalog_size,
+        tablespaces: walk.tablespaces.clone(),
         corrupt_pages: ctx.verify_from.map(|_| Vec::new()),
         ..Default::default()
     };
@@ -722,6 +729,18 @@ pub fn finish(
     let files_metadata = files_metadata.to_json();
     storage.put(&files_metadata_key(&start.name), &files_metadata)?;
 
+    // WAL-G's Spec: where each tablespace was, so a restore (ours or WAL-G's) recreates the links.
+    let spec = (!data.tablespaces.is_empty()).then(|| {
+        let mut spec = TablespaceSpec::new(&start.pgdata.display().to_string());
+        spec.tablespaces = data.tablespaces.iter().map(|(oid, loc)| Tablespace::new(oid, loc)).collect();
+        spec.to_json()
+    });
+    let names: BTreeMap<String, String> = start
+        .tablespace_names
+        .iter()
+        .filter(|(oid, _)| data.tablespaces.iter().any(|(o, _)| o == *oid))
+        .map(|(o, n)| (o.clone(), n.clone()))
+        .collect();
     let d = start.delta.as_ref();
     let sentinel = Sentinel {
         lsn: start.start_lsn,
@@ -736,7 +755,7 @@ pub fn finish(
         uncompressed_size: data.uncompressed_size as i64,
         compressed_size: data.compressed_size as i64,
         data_catalog_size: data.data_catalog_size as i64,
-        spec: None,
+        spec,
         user_data: start.user_data.clone(),
         files_metadata_disabled: false,
         chkp_num: None,
@@ -749,6 +768,7 @@ pub fn finish(
         is_permanent: start.is_permanent,
         walg_ext_files_metadata: Some(ObjectRecord::of_bytes(&files_metadata)),
         walg_ext_corrupt_pages: data.corrupt_pages.as_ref().map(|c| c.iter().map(|(_, b)| b.len() as u64).sum()),
+        walg_ext_tablespace_names: (!names.is_empty()).then_some(names),
     };
     storage.put(&sentinel_key(&start.name), &sentinel.to_json())?;
     Ok(sentinel)

@@ -54,6 +54,8 @@ pub struct Walk {
     pub pg_control: Option<WalkEntry>,
     /// Sum of the sizes of all walked files (pg_control included).
     pub data_catalog_size: u64,
+    /// Symbolic links in pg_tblspc to directories: (link name, i.e. OID; link target as read).
+    pub tablespaces: Vec<(String, String)>,
 }
 
 fn entry(name: String, path: PathBuf, meta: &fs::Metadata) -> WalkEntry {
@@ -68,8 +70,10 @@ fn entry(name: String, path: PathBuf, meta: &fs::Metadata) -> WalkEntry {
     }
 }
 
-/// Walk `pgdata`. Symbolic links are followed (tablespaces under pg_tblspc are stored as
-/// directories); a file or directory that vanishes during the walk is skipped.
+/// Walk `pgdata`. Symbolic links are followed. A link `pg_tblspc/<oid>` to a directory is a
+/// tablespace (format/tablespace.rs): recorded in `tablespaces`, its contents named
+/// `/pg_tblspc/<oid>/...` as WAL-G names them, no entry for the link itself (a restore makes
+/// the link). A file or directory that vanishes during the walk is skipped.
 pub fn walk_pgdata(pgdata: &Path) -> Result<Walk> {
     let root_meta = fs::metadata(pgdata).map_err(|e| Error::io(pgdata, e))?;
     if !root_meta.is_dir() {
@@ -105,7 +109,21 @@ pub fn walk_pgdata(pgdata: &Path) -> Result<Walk> {
             };
             if meta.is_dir() {
                 let skip_contents = EXCLUDED_DIR_CONTENTS.contains(&base);
-                walk.entries.push(entry(name.clone(), path.clone(), &meta));
+                let is_link = fs::symlink_metadata(&path).map(|m| m.file_type().is_symlink()).unwrap_or(false);
+                if is_link && rel == "/pg_tblspc" {
+                    let target = fs::read_link(&path).map_err(|e| Error::io(&path, e))?;
+                    let Some(target) = target.to_str() else {
+                        return Err(Error::io(&path, io::Error::new(io::ErrorKind::InvalidData, "tablespace link target is not UTF-8")));
+                    };
+                    if !crate::format::tablespace::is_oid(base) {
+                        return Err(Error::io(&path, io::Error::new(io::ErrorKind::InvalidData, "a link in pg_tblspc whose name is not a tablespace OID")));
+                    }
+                    // PostgreSQL writes absolute targets; a relative one is resolved as the kernel does.
+                    let target = if target.starts_with('/') { target.to_string() } else { dir.join(target).display().to_string() };
+                    walk.tablespaces.push((base.to_string(), target));
+                } else {
+                    walk.entries.push(entry(name.clone(), path.clone(), &meta));
+                }
                 if !skip_contents && seen.insert((meta.dev(), meta.ino())) {
                     subdirs.push((path, name));
                 }

@@ -5,6 +5,7 @@ pub mod integrity;
 pub mod names;
 pub mod page_checksum;
 pub mod sentinel;
+pub mod tablespace;
 pub mod tar;
 
 pub use self::names::*;

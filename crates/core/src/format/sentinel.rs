@@ -64,7 +64,8 @@ pub struct Sentinel {
     #[serde(skip_serializing_if = "is_zero")]
     pub data_catalog_size: i64,
     /// Tablespace spec (`base_prefix`, `tablespaces`, per-oid `loc`/`link`), kept as JSON.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// WAL-E wrote it as "spec"; WAL-G reads both.
+    #[serde(skip_serializing_if = "Option::is_none", alias = "spec")]
     pub spec: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_data: Option<serde_json::Value>,
@@ -89,6 +90,10 @@ pub struct Sentinel {
     /// files' `CorruptBlocks` counts); absent when page checksums were not verified.
     #[serde(rename = "WalgExtCorruptPages", skip_serializing_if = "Option::is_none")]
     pub walg_ext_corrupt_pages: Option<u64>,
+    /// Ours (WAL-G ignores it): tablespace OID -> name at backup time, so a restore can take
+    /// `--tablespace NAME=DIR`.
+    #[serde(rename = "WalgExtTablespaceNames", skip_serializing_if = "Option::is_none")]
+    pub walg_ext_tablespace_names: Option<BTreeMap<String, String>>,
 }
 
 /// Ours (WAL-G ignores it): XXH3-128 of the sentinel's own JSON without this key, written by
