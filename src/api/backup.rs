@@ -66,7 +66,8 @@ fn walg_backup_push(
 
 /// One row per committed backup (one with a sentinel), oldest start time first. `detail` adds
 /// the host, data directory, version, system identifier, delta chain and user data columns
-/// (NULL without it), like WAL-G's `backup-list --detail`.
+/// (NULL without it), like WAL-G's `backup-list --detail`, and `corrupt_pages`: pages with a wrong
+/// checksum the backup found (NULL when it did not verify them).
 #[pg_extern(volatile, parallel_unsafe)]
 #[allow(clippy::type_complexity)]
 fn walg_backup_list(
@@ -94,6 +95,7 @@ fn walg_backup_list(
         name!(pg_version, Option<i32>),
         name!(system_identifier, Option<i64>),
         name!(user_data, Option<JsonB>),
+        name!(corrupt_pages, Option<i64>),
     ),
 > {
     let (_, storage) = open();
@@ -124,6 +126,7 @@ fn walg_backup_list(
                 detail.then_some(s.pg_version),
                 if detail { s.system_identifier.map(|v| v as i64) } else { None },
                 if detail { b.user_data().cloned().map(JsonB) } else { None },
+                if detail { s.walg_ext_corrupt_pages.map(|n| n as i64) } else { None },
             )
         })
         .collect();

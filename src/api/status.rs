@@ -76,6 +76,7 @@ fn walg_status() -> TableIterator<
         name!(latest_backup, Option<String>),
         name!(latest_backup_finish_time, Option<TimestampWithTimeZone>),
         name!(latest_backup_age, Option<Interval>),
+        name!(latest_backup_corrupt_pages, Option<i64>),
         name!(storage_error, Option<String>),
     ),
 > {
@@ -123,6 +124,7 @@ fn walg_status() -> TableIterator<
         latest.as_ref().map(|b| b.name.clone()),
         finish.as_ref().and_then(chrono_to_tstz),
         age,
+        latest.as_ref().and_then(|b| b.sentinel.walg_ext_corrupt_pages).map(|n| n as i64),
         storage_error,
     );
     TableIterator::new(vec![row])

@@ -354,6 +354,8 @@ struct StartInfo {
     lsn: String,
     timeline: i32,
     system_identifier: i64,
+    /// pg_control's data_page_checksum_version (0: no data checksums).
+    checksum_version: i32,
     /// pg_tablespace as JSON {oid: name}: recorded so a restore can take a tablespace's name.
     tablespaces: String,
 }
@@ -397,12 +399,13 @@ fn take_backup(
             let row = client
                 .select(
                     "SELECT (SELECT timeline_id FROM pg_control_checkpoint()), \
-                            (SELECT system_identifier FROM pg_control_system())",
+                            (SELECT system_identifier FROM pg_control_system()), \
+                            (SELECT data_page_checksum_version FROM pg_control_init())",
                     None,
                     &[],
                 )?
                 .first();
-            let (timeline, sysid): (Option<i32>, Option<i64>) = row.get_two()?;
+            let (timeline, sysid, checksums): (Option<i32>, Option<i64>, Option<i32>) = row.get_three()?;
             let tablespaces: Option<String> = client
                 .select("SELECT coalesce(json_object_agg(oid::text, spcname), '{}')::text FROM pg_tablespace", None, &[])?
                 .first()
@@ -411,6 +414,7 @@ fn take_backup(
                 lsn,
                 timeline: timeline.unwrap_or(1),
                 system_identifier: sysid.unwrap_or(0),
+                checksum_version: checksums.unwrap_or(0),
                 tablespaces: tablespaces.unwrap_or_default(),
             })
         })
@@ -467,6 +471,7 @@ fn take_backup(
         is_permanent: permanent,
         user_data,
         delta,
+        data_checksums: info.checksum_version != 0,
         // Only the tablespaces the walk finds as pg_tblspc links are kept (push::finish).
         tablespace_names: serde_json::from_str(&info.tablespaces).unwrap_or_default(),
     };
@@ -483,6 +488,25 @@ fn take_backup(
     };
     let mut data = push::push_data(&cfg, &storage, &start, &progress, &mut poll)?;
     publish(&progress);
+    // Recorded in files_metadata.json (CorruptBlocks); the backup goes on unless
+    // walg.fail_on_corrupt_pages stopped it above (walg_core::backup::page_verify). One WARNING
+    // per file, for the first 100 files; at most 100 block numbers each.
+    let corrupt = data.corrupt_pages().unwrap_or_default();
+    for (file, blocks) in corrupt.iter().take(100) {
+        let more = if blocks.len() > 100 { format!(" and {} more", blocks.len() - 100) } else { String::new() };
+        warning!(
+            "walg_ext: backup {name}: page checksum verification failed in relation file {}, block{} {}{more}",
+            file.trim_start_matches('/'),
+            if blocks.len() == 1 { "" } else { "s" },
+            blocks.iter().take(100).map(|b| b.to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    if corrupt.len() > 100 {
+        warning!(
+            "walg_ext: backup {name}: page checksum verification failed in {} more relation files (see CorruptBlocks in files_metadata.json)",
+            corrupt.len() - 100
+        );
+    }
 
     let (stop, databases) = BackgroundWorker::transaction(|| {
         Spi::connect(|client| {

@@ -38,6 +38,7 @@ pub fn backup_list(config: Option<&Path>, json: bool, detail: bool) -> Result<()
         header.extend([
             "start_time", "finish_time", "hostname", "data_dir", "pg_version", "start_lsn", "finish_lsn",
             "is_permanent", "is_full", "delta_from", "delta_full_name", "delta_count", "user_data",
+            "corrupt_pages",
         ]);
     }
     header.push("last_drill");
@@ -60,6 +61,7 @@ pub fn backup_list(config: Option<&Path>, json: bool, detail: bool) -> Result<()
                 s.delta_full_name.clone().unwrap_or_default(),
                 s.delta_count.map(|c| c.to_string()).unwrap_or_default(),
                 b.user_data().map(|u| u.to_string()).unwrap_or_default(),
+                s.walg_ext_corrupt_pages.map(|n| n.to_string()).unwrap_or_default(),
             ]);
         }
         row.push(b.drill.as_ref().map(|d| d.summary()).unwrap_or_else(|| "-".into()));

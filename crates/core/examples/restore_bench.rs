@@ -128,6 +128,7 @@ fn main() {
         is_permanent: false,
         user_data: None,
         delta: None,
+        data_checksums: false,
         tablespace_names: Default::default(),
     };
     let t = Instant::now();

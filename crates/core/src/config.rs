@@ -152,6 +152,12 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     /// WALG_DELTA_MAX_STEPS: deltas allowed after a full; 0 = full backups only.
     pub delta_max_steps: u32,
+    /// WALG_VERIFY_PAGE_CHECKSUMS: verify page checksums (when the cluster has them).
+    pub verify_page_checksums: bool,
+    /// WALG_STORE_ALL_CORRUPT_BLOCKS: every corrupt block number in `CorruptBlocks`, not 10.
+    pub store_all_corrupt_blocks: bool,
+    /// WALG_FAIL_ON_CORRUPT_PAGES: a corrupt page fails the backup.
+    pub fail_on_corrupt_pages: bool,
     /// WALG_DELTA_ORIGIN: true for LATEST_FULL (deltas from the newest full), false for LATEST.
     pub delta_from_full: bool,
     /// WALG_PREFETCH_DIR: where wal-fetch prefetches; None = beside restore_command's %p.
@@ -330,6 +336,9 @@ impl Config {
         let disk_rate_limit = Some(count(s, &r::DISK_RATE_LIMIT)?).filter(|&v| v > 0);
         let schedule = ScheduleConfig::from_settings(s)?;
         let delta_max_steps = count(s, &r::DELTA_MAX_STEPS)? as u32;
+        let verify_page_checksums = s.flag(&r::VERIFY_PAGE_CHECKSUMS)?;
+        let store_all_corrupt_blocks = s.flag(&r::STORE_ALL_CORRUPT_BLOCKS)?;
+        let fail_on_corrupt_pages = s.flag(&r::FAIL_ON_CORRUPT_PAGES)?;
         let delta_from_full = s.text(&r::DELTA_ORIGIN)?.is_some_and(|o| o == "LATEST_FULL");
         let prefetch_dir = s.text(&r::PREFETCH_DIR)?.filter(|d| !d.trim().is_empty()).map(PathBuf::from);
         Ok(Config {
@@ -344,6 +353,9 @@ impl Config {
             disk_rate_limit,
             schedule,
             delta_max_steps,
+            verify_page_checksums,
+            store_all_corrupt_blocks,
+            fail_on_corrupt_pages,
             delta_from_full,
             prefetch_dir,
         })
@@ -363,6 +375,9 @@ impl Config {
             disk_rate_limit: None,
             schedule: ScheduleConfig::defaults(),
             delta_max_steps: 0,
+            verify_page_checksums: true,
+            store_all_corrupt_blocks: false,
+            fail_on_corrupt_pages: false,
             delta_from_full: false,
             prefetch_dir: None,
         }
@@ -517,6 +532,9 @@ mod tests {
             ("WALG_TAR_SIZE_THRESHOLD", vec![], "1000"),
             ("WALG_UPLOAD_CONCURRENCY", vec![], "1000"),
             ("WALG_DISK_RATE_LIMIT", vec![], "5000"),
+            ("WALG_VERIFY_PAGE_CHECKSUMS", vec![], "off"),
+            ("WALG_STORE_ALL_CORRUPT_BLOCKS", vec![], "on"),
+            ("WALG_FAIL_ON_CORRUPT_PAGES", vec![], "yes"),
             ("WALG_DOWNLOAD_CONCURRENCY", vec![], "1000"),
             ("WALG_BACKUP_SCHEDULE", vec![], "0 3 * * *"),
             ("WALG_FULL_BACKUP_SCHEDULE", vec![], "0 3 * * 0"),

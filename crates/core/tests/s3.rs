@@ -293,6 +293,7 @@ fn damaged_backup_and_wal_objects_fail_naming_them() {
         is_permanent: false,
         user_data: None,
         delta: None,
+        data_checksums: false,
         tablespace_names: Default::default(),
     };
     let d = push_data(&cfg, &storage, &start, &Progress::default(), &mut || Ok(())).unwrap();
@@ -377,6 +378,8 @@ fn copy_from_file_storage_to_s3_restores_there_and_resumes() {
         is_permanent: false,
         user_data: None,
         delta: None,
+        data_checksums: false,
+        tablespace_names: Default::default(),
     };
     let d = push_data(&file_cfg, &file, &start, &Progress::default(), &mut || Ok(())).unwrap();
     let stop = BackupStop {

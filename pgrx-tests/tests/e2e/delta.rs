@@ -36,6 +36,12 @@ fn full_delta_delta_under_pgbench_restores_the_chain() {
         d2
     });
     assert!(d2.ends_with(&format!("_D_{}", &d1[5..29])), "{d2} should be a delta from {d1}");
+    // Page checksums were verified on every page the deltas scanned, and pages pgbench wrote
+    // during d2 are no corruption (page_checksums.rs has the damaged case).
+    assert_eq!(
+        a.psql(&format!("SELECT string_agg(corrupt_pages::text, ',') FROM walg_backup_list(true) WHERE backup_name IN ('{d1}', '{d2}')")),
+        "0,0"
+    );
 
     // The list: base, chain root, step.
     let rows = a.psql(

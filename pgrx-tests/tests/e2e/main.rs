@@ -12,6 +12,7 @@ mod delta;
 mod drill;
 mod harness;
 mod manage;
+mod page_checksums;
 mod partial;
 mod pgp;
 mod pitr;

@@ -5,6 +5,7 @@ pub mod delta;
 pub mod drill;
 pub mod fetch;
 pub mod in_progress;
+pub mod page_verify;
 pub mod partial;
 pub mod push;
 pub mod recovery;
@@ -89,6 +90,7 @@ pub(crate) mod tests {
             is_permanent: false,
             user_data: None,
             delta: None,
+            data_checksums: false,
             tablespace_names: Default::default(),
         }
     }

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::delta::{plan_file, DeltaBase, FilePlan};
+use super::page_verify::{corrupt_blocks_field, describe_corrupt, PageVerifier};
 use super::walk::{walk_pgdata, EntryKind, WalkEntry, PG_CONTROL_NAME};
 use crate::format::increment::{read_page, scan_pages, IncrementHeader, Selection, PAGE_SIZE};
 use crate::threads::{catch_panic, spawn_scoped};
@@ -42,6 +43,9 @@ pub struct BackupStart {
     pub user_data: Option<serde_json::Value>,
     /// The base when this is a delta backup (delta.rs); the name must then be the delta's.
     pub delta: Option<DeltaBase>,
+    /// The cluster has data checksums (pg_control's data_page_checksum_version != 0): pages
+    /// are verified when `verify_page_checksums` is on (page_verify.rs).
+    pub data_checksums: bool,
     /// Tablespace OID -> name (pg_tablespace), recorded in the sentinel so a restore can take
     /// `--tablespace NAME=DIR`. Empty when unknown.
     pub tablespace_names: BTreeMap<String, String>,
@@ -78,6 +82,9 @@ pub struct DataResult {
     pub(crate) uncompressed_size: u64,
     pub(crate) compressed_size: u64,
     pub(crate) data_catalog_size: u64,
+    /// Relation files with corrupt pages (tar entry name, fork block numbers); None when page
+    /// checksums were not verified.
+    pub(crate) corrupt_pages: Option<Vec<(String, Vec<u32>)>>,
     /// Database name -> OID (files_metadata.json `WalgExtDatabases`, for partial restore).
     pub(crate) databases: BTreeMap<String, u32>,
     /// Tablespaces found by the walk: (OID, location).
@@ -97,6 +104,10 @@ impl DataResult {
     }
     pub fn data_catalog_size(&self) -> u64 {
         self.data_catalog_size
+    }
+    /// Files with corrupt pages (entry name, block numbers), or None when not verified.
+    pub fn corrupt_pages(&self) -> Option<&[(String, Vec<u32>)]> {
+        self.corrupt_pages.as_deref()
     }
     /// Number of tar objects written so far (data parts and pg_control.tar).
     pub fn part_count(&self) -> usize {
@@ -147,6 +158,9 @@ struct Ctx<'a> {
     progress: &'a Progress,
     /// The base of a delta backup.
     delta: Option<&'a DeltaBase>,
+    /// Some(backup start LSN) when page checksums are verified (page_verify.rs).
+    verify_from: Option<u64>,
+    store_all_corrupt_blocks: bool,
 }
 
 /// How a file went into a part.
@@ -248,10 +262,15 @@ impl PartWriter {
         Ok(())
     }
 
+    fn add_file(&mut self, ctx: &Ctx, e: &WalkEntry, buf: &mut [u8]) -> Result<bool> {
+        self.copy_file(ctx, e, buf, None)
+    }
+
     /// Stream one file in through `buf`; `Ok(false)` when it vanished before we could open it.
     /// Exactly the size seen by the walk is stored: cut if the file grew since, zero-filled if
-    /// it shrank (PostgreSQL's WAL replay repairs both, as with any base backup).
-    fn add_file(&mut self, ctx: &Ctx, e: &WalkEntry, buf: &mut [u8]) -> Result<bool> {
+    /// it shrank (PostgreSQL's WAL replay repairs both, as with any base backup). The bytes
+    /// stored also go through `verify`, when given.
+    fn copy_file(&mut self, ctx: &Ctx, e: &WalkEntry, buf: &mut [u8], mut verify: Option<&mut PageVerifier>) -> Result<bool> {
         let file = match File::open(&e.path) {
             Ok(f) => f,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -277,11 +296,17 @@ impl PartWriter {
                 Some(dst) if !dst.is_empty() => {
                     let n = dst.len().min(left);
                     fill(&mut src, &mut dst[..n], &mut eof).map_err(read_err)?;
+                    if let Some(v) = verify.as_deref_mut() {
+                        v.feed(&dst[..n]);
+                    }
                     out.commit_input(n).map(|()| n)
                 }
                 _ => {
                     let n = buf.len().min(left);
                     fill(&mut src, &mut buf[..n], &mut eof).map_err(read_err)?;
+                    if let Some(v) = verify.as_deref_mut() {
+                        v.feed(&buf[..n]);
+                    }
                     out.write_all(&buf[..n]).map(|()| n)
                 }
             };
@@ -295,7 +320,15 @@ impl PartWriter {
     /// Store a relation segment as a "wi1" increment against a base that started at `base_lsn`:
     /// scan every page (format/increment.rs chooses), then write the header and the chosen pages,
     /// read again by offset. A page with an invalid header makes the whole file go in instead.
-    fn add_increment(&mut self, ctx: &Ctx, e: &WalkEntry, base_lsn: u64, buf: &mut [u8]) -> Result<Stored> {
+    /// Every page scanned also goes through `verify`, when given.
+    fn add_increment(
+        &mut self,
+        ctx: &Ctx,
+        e: &WalkEntry,
+        base_lsn: u64,
+        buf: &mut [u8],
+        mut verify: Option<&mut PageVerifier>,
+    ) -> Result<Stored> {
         let file = match File::open(&e.path) {
             Ok(f) => f,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Stored::Vanished),
@@ -309,12 +342,20 @@ impl PartWriter {
             }
         };
         let mut src = Throttled { file, ctx };
-        let blocks = match scan_pages(&mut src, e.size, base_lsn).map_err(read_err)? {
+        let mut on_page = |chunk: &[u8]| {
+            if let Some(v) = verify.as_deref_mut() {
+                v.feed(chunk)
+            }
+        };
+        let blocks = match scan_pages(&mut src, e.size, base_lsn, &mut on_page).map_err(read_err)? {
             Selection::Pages(b) => b,
             Selection::WholeFile { .. } => {
-                // Counted again by the whole copy.
+                // Counted again by the whole copy, and verified again from its first page.
                 let _ = ctx.progress.bytes_done.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(e.size)));
-                return Ok(if self.add_file(ctx, e, buf)? { Stored::Whole } else { Stored::Vanished });
+                if let Some(v) = verify.as_deref_mut() {
+                    v.reset();
+                }
+                return Ok(if self.copy_file(ctx, e, buf, verify)? { Stored::Whole } else { Stored::Vanished });
             }
         };
         let header = IncrementHeader { file_size: e.size, blocks };
@@ -374,6 +415,8 @@ fn unix_secs(t: SystemTime) -> u64 {
 struct WorkerOutput {
     parts: Vec<PartResult>,
     files: BTreeMap<String, FileDescription>,
+    /// Files with corrupt pages and their block numbers.
+    corrupt: Vec<(String, Vec<u32>)>,
 }
 
 fn describe(e: &WalkEntry) -> FileDescription {
@@ -430,22 +473,34 @@ fn worker(ctx: &Ctx, queue: &Receiver<WalkEntry>) -> Result<WorkerOutput> {
         match item.kind {
             EntryKind::Dir => p.add_dir(&item)?,
             EntryKind::File => {
+                let mut verify = ctx.verify_from.and_then(|lsn| PageVerifier::for_entry(&item.name, lsn));
                 let stored = match (plan, ctx.delta) {
-                    (FilePlan::Increment, Some(base)) => p.add_increment(ctx, &item, base.start_lsn, &mut buf)?,
+                    (FilePlan::Increment, Some(base)) => p.add_increment(ctx, &item, base.start_lsn, &mut buf, verify.as_mut())?,
                     _ => {
-                        if p.add_file(ctx, &item, &mut buf)? {
+                        if p.copy_file(ctx, &item, &mut buf, verify.as_mut())? {
                             Stored::Whole
                         } else {
                             Stored::Vanished
                         }
                     }
                 };
+                let corrupt = match verify {
+                    Some(v) if !matches!(stored, Stored::Vanished) => v.finish(&item.path).map_err(|err| Error::io(&item.path, err))?,
+                    _ => Vec::new(),
+                };
+                let corrupt_blocks = corrupt_blocks_field(&corrupt, ctx.store_all_corrupt_blocks);
+                if !corrupt.is_empty() {
+                    out.corrupt.push((item.name.clone(), corrupt));
+                }
                 match stored {
                     Stored::Whole => {
-                        out.files.insert(item.name.clone(), describe(&item));
+                        out.files.insert(item.name.clone(), FileDescription { corrupt_blocks, ..describe(&item) });
                     }
                     Stored::Increment(len) => {
-                        out.files.insert(item.name.clone(), FileDescription { is_incremented: true, size: Some(len), ..describe(&item) });
+                        out.files.insert(
+                            item.name.clone(),
+                            FileDescription { is_incremented: true, size: Some(len), corrupt_blocks, ..describe(&item) },
+                        );
                     }
                     Stored::Vanished => {
                         ctx.progress.bytes_done.fetch_add(item.size, Ordering::Relaxed);
@@ -531,9 +586,15 @@ pub fn push_data(
         limiter: cfg.disk_rate_limit.filter(|&r| r > 0).map(|r| RateLimiter { bytes_per_sec: r, next: Mutex::new(Instant::now()) }),
         progress,
         delta: start.delta.as_ref(),
+        verify_from: (start.data_checksums && cfg.verify_page_checksums).then_some(start.start_lsn),
+        store_all_corrupt_blocks: cfg.store_all_corrupt_blocks,
     };
-    let mut result =
-        DataResult { data_catalog_size: walk.data_catalog_size, tablespaces: walk.tablespaces.clone(), ..Default::default() };
+    let mut result = DataResult {
+        data_catalog_size: walk.data_catalog_size,
+        tablespaces: walk.tablespaces.clone(),
+        corrupt_pages: ctx.verify_from.map(|_| Vec::new()),
+        ..Default::default()
+    };
     let threads = cfg.upload_concurrency.max(1);
     let outcome: Result<()> = std::thread::scope(|scope| {
         let (done_tx, done_rx) = crossbeam_channel::unbounded::<Result<WorkerOutput>>();
@@ -564,6 +625,9 @@ pub fn push_data(
                         result.add_part(p);
                     }
                     result.files.extend(out.files);
+                    if let Some(c) = result.corrupt_pages.as_mut() {
+                        c.extend(out.corrupt);
+                    }
                 }
                 Ok(Err(e)) => {
                     first_err = Some(e);
@@ -583,6 +647,20 @@ pub fn push_data(
         }
     });
     outcome?;
+    if let Some(c) = result.corrupt_pages.as_mut() {
+        c.sort();
+        if cfg.fail_on_corrupt_pages && !c.is_empty() {
+            let n: usize = c.iter().map(|(_, b)| b.len()).sum();
+            return Err(Error::corrupt(
+                start.pgdata.display().to_string(),
+                format!(
+                    "{n} page{} with a wrong checksum ({}); walg.fail_on_corrupt_pages is on, so the backup stops",
+                    if n == 1 { "" } else { "s" },
+                    describe_corrupt(c, 20)
+                ),
+            ));
+        }
+    }
 
     // pg_control last, so a restore of an incomplete upload cannot start.
     progress.phase.store(PHASE_PG_CONTROL, Ordering::Relaxed);
@@ -689,6 +767,7 @@ pub fn finish(
         data_dir: start.pgdata.display().to_string(),
         is_permanent: start.is_permanent,
         walg_ext_files_metadata: Some(ObjectRecord::of_bytes(&files_metadata)),
+        walg_ext_corrupt_pages: data.corrupt_pages.as_ref().map(|c| c.iter().map(|(_, b)| b.len() as u64).sum()),
         walg_ext_tablespace_names: (!names.is_empty()).then_some(names),
     };
     storage.put(&sentinel_key(&start.name), &sentinel.to_json())?;
@@ -731,6 +810,8 @@ mod tests {
                 limiter: None,
                 progress: &progress,
                 delta: None,
+                verify_from: None,
+                store_all_corrupt_blocks: false,
             };
             let mut part = PartWriter::create(&storage, &backup, "part_001.tar", &pipeline).unwrap();
             // A buffer smaller than the files, so each takes several rounds.

@@ -78,7 +78,8 @@ impl BackupInfo {
     }
 
     /// WAL-G's `backup-list --detail --json` fields, plus walg_ext's (is_full, delta_from,
-    /// delta_full_name, delta_count, user_data). The CLI prints exactly this.
+    /// delta_full_name, delta_count, user_data, last_drill, corrupt_pages: pages with a wrong
+    /// checksum the backup found, null when it did not verify them). The CLI prints exactly this.
     pub fn detail_json(&self) -> serde_json::Value {
         let s = &self.sentinel;
         let t = |t: SystemTime| {
@@ -106,6 +107,7 @@ impl BackupInfo {
             "delta_count": s.delta_count,
             "user_data": self.user_data(),
             "last_drill": self.drill.as_ref().map(|d| d.list_json()),
+            "corrupt_pages": s.walg_ext_corrupt_pages,
         })
     }
 }

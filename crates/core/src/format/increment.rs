@@ -212,7 +212,8 @@ pub enum Selection {
 /// Read `r` (a relation segment of `size` bytes) page by page and choose the pages a delta from
 /// a base that started at `base_lsn` must hold. Reads up to `size` bytes; a file that ends early
 /// ends the scan (the increment still records `size`; missing pages read back as zeros).
-pub fn scan_pages(r: &mut dyn Read, size: u64, base_lsn: u64) -> io::Result<Selection> {
+/// `on_data` sees every byte read, in order (page checksum verification).
+pub fn scan_pages(r: &mut dyn Read, size: u64, base_lsn: u64, on_data: &mut dyn FnMut(&[u8])) -> io::Result<Selection> {
     const CHUNK: usize = 128 * PAGE_SIZE;
     let mut buf = vec![0u8; CHUNK];
     let mut blocks = Vec::new();
@@ -229,6 +230,7 @@ pub fn scan_pages(r: &mut dyn Read, size: u64, base_lsn: u64) -> io::Result<Sele
                 Err(e) => return Err(e),
             }
         }
+        on_data(&buf[..got]);
         for page in buf[..got - got % PAGE_SIZE].chunks_exact(PAGE_SIZE) {
             let h = PageHeader::parse(page);
             if h.is_new() {
@@ -418,14 +420,14 @@ pub(crate) mod tests {
         for i in 0..200u64 {
             file.extend(heap_page(if i == 150 { base_lsn + 7 } else { 0x100 }, i as u8));
         }
-        let sel = scan_pages(&mut &file[..], file.len() as u64, base_lsn).unwrap();
+        let sel = scan_pages(&mut &file[..], file.len() as u64, base_lsn, &mut |_| {}).unwrap();
         assert_eq!(sel, Selection::Pages(vec![1, 3, 4, 155]));
         // A file that shrank after stat: the scan stops at its end.
-        let sel = scan_pages(&mut &file[..3 * PAGE_SIZE], file.len() as u64, base_lsn).unwrap();
+        let sel = scan_pages(&mut &file[..3 * PAGE_SIZE], file.len() as u64, base_lsn, &mut |_| {}).unwrap();
         assert_eq!(sel, Selection::Pages(vec![1]));
         // A torn or foreign page: the whole file is copied.
         let mut torn = file.clone();
         torn[2 * PAGE_SIZE + 12..2 * PAGE_SIZE + 14].copy_from_slice(&9000u16.to_le_bytes());
-        assert_eq!(scan_pages(&mut &torn[..], torn.len() as u64, base_lsn).unwrap(), Selection::WholeFile { invalid_block: 2 });
+        assert_eq!(scan_pages(&mut &torn[..], torn.len() as u64, base_lsn, &mut |_| {}).unwrap(), Selection::WholeFile { invalid_block: 2 });
     }
 }

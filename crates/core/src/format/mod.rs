@@ -3,6 +3,7 @@
 pub mod increment;
 pub mod integrity;
 pub mod names;
+pub mod page_checksum;
 pub mod sentinel;
 pub mod tablespace;
 pub mod tar;

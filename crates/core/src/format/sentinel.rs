@@ -86,6 +86,10 @@ pub struct Sentinel {
     /// can tell it is the file this backup wrote, whole.
     #[serde(rename = "WalgExtFilesMetadata", skip_serializing_if = "Option::is_none")]
     pub walg_ext_files_metadata: Option<ObjectRecord>,
+    /// Ours (WAL-G ignores it): pages with a wrong checksum this backup found (the sum of the
+    /// files' `CorruptBlocks` counts); absent when page checksums were not verified.
+    #[serde(rename = "WalgExtCorruptPages", skip_serializing_if = "Option::is_none")]
+    pub walg_ext_corrupt_pages: Option<u64>,
     /// Ours (WAL-G ignores it): tablespace OID -> name at backup time, so a restore can take
     /// `--tablespace NAME=DIR`.
     #[serde(rename = "WalgExtTablespaceNames", skip_serializing_if = "Option::is_none")]
