@@ -476,12 +476,23 @@ fn take_backup(
         tablespace_names: serde_json::from_str(&info.tablespaces).unwrap_or_default(),
     };
     let progress = Arc::new(Progress::default());
+    // SAFETY: reads shared memory state; this is the worker's main thread.
+    let started_in_recovery = unsafe { pg_sys::RecoveryInProgress() };
     let mut poll = || -> walg_core::Result<()> {
         publish(&progress);
         marker.heartbeat()?;
         unsafe {
             if pg_sys::ProcDiePending != 0 || libc::getppid() != pg_sys::PostmasterPid {
                 return Err(walg_core::Error::Cancelled("the backup worker was asked to stop".into()));
+            }
+            // PostgreSQL refuses such a backup at pg_backup_stop ("the standby was promoted
+            // during online backup"); stop now rather than copy the rest for nothing.
+            if started_in_recovery && !pg_sys::RecoveryInProgress() {
+                return Err(walg_core::Error::Conflict(
+                    "the standby was promoted during the backup, which makes the copy inconsistent: nothing committed; \
+                     take a new backup (on the new primary, or on a standby of it)"
+                        .into(),
+                ));
             }
         }
         Ok(())

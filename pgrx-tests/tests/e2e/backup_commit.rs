@@ -186,3 +186,35 @@ fn standby_backup_waits_for_the_primarys_archive_and_never_commits_early() {
     walg_e2e::assert_dumps_equal(&dump, &r.dumpall(), "restored from a standby backup");
     r.stop();
 }
+
+/// A standby promoted while its backup copies data: the backup stops with a clear error at the
+/// next progress check instead of copying the rest, and nothing is committed.
+#[test]
+fn standby_promoted_during_its_backup_fails_clearly_and_commits_nothing() {
+    require_installed();
+    let storage = Storage::new("commit-promote", "lz4");
+    let mut p = Cluster::init("commit-promote-p", &storage.extension_conf());
+    p.start();
+    p.psql("CREATE EXTENSION walg_ext");
+    p.pgbench_init(2);
+    let seg = p.switch_wal();
+    p.wait_archived(&seg, Duration::from_secs(60));
+    // About 35 MB to copy at 2 MB/s: the backup is still copying when the promotion comes.
+    let mut s = Cluster::standby_of("commit-promote-s", &p, "walg.disk_rate_limit = 2097152\n");
+    s.start();
+    wait_until("the standby to stream", Duration::from_secs(60), || {
+        (s.try_psql("SELECT status FROM pg_stat_wal_receiver").ok()? == "streaming").then_some(())
+    });
+    let mut caller = s.psql_background("SELECT walg_backup_push()");
+    wait_until("the standby backup to copy data", Duration::from_secs(60), || {
+        let done: i64 = s.psql("SELECT coalesce(backup_bytes_done, 0) FROM walg_status()").parse().ok()?;
+        (done > 0).then_some(())
+    });
+    assert_eq!(s.psql("SELECT pg_promote()"), "t");
+    let out = caller.wait_timeout(Duration::from_secs(60)).expect("the backup stops soon after the promotion");
+    assert!(!out.success(), "a backup spanning a promotion must fail\n{}", out.describe());
+    assert!(out.stderr.contains("promoted during the backup"), "{}", out.describe());
+    assert!(storage.sentinel_backups().is_empty(), "nothing committed: {:?}", storage.sentinel_backups());
+    s.stop();
+    p.stop();
+}
