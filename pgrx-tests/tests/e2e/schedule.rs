@@ -207,6 +207,16 @@ fn scheduled_backups_run_on_the_standby_only() {
         !p.psql("SELECT string_agg(data_dir, ',') FROM walg_backup_list(detail => true)").contains(&p.data.display().to_string()),
         "no backup from the primary"
     );
+    // The standby's backup, taken under pgbench on the primary, restores to the primary's data.
+    p.psql("CREATE TABLE after_backup AS SELECT g FROM generate_series(1, 1000) g");
+    let last = p.switch_wal();
+    p.wait_archived(&last, Duration::from_secs(120));
+    let dump = p.dumpall();
     s.stop();
     p.stop();
+    let mut r = Cluster::restore_into("schedule-standby-r", &storage, &backup, "walg.backup_schedule = ''\n");
+    r.start();
+    r.wait_recovery_done(Duration::from_secs(180));
+    walg_e2e::assert_dumps_equal(&dump, &r.dumpall(), "restored from the standby's scheduled backup");
+    r.stop();
 }
