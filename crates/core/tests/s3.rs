@@ -261,7 +261,7 @@ fn endpoint_down_is_retried_then_reported_and_recovers() {
 /// frame boundary. Each fails naming the object, kind Corrupt, nothing left behind to start.
 #[test]
 fn damaged_backup_and_wal_objects_fail_naming_them() {
-    use walg_core::backup::{fetch, finish, push_data, BackupStart, BackupStop, Progress};
+    use walg_core::backup::fetch;
     use walg_core::{Compression, Config, ErrorKind};
 
     let server = S3Server::start();
@@ -271,39 +271,7 @@ fn damaged_backup_and_wal_objects_fail_naming_them() {
     assert_eq!(cfg.compression, Compression::Zstd { level: 1 });
     let storage = cfg.open_storage().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let pg = dir.path().join("pgdata");
-    for d in ["base/1", "global"] {
-        std::fs::create_dir_all(pg.join(d)).unwrap();
-    }
-    std::fs::write(pg.join("global/pg_control"), data(8192, 1)).unwrap();
-    for i in 0..4u64 {
-        std::fs::write(pg.join(format!("base/1/{}", 100 + i)), data(40_000, 2 + i)).unwrap();
-    }
-    let name = "base_000000010000000000000002";
-    let start = BackupStart {
-        name: name.into(),
-        pgdata: pg.clone(),
-        start_lsn: 0x0200_0028,
-        timeline: 1,
-        wal_segment_size: 16 << 20,
-        pg_version: 150004,
-        system_identifier: 1,
-        start_time: chrono::Utc::now(),
-        hostname: "h".into(),
-        is_permanent: false,
-        user_data: None,
-        delta: None,
-        data_checksums: false,
-        tablespace_names: Default::default(),
-    };
-    let d = push_data(&cfg, &storage, &start, &Progress::default(), &mut || Ok(())).unwrap();
-    let stop = BackupStop {
-        finish_lsn: 0x0200_0100,
-        backup_label: "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n".into(),
-        tablespace_map: String::new(),
-        finish_time: chrono::Utc::now(),
-    };
-    finish(&cfg, &storage, &start, d, &stop).unwrap();
+    let name = small_backup(&cfg, &storage, dir.path());
     fetch(&cfg, &storage, name, &dir.path().join("ok"), &|_| {}).unwrap();
     assert_eq!(std::fs::read(dir.path().join("ok/base/1/101")).unwrap(), data(40_000, 3));
 
@@ -347,7 +315,7 @@ fn damaged_backup_and_wal_objects_fail_naming_them() {
 
 #[test]
 fn copy_from_file_storage_to_s3_restores_there_and_resumes() {
-    use walg_core::backup::{fetch, finish, push_data, BackupStart, BackupStop, Progress};
+    use walg_core::backup::fetch;
     use walg_core::catalog::copy::{copy, CopyRequest, Selection};
     use walg_core::Config;
 
@@ -356,39 +324,7 @@ fn copy_from_file_storage_to_s3_restores_there_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let file_cfg = Config { tar_size_threshold: 64 * 1024, ..Config::for_file_storage(dir.path().join("bucket")) };
     let file = file_cfg.open_storage().unwrap();
-    let pg = dir.path().join("pgdata");
-    for d in ["base/1", "global"] {
-        std::fs::create_dir_all(pg.join(d)).unwrap();
-    }
-    std::fs::write(pg.join("global/pg_control"), data(8192, 1)).unwrap();
-    for i in 0..4u64 {
-        std::fs::write(pg.join(format!("base/1/{}", 100 + i)), data(40_000, 2 + i)).unwrap();
-    }
-    let name = "base_000000010000000000000002";
-    let start = BackupStart {
-        name: name.into(),
-        pgdata: pg.clone(),
-        start_lsn: 0x0200_0028,
-        timeline: 1,
-        wal_segment_size: 16 << 20,
-        pg_version: 150004,
-        system_identifier: 1,
-        start_time: chrono::Utc::now(),
-        hostname: "h".into(),
-        is_permanent: false,
-        user_data: None,
-        delta: None,
-        data_checksums: false,
-        tablespace_names: Default::default(),
-    };
-    let d = push_data(&file_cfg, &file, &start, &Progress::default(), &mut || Ok(())).unwrap();
-    let stop = BackupStop {
-        finish_lsn: 0x0200_0100,
-        backup_label: "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n".into(),
-        tablespace_map: String::new(),
-        finish_time: chrono::Utc::now(),
-    };
-    finish(&file_cfg, &file, &start, d, &stop).unwrap();
+    let name = small_backup(&file_cfg, &file, dir.path());
     file.put("wal_005/000000010000000000000002.lz4", b"raw bytes, copied as they are").unwrap();
 
     let s3_cfg = Config::from_settings(&settings(&server, "s3://walg-copy/c", &[])).unwrap();
@@ -407,6 +343,46 @@ fn copy_from_file_storage_to_s3_restores_there_and_resumes() {
     let again = copy(file.as_ref(), s3.as_ref(), &req, 16 << 20, &|_| {}).unwrap();
     assert_eq!(again.copied, 0, "{again:?}");
     assert!(again.skipped >= 5, "{again:?}");
+}
+
+/// A backup of a small fake PGDATA under `dir` (4 files of `data(40_000, 2 + i)` in base/1),
+/// named base_000000010000000000000002.
+fn small_backup(cfg: &walg_core::Config, storage: &std::sync::Arc<dyn Storage>, dir: &std::path::Path) -> &'static str {
+    use walg_core::backup::{finish, push_data, BackupStart, BackupStop, Progress};
+    let pg = dir.join("pgdata");
+    for d in ["base/1", "global"] {
+        std::fs::create_dir_all(pg.join(d)).unwrap();
+    }
+    std::fs::write(pg.join("global/pg_control"), data(8192, 1)).unwrap();
+    for i in 0..4u64 {
+        std::fs::write(pg.join(format!("base/1/{}", 100 + i)), data(40_000, 2 + i)).unwrap();
+    }
+    let name = "base_000000010000000000000002";
+    let start = BackupStart {
+        name: name.into(),
+        pgdata: pg,
+        start_lsn: 0x0200_0028,
+        timeline: 1,
+        wal_segment_size: 16 << 20,
+        pg_version: 150004,
+        system_identifier: 1,
+        start_time: chrono::Utc::now(),
+        hostname: "h".into(),
+        is_permanent: false,
+        user_data: None,
+        delta: None,
+        data_checksums: false,
+        tablespace_names: Default::default(),
+    };
+    let d = push_data(cfg, storage, &start, &Progress::default(), &mut || Ok(())).unwrap();
+    let stop = BackupStop {
+        finish_lsn: 0x0200_0100,
+        backup_label: "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n".into(),
+        tablespace_map: String::new(),
+        finish_time: chrono::Utc::now(),
+    };
+    finish(cfg, storage, &start, d, &stop).unwrap();
+    name
 }
 
 /// A loopback HTTP server that answers every request with `status` and `body` (then closes the

@@ -18,7 +18,7 @@
 //!   the WAL from the backup's start to its end is an error before anything is written.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -288,21 +288,28 @@ fn run_items(
     }
 }
 
-/// Size and XXH3-128 of an object, streamed. None if it does not exist.
-fn record_of(storage: &dyn Storage, key: &str) -> Result<Option<ObjectRecord>> {
-    let Some(mut r) = storage.get(key)? else { return Ok(None) };
+/// Read `r` (object `key`) to the end, handing each chunk to `each`; its size and XXH3-128.
+fn stream(mut r: impl Read, key: &str, mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<ObjectRecord> {
     let mut h = Hasher::new();
     let mut size = 0u64;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = r.read(&mut buf).map_err(|e| Error::storage("read", key, e))?;
         if n == 0 {
-            break;
+            return Ok(ObjectRecord { size, xxh3: h.hex() });
         }
         h.update(&buf[..n]);
         size += n as u64;
+        each(&buf[..n])?;
     }
-    Ok(Some(ObjectRecord { size, xxh3: h.hex() }))
+}
+
+/// Size and XXH3-128 of an object, streamed. None if it does not exist.
+fn record_of(storage: &dyn Storage, key: &str) -> Result<Option<ObjectRecord>> {
+    match storage.get(key)? {
+        Some(r) => stream(r, key, |_| Ok(())).map(Some),
+        None => Ok(None),
+    }
 }
 
 fn copy_object(from: &dyn Storage, to: &dyn Storage, item: &Item, dest_size: Option<u64>) -> Result<Done> {
@@ -321,21 +328,10 @@ fn copy_object(from: &dyn Storage, to: &dyn Storage, item: &Item, dest_size: Opt
             )));
         }
     }
-    let mut src = from.get(key)?.ok_or_else(|| Error::corrupt(key, "listed in the source storage, then gone"))?;
+    let src = from.get(key)?.ok_or_else(|| Error::corrupt(key, "listed in the source storage, then gone"))?;
     let mut w = to.writer(key)?;
-    let mut h = Hasher::new();
-    let mut size = 0u64;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = src.read(&mut buf).map_err(|e| Error::storage("read", key, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        size += n as u64;
-        std::io::Write::write_all(&mut w, &buf[..n]).map_err(|e| Error::storage("write", key, e))?;
-    }
-    let source = ObjectRecord { size, xxh3: h.hex() };
+    let source = stream(src, key, |chunk| w.write_all(chunk).map_err(|e| Error::storage("write", key, e)))?;
+    let size = source.size;
     if let Err(e) = check_source(item, &source) {
         drop(w); // never finished: not visible
         return Err(e);
