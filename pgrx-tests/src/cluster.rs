@@ -163,6 +163,17 @@ impl Cluster {
         c
     }
 
+    /// A started streaming standby of `primary` (see [`Cluster::standby_of`]), returned once its
+    /// WAL receiver streams.
+    pub fn streaming_standby(name: &str, primary: &Cluster, extra_conf: &str) -> Cluster {
+        let mut s = Cluster::standby_of(name, primary, extra_conf);
+        s.start();
+        crate::wait_until("the standby to stream", Duration::from_secs(60), || {
+            (s.try_psql("SELECT status FROM pg_stat_wal_receiver").ok()? == "streaming").then_some(())
+        });
+        s
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }

@@ -107,11 +107,7 @@ fn standby_backup_waits_for_the_primarys_archive_and_never_commits_early() {
 
     // hot_standby_feedback: the caller waits in a statement on the standby, which recovery
     // would otherwise cancel (conflict with recovery) once the primary vacuums.
-    let mut s = Cluster::standby_of("commit-standby-s", &p, "hot_standby_feedback = on\n");
-    s.start();
-    wait_until("the standby to stream", Duration::from_secs(60), || {
-        (s.try_psql("SELECT status FROM pg_stat_wal_receiver").ok()? == "streaming").then_some(())
-    });
+    let mut s = Cluster::streaming_standby("commit-standby-s", &p, "hot_standby_feedback = on\n");
     assert_eq!(s.psql("SELECT pg_is_in_recovery()"), "t");
 
     // The primary cannot archive any more.
@@ -200,11 +196,7 @@ fn standby_promoted_during_its_backup_fails_clearly_and_commits_nothing() {
     let seg = p.switch_wal();
     p.wait_archived(&seg, Duration::from_secs(60));
     // About 35 MB to copy at 2 MB/s: the backup is still copying when the promotion comes.
-    let mut s = Cluster::standby_of("commit-promote-s", &p, "walg.disk_rate_limit = 2097152\n");
-    s.start();
-    wait_until("the standby to stream", Duration::from_secs(60), || {
-        (s.try_psql("SELECT status FROM pg_stat_wal_receiver").ok()? == "streaming").then_some(())
-    });
+    let mut s = Cluster::streaming_standby("commit-promote-s", &p, "walg.disk_rate_limit = 2097152\n");
     let mut caller = s.psql_background("SELECT walg_backup_push()");
     wait_until("the standby backup to copy data", Duration::from_secs(60), || {
         let done: i64 = s.psql("SELECT coalesce(backup_bytes_done, 0) FROM walg_status()").parse().ok()?;

@@ -179,11 +179,7 @@ fn scheduled_backups_run_on_the_standby_only() {
     p.pgbench_init(1);
     let seg = p.switch_wal();
     p.wait_archived(&seg, std::time::Duration::from_secs(60));
-    let mut s = Cluster::standby_of("schedule-standby-s", &p, "hot_standby_feedback = on\n");
-    s.start();
-    wait_until("the standby to stream", Duration::from_secs(60), || {
-        (s.try_psql("SELECT status FROM pg_stat_wal_receiver").ok()? == "streaming").then_some(())
-    });
+    let mut s = Cluster::streaming_standby("schedule-standby-s", &p, "hot_standby_feedback = on\n");
 
     let backup = std::thread::scope(|sc| {
         let bench = sc.spawn(|| p.pgbench(&["-n", "-T", "15", "-c", "2"]));
