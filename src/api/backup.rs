@@ -67,7 +67,9 @@ fn walg_backup_push(
 /// One row per committed backup (one with a sentinel), oldest start time first. `detail` adds
 /// the host, data directory, version, system identifier, delta chain and user data columns
 /// (NULL without it), like WAL-G's `backup-list --detail`, and `corrupt_pages`: pages with a wrong
-/// checksum the backup found (NULL when it did not verify them).
+/// checksum the backup found (NULL when it did not verify them). `last_drill` (always): the
+/// backup's last restore drill (`walg-ext restore-drill`): passed, finished_at, failed_step,
+/// restore_seconds, recovery_seconds; NULL when never drilled.
 #[pg_extern(volatile, parallel_unsafe)]
 #[allow(clippy::type_complexity)]
 fn walg_backup_list(
@@ -96,6 +98,7 @@ fn walg_backup_list(
         name!(system_identifier, Option<i64>),
         name!(user_data, Option<JsonB>),
         name!(corrupt_pages, Option<i64>),
+        name!(last_drill, Option<JsonB>),
     ),
 > {
     let (_, storage) = open();
@@ -127,6 +130,7 @@ fn walg_backup_list(
                 if detail { s.system_identifier.map(|v| v as i64) } else { None },
                 if detail { b.user_data().cloned().map(JsonB) } else { None },
                 if detail { s.walg_ext_corrupt_pages.map(|n| n as i64) } else { None },
+                b.drill.as_ref().map(|d| JsonB(d.list_json())),
             )
         })
         .collect();

@@ -122,6 +122,11 @@ fn drill_passes_on_a_good_backup_and_fails_on_damaged_ones() {
     assert_eq!(on_storage, r, "the report stored beside the backup is the one printed");
     let list = storage.walg_ext(&["backup-list"]);
     assert!(list.stdout.lines().any(|l| l.starts_with(&good) && l.contains("passed")), "{}", list.describe());
+    let sql = a.psql(&format!(
+        "SELECT (last_drill->>'passed') || ' ' || (last_drill->>'restore_seconds' IS NOT NULL) FROM walg_backup_list() \
+         WHERE backup_name = '{good}'"
+    ));
+    assert_eq!(sql, "true true", "walg_backup_list() shows the last drill");
 
     // --- A backup holding a damaged index page (the source's disk went bad): restore cannot
     // see it, the drill's amcheck does.
