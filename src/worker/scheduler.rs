@@ -218,6 +218,7 @@ impl Ctx {
         if json.len() > shmem::SNAPSHOT_MAX {
             if let Some(s) = &mut snap.storage {
                 s.lost_wal.truncate(8);
+                s.failed_drills.truncate(8);
             }
             json = serde_json::to_string(&snap).unwrap_or_default();
         }

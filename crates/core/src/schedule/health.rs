@@ -36,7 +36,7 @@ impl Severity {
 pub struct Problem {
     pub severity: Severity,
     /// Stable identifier: archiving_failing, archive_lag, storage_unreachable, storage_error,
-    /// no_backup, backup_overdue, scheduled_backup_failed, retention_failing, wal_gap,
+    /// no_backup, backup_overdue, scheduled_backup_failed, retention_failing, wal_gap, drill_failed,
     /// bad_schedule, bad_retention, storage_not_checked, health_check_stale.
     pub problem: &'static str,
     pub detail: String,
@@ -67,6 +67,19 @@ pub struct StorageCheck {
     pub latest_backup_finish: Option<DateTime<Utc>>,
     pub backups_count: u64,
     pub lost_wal: Vec<LostRun>,
+    /// Backups whose last restore drill (`walg-ext restore-drill`) failed.
+    #[serde(default)]
+    pub failed_drills: Vec<FailedDrill>,
+}
+
+/// A backup whose last restore drill failed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FailedDrill {
+    pub backup: String,
+    pub failed_step: String,
+    pub finished_at: DateTime<Utc>,
+    /// It is the latest backup: the one a restore would use.
+    pub latest: bool,
 }
 
 /// List backups and run wal-verify's integrity check up to `current` (the server's position),
@@ -94,6 +107,18 @@ pub fn check_storage(
     let latest = backups.iter().max_by_key(|b| b.sentinel.start_time);
     c.latest_backup = latest.map(|b| b.name.clone());
     c.latest_backup_finish = latest.map(|b| b.sentinel.finish_time);
+    c.failed_drills = backups
+        .iter()
+        .filter_map(|b| {
+            let d = b.drill.as_ref().filter(|d| !d.passed)?;
+            Some(FailedDrill {
+                backup: b.name.clone(),
+                failed_step: d.failed_step.clone().unwrap_or_else(|| "?".into()),
+                finished_at: d.finished_at,
+                latest: Some(&b.name) == c.latest_backup.as_ref(),
+            })
+        })
+        .collect();
     if let (Some(current), false) = (current, backups.is_empty()) {
         match wal_verify::integrity(storage, pipeline, &backups, current, opt) {
             Ok(report) => {
@@ -275,6 +300,22 @@ pub fn assess(inputs: &HealthInputs) -> Vec<Problem> {
                         }
                     }
                     _ => {}
+                }
+                for d in &c.failed_drills {
+                    push(
+                        if d.latest { Severity::Critical } else { Severity::Warning },
+                        "drill_failed",
+                        format!(
+                            "backup {}{} failed its last restore drill at step {} ({})",
+                            d.backup,
+                            if d.latest { ", the latest," } else { "" },
+                            d.failed_step,
+                            d.finished_at.format("%Y-%m-%d %H:%M:%S UTC")
+                        ),
+                        "Read basebackups_005/<backup>/walg_drill.json (or walg-ext backup-list --json) for the reason; drill it again; \
+                         if it fails again, take a new full backup now (SELECT walg_backup_push(full => true)).",
+                        at,
+                    );
                 }
                 for r in &c.lost_wal {
                     push(
@@ -478,6 +519,22 @@ mod tests {
     }
 
     #[test]
+    fn failed_drills_are_reported_critical_for_the_latest_backup() {
+        let now = t("2026-11-29T17:00:00Z");
+        let mut s = healthy_storage(now);
+        let at = t("2026-11-29T12:00:00Z");
+        s.failed_drills = vec![
+            FailedDrill { backup: "base_000000010000000000000004".into(), failed_step: "restore".into(), finished_at: at, latest: false },
+            FailedDrill { backup: "base_000000010000000000000010".into(), failed_step: "amcheck".into(), finished_at: at, latest: true },
+        ];
+        let p = assess(&inputs(now, Some(&s), None, &[]));
+        assert_eq!(names(&p), vec!["drill_failed", "drill_failed"]);
+        assert_eq!(p[0].severity, Severity::Critical, "critical first");
+        assert!(p[0].detail.contains("base_000000010000000000000010, the latest,") && p[0].detail.contains("amcheck"), "{}", p[0].detail);
+        assert_eq!(p[1].severity, Severity::Warning);
+    }
+
+    #[test]
     fn wal_gaps_after_the_latest_backup_are_critical() {
         let now = t("2026-11-29T17:00:00Z");
         let mut s = healthy_storage(now);
@@ -546,6 +603,30 @@ mod tests {
         assert_eq!(c.latest_backup_finish, Some(chrono::TimeZone::timestamp_opt(&Utc, 210, 0).unwrap()));
         let lost: Vec<(&str, bool)> = c.lost_wal.iter().map(|r| (r.start_segment.as_str(), r.after_latest_backup)).collect();
         assert_eq!(lost, vec![("000000010000000000000004", false), ("000000010000000000000007", true)]);
+        assert!(c.failed_drills.is_empty());
+
+        // Drills: the older backup passed, the latest failed at amcheck.
+        let report = |backup: &str, passed: bool| crate::backup::drill::DrillReport {
+            backup: backup.to_string(),
+            passed,
+            started_at: now,
+            finished_at: now,
+            target: "end of backup".into(),
+            failed_step: (!passed).then(|| "amcheck".to_string()),
+            error: None,
+            steps: Vec::new(),
+            databases: Vec::new(),
+            btree_indexes_checked: 0,
+            tables_checked: 0,
+            host: String::new(),
+            walg_ext_version: String::new(),
+        };
+        crate::backup::drill::write_report(&s, &report(&format!("base_{}", name_of_position(1, 2)), true)).unwrap();
+        crate::backup::drill::write_report(&s, &report(&latest, false)).unwrap();
+        let c = check_storage(&s, &pipeline, Some(current), opt, now);
+        let failed: Vec<(&str, &str, bool)> =
+            c.failed_drills.iter().map(|d| (d.backup.as_str(), d.failed_step.as_str(), d.latest)).collect();
+        assert_eq!(failed, vec![(latest.as_str(), "amcheck", true)]);
 
         // A damaged sentinel: the check reports it (corrupt), not "no backup".
         s.put(&sentinel_key(&latest), b"{not json").unwrap();
