@@ -92,7 +92,7 @@ fn prefetch_serves_replay_from_local_disk() {
 fn drill_passes_on_a_good_backup_and_fails_on_damaged_ones() {
     require_installed();
     let storage = Storage::new("drill", "lz4");
-    let mut a = Cluster::init("drill-src", &storage.extension_conf());
+    let mut a = Cluster::init("drill-src", &format!("{}walg.health_check_interval = 1\n", storage.extension_conf()));
     a.start();
     a.psql("CREATE EXTENSION walg_ext");
     a.psql("CREATE DATABASE app");
@@ -151,6 +151,12 @@ fn drill_passes_on_a_good_backup_and_fails_on_damaged_ones() {
     assert!(why.contains("database app") && why.contains("block 2"), "{why}");
     assert!(out.stderr.contains("failed at amcheck"), "{}", out.describe());
     assert!(r["steps"].as_array().unwrap().iter().any(|s| s["name"] == "stop" && s["ok"] == true), "stopped after the failure: {r}");
+    // walg_health() reports it: critical, the failed backup being the latest.
+    let row = walg_e2e::wait_until("walg_health() to report the failed drill", T, || {
+        let row = a.psql("SELECT severity || ' ' || detail FROM walg_health() WHERE problem = 'drill_failed'");
+        (!row.is_empty()).then_some(row)
+    });
+    assert!(row.starts_with("critical") && row.contains(&bad) && row.contains("amcheck"), "{row}");
 
     // --- A removed tar part: the restore fails, nothing is started.
     let parts = storage.backups_dir().join(&good).join("tar_partitions");
