@@ -10,17 +10,12 @@ setup:
 	bash scripts/setup.sh
 
 build: setup
-	$(CARGO) build --release -p walg-cli $(PGRX_RUSTFLAGS)
-
-# The rustflags `cargo pgrx install` passes (cargo-pgrx's cdylib workaround). Building walg-ext
-# with the same flags lets it reuse the release dependencies the extension just built, instead
-# of building every one of them a second time (minutes in CI).
-PGRX_RUSTFLAGS := --config 'target.'"'"'cfg(all(target_family = "unix", not(target_os = "macos")))'"'"'.rustflags = ["-C", "link-arg=-Wl,--no-gc-sections"]'
+	$(CARGO) build --release -p walg-cli
 
 # Release build of the extension into the system PostgreSQL 15, and walg-ext into /usr/local/bin.
 install: setup
 	$(CARGO) pgrx install -p walg_ext --release --pg-config $(PG_CONFIG)
-	$(CARGO) build --release -p walg-cli $(PGRX_RUSTFLAGS)
+	$(CARGO) build --release -p walg-cli
 	install -m 0755 target/release/walg-ext /usr/local/bin/walg-ext
 
 test-core: setup
