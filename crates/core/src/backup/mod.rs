@@ -3,6 +3,7 @@
 pub mod chain;
 pub mod delta;
 pub mod drill;
+pub mod drill_request;
 pub mod fetch;
 pub mod in_progress;
 pub mod page_verify;
