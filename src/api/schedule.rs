@@ -236,5 +236,6 @@ mod tests {
         assert_eq!(show("walg.backup_retry_delay"), "1min");
         assert_eq!(show("walg.health_check_interval"), "1min");
         assert_eq!(show("walg.backup_on_standby"), "off");
+        assert_eq!((show("walg.drill_schedule"), show("walg.drill_work_dir"), show("walg.cli_path")), (String::new(), String::new(), String::new()));
     }
 }

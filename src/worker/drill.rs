@@ -254,7 +254,17 @@ fn run_child(generation: u64, backup: &str, work_dir: &Path) -> Result<DrillRepo
             Ok(None) => {}
             Err(e) => return Err(NotRun { kind: ErrorKind::Internal, message: format!("waiting for the drill: {e}") }),
         }
-        BackgroundWorker::wait_latch(Some(std::time::Duration::from_millis(500)));
+        // Not BackgroundWorker::wait_latch: it runs CHECK_FOR_INTERRUPTS, which would end this
+        // process on SIGTERM before the child and its copy are cleaned up.
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_POSTMASTER_DEATH) as i32,
+                500,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
         if stop_requested() {
             log!("walg_ext: restore drill of {backup} cancelled: stopping it and removing its copy");
             unsafe { libc::kill(-pid, libc::SIGKILL) };

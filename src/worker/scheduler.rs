@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use walg_core::catalog::delete;
 use walg_core::catalog::wal_verify::IntegrityOptions;
 use walg_core::schedule::health::{self, StorageCheck};
-use walg_core::schedule::drill::DrillPlan;
+use walg_core::schedule::drill::{DrillPlan, NOT_RUN_PREFIX};
 use walg_core::schedule::{retention, state, CronSchedule, Decision, RetryPolicy, RunResult, Scheduler, Snapshot, State, Which};
 use walg_core::{Config, ScheduleConfig};
 
@@ -337,7 +337,7 @@ impl Ctx {
                 Ok(r) => RunResult::Failed {
                     error: format!("{} failed the drill at {}: {}", r.backup, r.failed_step.as_deref().unwrap_or("?"), r.error.as_deref().unwrap_or("")),
                 },
-                Err(f) => RunResult::Failed { error: format!("{}: {}", f.kind.name(), f.message) },
+                Err(f) => RunResult::Failed { error: format!("{NOT_RUN_PREFIX}{}: {}", f.kind.name(), f.message) },
             };
             match &result {
                 RunResult::Succeeded { backup } => log!("walg_ext scheduler: scheduled restore drill of {backup} passed"),
@@ -367,8 +367,10 @@ impl Ctx {
                 Err(e) => {
                     let result = match e {
                         drill::StartError::Busy(why) => RunResult::Skipped { reason: why },
-                        drill::StartError::Refused(e) => RunResult::Failed { error: format!("{}: {e}", e.kind().name()) },
-                        drill::StartError::NoWorker => RunResult::Failed { error: "could not start the drill worker: raise max_worker_processes".into() },
+                        drill::StartError::Refused(e) => RunResult::Failed { error: format!("{NOT_RUN_PREFIX}{}: {e}", e.kind().name()) },
+                        drill::StartError::NoWorker => {
+                            RunResult::Failed { error: format!("{NOT_RUN_PREFIX}could not start the drill worker: raise max_worker_processes") }
+                        }
                     };
                     match &result {
                         RunResult::Skipped { reason } => log!("walg_ext scheduler: scheduled restore drill skipped: {reason}"),

@@ -16,6 +16,11 @@ use chrono::{DateTime, TimeZone, Utc};
 use super::cron::CronSchedule;
 use super::plan::{Outcome, Record, RunResult};
 
+/// Start of `last_error` for a scheduled drill that failed without a report (refused by a
+/// check, or the child could not run): `walg_health()` reports those (`scheduled_drill_not_run`);
+/// a drill that ran and failed is `drill_failed`, from its report in storage.
+pub const NOT_RUN_PREFIX: &str = "not run: ";
+
 /// The drill schedule and the tick being handled.
 #[derive(Clone, Debug, Default)]
 pub struct DrillPlan {
