@@ -265,14 +265,24 @@ def pgbr(*args, check=True):
 
 
 def bench_backups(c):
-    res = {"walg_ext": [], "pgbackrest": [], "pg_basebackup": []}
+    res = {"walg_ext": [], "pgbackrest": [], "pg_basebackup": [], "walg_ext_no_checksums": []}
     worker_peak = 0.0
     for i in range(RUNS):
         log(f"full backup run {i + 1}/{RUNS}")
+        # The cost of page checksum verification: the same backup with it off, taken before the
+        # measured one in odd runs and after it in even ones, so cache warmth does not favour one.
+        def unchecked():
+            c.reload_with(**{"walg.verify_page_checksums": "off"})
+            res["walg_ext_no_checksums"].append(timed(lambda: c.psql("SELECT walg_backup_push()")))
+            c.reload_with(**{"walg.verify_page_checksums": "on"})
+        if i % 2:
+            unchecked()
         rss = PeakRss(lambda: c.pid_of("walg_ext backup"))
         rss.start()
         res["walg_ext"].append(timed(lambda: c.psql("SELECT walg_backup_push()")))
         worker_peak = max(worker_peak, rss.stop())
+        if not i % 2:
+            unchecked()
         res["pgbackrest"].append(timed(lambda: pgbr("--type=full", "backup")))
         out = BENCH_DIR / "basebackup"
         rm(out)
@@ -301,6 +311,56 @@ def bench_restores(c):
         rm(target)
         mkdir_pg(target)
         res["pgbackrest"].append(timed(lambda: pgbr(f"--pg1-path={target}", "restore")))
+        rm(target)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+def change_one_percent(c, step):
+    """An OLTP day in miniature: one row in every 100th page of the two big tables is updated
+    (about 1% of their pages, spread over the whole table, plus the pages the new row versions
+    and index entries land on)."""
+    for table, col in (("pgbench_accounts", "abalance = abalance + 1"), ("random_text", "body = body")):
+        c.psql(f"UPDATE {table} SET {col} WHERE ((ctid::text::point)[0])::bigint % 100 = {step} "
+               f"AND ((ctid::text::point)[1])::int = 1")
+
+
+def read_once_s(c):
+    """Time to read the data files once (page cache as it is): the full-scan delta's floor."""
+    return timed(lambda: subprocess.run(
+        f"find {c.data}/base {c.data}/global -type f -print0 | xargs -0 cat > /dev/null",
+        shell=True, check=True))
+
+
+def sentinel(name):
+    return json.loads((BENCH_DIR / "walg-store" / "basebackups_005" / f"{name}_backup_stop_sentinel.json").read_text())
+
+
+def bench_deltas(c):
+    """Deltas after ~1% of the pages changed: walg_ext (WAL-G's delta, pages chosen by a full
+    scan) vs pgBackRest --type=incr of the same change; then the restore of full + deltas."""
+    full = c.psql("SELECT backup_name FROM walg_backup_list() ORDER BY start_lsn DESC LIMIT 1")
+    c.reload_with(**{"walg.delta_max_steps": str(max(RUNS, 3))})
+    res = {"walg_ext": [], "pgbackrest": [], "walg_ext_bytes": [], "read_once_s": [], "restore_chain_s": []}
+    names = []
+    for i in range(RUNS):
+        log(f"delta run {i + 1}/{RUNS}")
+        change_one_percent(c, i)
+        res["read_once_s"].append(read_once_s(c))
+        res["walg_ext"].append(timed(lambda: names.append(c.psql("SELECT walg_backup_push()"))))
+        res["walg_ext_bytes"].append(sentinel(names[-1])["CompressedSize"])
+        res["pgbackrest"].append(timed(lambda: pgbr("--type=incr", "backup")))
+    if not all(sentinel(n).get("DeltaFrom") for n in names):
+        sys.exit(f"bench: expected deltas, got {names}")
+    res["full_bytes"] = sentinel(full)["CompressedSize"]
+    res["chain"] = [full] + names
+    c.reload_with(**{"walg.delta_max_steps": "0"})
+    target = BENCH_DIR / "restore"
+    env = dict(os.environ, WALG_FILE_PREFIX=str(BENCH_DIR / "walg-store"))
+    for i in range(RUNS):
+        log(f"restore of full + {len(names)} deltas, run {i + 1}/{RUNS}")
+        rm(target)
+        res["restore_chain_s"].append(timed(lambda: as_pg([WALG_EXT, "backup-fetch", target, "LATEST"], env=env)))
         rm(target)
     return res
 
@@ -399,8 +459,19 @@ def report(r):
         ("full backup vs pg_basebackup (s)", median(b["walg_ext"]), median(b["pg_basebackup"]), "<= 0.7"),
         ("restore vs pgBackRest (s)", median(rs["walg_ext"]), median(rs["pgbackrest"]), "<= 0.6"),
     ]
+    d = r["delta"]
+    rows += [
+        ("checksums on vs off (s)", median(b["walg_ext"]), median(b["walg_ext_no_checksums"]), "<= 1.05"),
+        ("delta (full scan) vs full (s)", median(d["walg_ext"]), median(b["walg_ext"]), "<= 0.10 *"),
+        ("delta vs pgBackRest incr (s)", median(d["walg_ext"]), median(d["pgbackrest"]), "<= 0.25 *"),
+        ("delta vs reading data once (s)", median(d["walg_ext"]), median(d["read_once_s"]), "<= 1.0"),
+        ("restore full+deltas vs full (s)", median(d["restore_chain_s"]), median(rs["walg_ext"]), "<= 1.3"),
+    ]
     for label, ours, other, target in rows:
         print(f"{label:<34}{ours:>10.2f}{other:>10.2f}{ours / other:>8.2f}   {target}")
+    print(f"  * the targets for a delta with a complete changed-block map; deltas read every page today")
+    print(f"delta stored size: {[round(x / 1e6, 1) for x in d['walg_ext_bytes']]} MB "
+          f"(full: {d['full_bytes'] / 1e6:.1f} MB); chain {d['chain']}")
     print()
     print(f"{'archiver':<20}{'backlog':>8}{'seg/s':>8}{'max .ready':>12}{'final':>7}{'peak RSS MB':>13}")
     for name, a in r["archiving"].items():
@@ -411,6 +482,7 @@ def report(r):
           f"backup worker {r['backup_worker_peak_rss_mb']:.1f} MB (target < 256)")
     print(f"backup runs (s): {json.dumps(b)}")
     print(f"restore runs (s): {json.dumps(rs)}")
+    print(f"delta runs: {json.dumps(d)}")
 
 
 def chart(r, path):
@@ -453,9 +525,10 @@ def main():
         backups, worker_peak = bench_backups(c)
         limit["backup_ratio"] = backup_ratio()
         restores = bench_restores(c)
+        deltas = bench_deltas(c)
         archiving, archiver_peak = bench_archiving(c)
         r = {"cores": CORES, "runs": RUNS, "scale": SCALE, "text_mb": TEXT_MB, "limit": limit,
-             "backup_s": backups, "restore_s": restores, "archiving": archiving,
+             "backup_s": backups, "restore_s": restores, "delta": deltas, "archiving": archiving,
              "archiver_peak_rss_mb": archiver_peak, "backup_worker_peak_rss_mb": worker_peak}
         (BENCH_DIR / "results.json").write_text(json.dumps(r, indent=2))
         chart(r, BENCH_DIR / "results.png")
