@@ -4,7 +4,7 @@
 //!   report is written.
 //! - `SELECT walg_restore_drill()` of a good backup returns passed with the timings, and
 //!   `walg_backup_list()`'s last_drill shows it; the scratch directory (`walg.drill_work_dir`)
-//!   is left empty.
+//!   is left empty. Cancelled mid-restore, it leaves nothing behind and writes no report.
 //! - Of a backup holding a damaged index page: passed false, failed at amcheck with the reason;
 //!   `walg_health()` reports `drill_failed`.
 //! - `walg.drill_schedule` runs a drill of the latest backup unattended: the `drill` row of
@@ -63,6 +63,18 @@ fn walg_restore_drill_and_the_drill_schedule() {
         "walg_backup_list() shows the drill"
     );
     assert!(std::fs::read_dir(work.path()).unwrap().next().is_none(), "the drill left files in walg.drill_work_dir");
+
+    // --- Cancelled (statement_timeout, mid-restore): the child is killed, its scratch copy
+    // removed, no report written, and the slot is free again.
+    let before = std::fs::read(report_of(&good)).unwrap();
+    let err = a.try_psql(&format!("SET statement_timeout = '400ms'; SELECT walg_restore_drill('{good}')")).unwrap_err();
+    assert!(err.contains("cancel"), "{err}");
+    walg_e2e::wait_until("the drill slot to be free after the cancel", T, || {
+        let probe = a.try_psql("SELECT walg_restore_drill('base_00000001000000000000FFFF')").unwrap_err();
+        (!probe.contains("already running")).then_some(())
+    });
+    assert!(std::fs::read_dir(work.path()).unwrap().next().is_none(), "the cancelled drill's copy is removed");
+    assert_eq!(std::fs::read(report_of(&good)).unwrap(), before, "a cancelled drill writes no report");
 
     // --- A backup holding a damaged index page fails at amcheck, with the reason.
     let file = a.psql_db("app", "SELECT current_setting('data_directory') || '/' || pg_relation_filepath('t_v')");
