@@ -101,7 +101,10 @@ pub fn start(requested: &str) -> Result<Started, StartError> {
     }
     let cfg = settings::load_config()?;
     let storage = cfg.open_storage()?;
-    req::check_env_secrets(std::env::vars().collect::<Vec<_>>().iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    // (vars_os: std::env::vars panics on a variable that is not UTF-8.)
+    let env: Vec<(String, String)> =
+        std::env::vars_os().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned())).collect();
+    req::check_env_secrets(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     req::check_cli(&cfg.cli_path)?;
     let backup = walg_core::backup::fetch::resolve_backup_name(storage.as_ref(), requested)?;
     let all = catalog::list_backups(storage.as_ref())?;
