@@ -310,10 +310,14 @@ fn clean_up_after_kill(bin: &Path, scratch: &Path) {
 #[no_mangle]
 pub extern "C-unwind" fn walg_ext_drill_worker_main(_arg: pg_sys::Datum) {
     // SIGTERM (the caller's cancel, pg_terminate_backend, shutdown) only sets ProcDiePending:
-    // the loop above sees it, stops the child and cleans up before this process exits.
+    // run_child's loop sees it, stops the child and cleans up before this process exits.
     unsafe {
         pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(die));
         pg_sys::BackgroundWorkerUnblockSignals();
+        // HOLD_INTERRUPTS for the whole life of the worker: every ereport below WARNING ends in
+        // CHECK_FOR_INTERRUPTS, which on a pending SIGTERM would exit before the child is killed
+        // and its copy removed. This loop polls ProcDiePending itself; main's return exits.
+        pg_sys::InterruptHoldoffCount += 1;
     }
     let generation: u64 = BackgroundWorker::get_extra().parse().unwrap_or(0);
     let (backup, work_dir) = {
