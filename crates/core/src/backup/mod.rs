@@ -10,6 +10,7 @@ pub mod page_verify;
 pub mod partial;
 pub mod push;
 pub mod recovery;
+pub mod standby;
 pub mod tablespaces;
 pub mod walk;
 pub mod wal_wait;
