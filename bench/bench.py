@@ -10,6 +10,7 @@ the postgres user. Settings (environment):
   BENCH_BACKLOG  WAL segments in the archive backlog test (default 160)
   BENCH_LOAD_MB  WAL written by the bulk-load archiving test, MB (default 3000)
   BENCH_REPLAY_MB  WAL replayed by the point-in-time restore test, MB (default 2048)
+  BENCH_S3_DELAY_MS  latency added to each request to the S3 test server (default 10)
 Output: a table on the terminal, BENCH_DIR/results.json and BENCH_DIR/results.png (also copied
 to bench/results/).
 """
@@ -34,6 +35,8 @@ RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 BACKLOG = int(os.environ.get("BENCH_BACKLOG", "160"))
 LOAD_MB = int(os.environ.get("BENCH_LOAD_MB", "3000"))
 REPLAY_MB = int(os.environ.get("BENCH_REPLAY_MB", "2048"))
+S3_DELAY_MS = float(os.environ.get("BENCH_S3_DELAY_MS", "10"))
+VENV = Path(os.environ.get("WALG_TEST_VENV", "/opt/walg-test-venv"))
 CORES = os.cpu_count() or 1
 PORT = 5460
 WALG_EXT = os.environ.get("WALG_EXT_BIN", "/usr/local/bin/walg-ext")
@@ -427,7 +430,9 @@ archive_mode = off
 """)
     log_file = BENCH_DIR / "replay.log"
     t0 = time.monotonic()
-    as_pg([f"{PGBIN}/pg_ctl", "-D", target, "-l", log_file, "-W", "start"])
+    # -w: back once the server takes connections (hot standby: at consistency, long before the
+    # end of the archive), so that a later `pg_ctl status` failing means it really stopped.
+    as_pg([f"{PGBIN}/pg_ctl", "-D", target, "-l", log_file, "-w", "-t", "3600", "start"])
     while True:
         r = as_pg([f"{PGBIN}/psql", "-h", BENCH_DIR, "-p", REPLAY_PORT, "-d", "postgres", "-AtqX",
                    "-c", "SELECT pg_is_in_recovery()"], check=False)
@@ -443,39 +448,167 @@ archive_mode = off
     return elapsed
 
 
+class DelayProxy(threading.Thread):
+    """A TCP relay to a local port that waits `delay` seconds before each request (client bytes
+    that open a connection or follow a reply), as a storage one round trip away would. With
+    `tls` it also terminates TLS (a self-signed certificate): pgBackRest speaks only https to S3,
+    and moto's own https server drops connections without TLS's close_notify, which OpenSSL 3
+    clients rightly treat as a cut reply."""
+
+    def __init__(self, upstream_port, delay, tls=None):
+        super().__init__(daemon=True)
+        import socket
+        self.socket_mod, self.upstream, self.delay, self.tls = socket, upstream_port, delay, tls
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+
+    def run(self):
+        while True:
+            client, _ = self.listener.accept()
+            threading.Thread(target=self.serve, args=(client,), daemon=True).start()
+
+    def serve(self, client):
+        # One thread per connection: an SSL socket must not be read and written from two threads.
+        import select
+        try:
+            if self.tls:
+                client = self.tls.wrap_socket(client, server_side=True)
+            server = self.socket_mod.create_connection(("127.0.0.1", self.upstream))
+        except OSError:
+            client.close()
+            return
+        for s in (client, server):
+            s.setsockopt(self.socket_mod.IPPROTO_TCP, self.socket_mod.TCP_NODELAY, 1)
+        replied = True
+        try:
+            while True:
+                if self.tls and client.pending():
+                    ready = [client]
+                else:
+                    ready, _, _ = select.select([client, server], [], [])
+                for s in ready:
+                    data = s.recv(1 << 16)
+                    if not data:
+                        raise EOFError
+                    if s is client:
+                        if replied:
+                            time.sleep(self.delay)
+                        replied = False
+                        server.sendall(data)
+                    else:
+                        replied = True
+                        client.sendall(data)
+        except (OSError, EOFError):
+            pass
+        try:
+            if self.tls:
+                client.unwrap()  # close_notify before the TCP close
+        except (OSError, ValueError):
+            pass
+        for s in (client, server):
+            s.close()
+
+
+def start_s3():
+    """moto (the S3 test server of the tests) on a free port with one bucket, behind two
+    DelayProxies: plain http for walg_ext, https for pgBackRest (which speaks nothing else)."""
+    import socket
+    import ssl
+    port = socket.create_server(("127.0.0.1", 0))
+    p = port.getsockname()[1]
+    port.close()
+    proc = subprocess.Popen([VENV / "bin/moto_server", "-H", "127.0.0.1", "-p", str(p)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", p)).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    subprocess.run([VENV / "bin/python", "-c", f"""
+import boto3
+boto3.client("s3", endpoint_url="http://127.0.0.1:{p}", region_name="us-east-1",
+             aws_access_key_id="bench", aws_secret_access_key="benchsecret").create_bucket(Bucket="bench")
+"""], check=True, capture_output=True)
+    cert, key = BENCH_DIR / "s3.crt", BENCH_DIR / "s3.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert], check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    plain, tls = DelayProxy(p, S3_DELAY_MS / 1000), DelayProxy(p, S3_DELAY_MS / 1000, ctx)
+    plain.start()
+    tls.start()
+    return proc, plain.port, tls.port
+
+
 def bench_replay(c):
     """Point-in-time restore that replays REPLAY_MB of WAL from the archive: walg-ext wal-fetch
     (which prefetches the next segments in parallel) vs pgBackRest archive-get with
-    archive-async=y. Both archives get the same WAL: archive_command pushes every segment to
-    both; then each tool restores its own backup taken just before and replays to the end."""
-    walg_env = f"WALG_FILE_PREFIX={BENCH_DIR / 'walg-store'} WALG_COMPRESSION_METHOD=zstd"
-    c.reload_with(archive_library="", archive_command=(
-        f"env {walg_env} {WALG_EXT} wal-push %p && "
-        f"pgbackrest --config={PGBR_CONF} --stanza=bench archive-push %p"))
-    c.psql("SELECT walg_backup_push(full => true)")
-    pgbr("--type=full", "backup")
-    start = c.psql("SELECT pg_current_wal_lsn()")
-    log(f"writing {REPLAY_MB} MB of WAL into both archives")
-    write_wal(c, REPLAY_MB, "replay_load")
-    c.psql("SELECT pg_switch_wal()")
-    wait_drained(c)
-    wal_bytes = int(c.psql(f"SELECT pg_current_wal_lsn() - '{start}'::pg_lsn"))
-    res = {"walg_ext": [], "pgbackrest": [], "wal_bytes": wal_bytes}
-    target = BENCH_DIR / "restore"
-    env = dict(os.environ, WALG_FILE_PREFIX=str(BENCH_DIR / "walg-store"), WALG_COMPRESSION_METHOD="zstd")
-    for i in range(RUNS):
-        log(f"replay run {i + 1}/{RUNS}")
-        rm(target)
-        as_pg([WALG_EXT, "backup-fetch", target, "LATEST", "--recovery"], env=env)
-        res["walg_ext"].append(start_replay(target, ""))
-        rm(target)
-        mkdir_pg(target)
-        pgbr(f"--pg1-path={target}", "restore")
-        res["pgbackrest"].append(start_replay(target, ""))
-        rm(target)
-    c.reload_with(**ARCHIVERS["walg_ext"])
-    c.psql("DROP TABLE IF EXISTS replay_load; CHECKPOINT")
-    return res
+    archive-async=y, from file storage and from S3 (moto behind a proxy adding S3_DELAY_MS per
+    request). All archives get the same WAL: archive_command pushes every segment to each; then
+    each tool restores its own backup (from file storage, not timed) and replays to the end."""
+    moto, walg_s3_port, pgbr_s3_port = start_s3()
+    walg_s3 = BENCH_DIR / "walg-s3.yaml"
+    walg_s3.write_text(f"""WALG_S3_PREFIX: s3://bench/walg
+AWS_ACCESS_KEY_ID: bench
+AWS_SECRET_ACCESS_KEY: benchsecret
+AWS_ENDPOINT: http://127.0.0.1:{walg_s3_port}
+AWS_REGION: us-east-1
+AWS_S3_FORCE_PATH_STYLE: "true"
+WALG_COMPRESSION_METHOD: zstd
+""")
+    shutil.chown(walg_s3, "postgres", "postgres")
+    plain_conf = PGBR_CONF.read_text()
+    PGBR_CONF.write_text(plain_conf.replace("[bench]", f"""repo2-type=s3
+repo2-path=/pgbr
+repo2-s3-bucket=bench
+repo2-s3-endpoint=127.0.0.1
+repo2-storage-port={pgbr_s3_port}
+repo2-s3-region=us-east-1
+repo2-s3-key=bench
+repo2-s3-key-secret=benchsecret
+repo2-s3-uri-style=path
+repo2-storage-verify-tls=n
+repo2-retention-full=100
+
+[bench]"""))
+    try:
+        pgbr("stanza-create")
+        walg_file_env = f"WALG_FILE_PREFIX={BENCH_DIR / 'walg-store'} WALG_COMPRESSION_METHOD=zstd"
+        c.reload_with(archive_library="", archive_command=(
+            f"env {walg_file_env} {WALG_EXT} wal-push %p && {WALG_EXT} --config {walg_s3} wal-push %p && "
+            f"pgbackrest --config={PGBR_CONF} --stanza=bench archive-push %p"))
+        c.psql("SELECT walg_backup_push(full => true)")
+        pgbr("--repo=1", "--type=full", "backup")
+        start = c.psql("SELECT pg_current_wal_lsn()")
+        log(f"writing {REPLAY_MB} MB of WAL into every archive")
+        write_wal(c, REPLAY_MB, "replay_load")
+        c.psql("SELECT pg_switch_wal()")
+        wait_drained(c)
+        wal_bytes = int(c.psql(f"SELECT pg_current_wal_lsn() - '{start}'::pg_lsn"))
+        res = {"wal_bytes": wal_bytes, "s3_delay_ms": S3_DELAY_MS}
+        target = BENCH_DIR / "restore"
+        env = dict(os.environ, WALG_FILE_PREFIX=str(BENCH_DIR / "walg-store"), WALG_COMPRESSION_METHOD="zstd")
+        fetch_s3 = f"restore_command = '{WALG_EXT} --config {walg_s3} wal-fetch %f %p'"
+        get_s3 = f"restore_command = 'pgbackrest --config={PGBR_CONF} --stanza=bench --pg1-path={target} --repo=2 archive-get %f \"%p\"'"
+        for store in ("file", "s3"):
+            res[store] = {"walg_ext": [], "pgbackrest": []}
+            for i in range(RUNS):
+                log(f"replay from {store} storage, run {i + 1}/{RUNS}")
+                rm(target)
+                as_pg([WALG_EXT, "backup-fetch", target, "LATEST", "--recovery"], env=env)
+                res[store]["walg_ext"].append(start_replay(target, fetch_s3 if store == "s3" else ""))
+                rm(target)
+                mkdir_pg(target)
+                pgbr(f"--pg1-path={target}", "--repo=1", "restore")
+                res[store]["pgbackrest"].append(start_replay(target, get_s3 if store == "s3" else ""))
+                rm(target)
+        c.reload_with(**ARCHIVERS["walg_ext"])
+        c.psql("DROP TABLE IF EXISTS replay_load; CHECKPOINT")
+        return res
+    finally:
+        PGBR_CONF.write_text(plain_conf)
+        moto.kill()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -585,13 +718,14 @@ def report(r):
     rows += [
         ("cold restore vs pgBackRest (s)", median(cold["walg_ext"]), median(cold["pgbackrest"]), "<= 1.0"),
         ("cold restore vs disk limit (s)", median(cold["walg_ext"]), limit_s, "<= 1.1"),
-        ("WAL replay vs pgBackRest async (s)", median(rp["walg_ext"]), median(rp["pgbackrest"]), "<= 0.7"),
+        ("replay, file: vs pgBackRest (s)", median(rp["file"]["walg_ext"]), median(rp["file"]["pgbackrest"]), "<= 0.7"),
+        (f"replay, S3+{rp['s3_delay_ms']:.0f}ms: vs pgBR (s)", median(rp["s3"]["walg_ext"]), median(rp["s3"]["pgbackrest"]), "<= 0.7"),
     ]
     for label, ours, other, target in rows:
         print(f"{label:<34}{ours:>10.2f}{other:>10.2f}{ours / other:>8.2f}   {target}")
     print(f"cold restore: {cold['restored_bytes'] / 1e9:.2f} GB; dd with fsync "
           f"{median(cold['dd_fsync_write_s']):.2f} s, reading the stored bytes {median(cold['read_stored_s']):.2f} s; "
-          f"replay: {rp['wal_bytes'] / 1e9:.2f} GB of WAL from file storage")
+          f"replay: {rp['wal_bytes'] / 1e9:.2f} GB of WAL")
     print(f"  * the targets for a delta with a complete changed-block map; deltas read every page today")
     print(f"delta stored size: {[round(x / 1e6, 1) for x in d['walg_ext_bytes']]} MB "
           f"(full: {d['full_bytes'] / 1e6:.1f} MB); chain {d['chain']}")
