@@ -14,7 +14,7 @@ use crate::codec::crypto::Key;
 use crate::codec::{PgpKey, ZstdLayout};
 use crate::codec::{zstd_level_from_name, Compression, Pipeline};
 use crate::error::{Error, Result};
-use crate::storage::{FsStorage, S3Config, S3Storage, Storage};
+use crate::storage::{S3Config, Storage};
 use registry as r;
 
 /// WAL-G's default tar part size: 1 GiB - 1.
@@ -390,34 +390,15 @@ impl Config {
             .with_zstd_layout(self.zstd_layout)
     }
 
-    /// The storage this config names. S3 storages are cached per process by their settings: a
-    /// long-lived process (the archiver asks once per segment) reuses one client and its
-    /// connections instead of building a new one each time.
     /// What `open_storage()?.describe()` says, without opening it: the storage's identity
     /// (prefetched WAL records where it came from, wal/prefetch.rs).
     pub fn describe_storage(&self) -> String {
-        match &self.storage {
-            StorageConfig::File { prefix } => FsStorage::new(prefix.clone()).describe(),
-            StorageConfig::S3(s3) => s3.describe(),
-        }
+        crate::storage::describe(&self.storage)
     }
 
+    /// The storage this config names (storage::open: backend choice, retries, client cache).
     pub fn open_storage(&self) -> Result<Arc<dyn Storage>> {
-        match &self.storage {
-            StorageConfig::File { prefix } => Ok(Arc::new(FsStorage::new(prefix.clone()))),
-            StorageConfig::S3(s3) => {
-                static CACHE: std::sync::Mutex<Option<(S3Config, Arc<S3Storage>)>> = std::sync::Mutex::new(None);
-                let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some((cfg, storage)) = cache.as_ref() {
-                    if cfg == s3 {
-                        return Ok(storage.clone());
-                    }
-                }
-                let storage = Arc::new(S3Storage::new(s3.clone()));
-                *cache = Some((s3.clone(), storage.clone()));
-                Ok(storage)
-            }
-        }
+        crate::storage::open(&self.storage)
     }
 }
 

@@ -9,9 +9,13 @@
 
 mod direct;
 mod fs;
+mod open;
+pub mod retry;
 pub mod s3;
 
 pub use fs::{FsStorage, FS_TMP_PREFIX};
+pub use open::{describe, open};
+pub use retry::{RetryPolicy, Retrying, Transient};
 pub use s3::{S3Config, S3Storage};
 
 use std::io::{self, Read, Write};
