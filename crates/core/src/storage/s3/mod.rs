@@ -191,7 +191,8 @@ impl Inner {
     {
         let client = self.client(op, key)?;
         let mut f = f;
-        Ok(wait(retry::retrying(self.cfg.max_retries, || f(client.clone()))))
+        let what = format!("{op} {}", self.url(&self.full_key(key)));
+        Ok(wait(retry::retrying(self.cfg.max_retries, &what, || f(client.clone()))))
     }
 
     fn put_bytes(&self, key: &str, data: Vec<u8>) -> Result<()> {

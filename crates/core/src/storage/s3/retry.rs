@@ -285,12 +285,12 @@ impl Transient for Failure {
 
 /// Runs `op` until it succeeds, fails permanently, or `max_retries` retries are used up
 /// (storage/retry.rs). Returns the last failure and the number of attempts made.
-pub async fn retrying<T, F, Fut>(max_retries: u32, op: F) -> Result<T, (Failure, u32)>
+pub async fn retrying<T, F, Fut>(max_retries: u32, what: &str, op: F) -> Result<T, (Failure, u32)>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
 {
-    crate::storage::retry::run_async(&RetryPolicy::new(max_retries), "S3 request", op).await
+    crate::storage::retry::run_async(&RetryPolicy::new(max_retries), what, op).await
 }
 
 #[cfg(test)]
@@ -396,21 +396,21 @@ mod tests {
     fn retrying_stops_on_permanent_and_after_max() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         let mut calls = 0;
-        let r: Result<(), _> = rt.block_on(retrying(5, || {
+        let r: Result<(), _> = rt.block_on(retrying(5, "test", || {
             calls += 1;
             async { Err(service(403, "AccessDenied")) }
         }));
         assert_eq!(r.unwrap_err().1, 1);
         assert_eq!(calls, 1);
         let mut calls = 0;
-        let r: Result<(), _> = rt.block_on(retrying(2, || {
+        let r: Result<(), _> = rt.block_on(retrying(2, "test", || {
             calls += 1;
             async { Err(dispatch("connection reset")) }
         }));
         assert_eq!(r.unwrap_err().1, 3);
         assert_eq!(calls, 3);
         let mut calls = 0;
-        let r = rt.block_on(retrying(5, || {
+        let r = rt.block_on(retrying(5, "test", || {
             calls += 1;
             let n = calls;
             async move { if n < 3 { Err(service(500, "InternalError")) } else { Ok(n) } }
