@@ -125,6 +125,8 @@ pub enum StorageConfig {
     File { prefix: PathBuf },
     /// WALG_S3_PREFIX s3://bucket/path and the AWS_* / WALG_S3_* settings.
     S3(S3Config),
+    /// WALG_AZ_PREFIX azure://container/path and the AZURE_* / WALG_AZURE_* settings.
+    Azure(crate::storage::AzureConfig),
 }
 
 /// Validated configuration shared by the extension and the CLI.
@@ -294,22 +296,32 @@ impl Config {
     pub fn from_settings(s: &Settings) -> Result<Config> {
         r::check_values(s)?;
         let s3 = S3Config::from_settings(s)?;
-        let storage = match (s.raw(&r::FILE_PREFIX), s3) {
-            (Some(_), Some(_)) => {
-                return Err(Error::Config(
-                    "both WALG_FILE_PREFIX and WALG_S3_PREFIX are set: keep only one storage".into(),
-                ))
-            }
-            (Some(prefix), None) => StorageConfig::File { prefix: PathBuf::from(prefix) },
-            (None, Some(s3)) => StorageConfig::S3(s3),
-            (None, None) => {
-                if let Some(key) = ["WALG_GS_PREFIX", "WALG_AZ_PREFIX"].into_iter().find(|k| s.value(k).is_some()) {
+        let az = crate::storage::AzureConfig::from_settings(s)?;
+        let file = s.raw(&r::FILE_PREFIX).map(|p| StorageConfig::File { prefix: PathBuf::from(p) });
+        let mut chosen: Vec<(&str, StorageConfig)> = Vec::new();
+        if let Some(f) = file {
+            chosen.push(("WALG_FILE_PREFIX", f));
+        }
+        if let Some(s3) = s3 {
+            chosen.push(("WALG_S3_PREFIX", StorageConfig::S3(s3)));
+        }
+        if let Some(az) = az {
+            chosen.push(("WALG_AZ_PREFIX", StorageConfig::Azure(az)));
+        }
+        if chosen.len() > 1 {
+            let keys: Vec<&str> = chosen.iter().map(|(k, _)| *k).collect();
+            return Err(Error::Config(format!("both {} are set: keep only one storage", keys.join(" and "))));
+        }
+        let storage = match chosen.pop() {
+            Some((_, st)) => st,
+            None => {
+                if let Some(key) = ["WALG_GS_PREFIX"].into_iter().find(|k| s.value(k).is_some()) {
                     return Err(Error::Config(format!(
-                        "{key} is set but only file (WALG_FILE_PREFIX) and S3 (WALG_S3_PREFIX) storage are supported so far"
+                        "{key} is set but only file (WALG_FILE_PREFIX), S3 (WALG_S3_PREFIX) and Azure (WALG_AZ_PREFIX) storage are supported so far"
                     )));
                 }
                 return Err(Error::Config(
-                    "no storage configured: set WALG_FILE_PREFIX or WALG_S3_PREFIX (walg.file_prefix or walg.s3_prefix in the server)".into(),
+                    "no storage configured: set WALG_FILE_PREFIX, WALG_S3_PREFIX or WALG_AZ_PREFIX (walg.file_prefix, walg.s3_prefix or walg.az_prefix in the server)".into(),
                 ));
             }
         };

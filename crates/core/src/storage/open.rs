@@ -7,7 +7,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::{FsStorage, S3Storage, Storage};
+use super::retry::{RetryPolicy, Retrying};
+use super::{AzureStorage, FsStorage, S3Storage, Storage};
 use crate::config::StorageConfig;
 use crate::error::Result;
 
@@ -16,6 +17,7 @@ pub fn describe(cfg: &StorageConfig) -> String {
     match cfg {
         StorageConfig::File { prefix } => FsStorage::new(prefix.clone()).describe(),
         StorageConfig::S3(s3) => s3.describe(),
+        StorageConfig::Azure(az) => az.describe(),
     }
 }
 
@@ -35,6 +37,11 @@ pub fn open(cfg: &StorageConfig) -> Result<Arc<dyn Storage>> {
         // S3 retries each request itself (s3/retry.rs, through retry::run_async), so it is not
         // wrapped again: attempts would multiply.
         StorageConfig::S3(s3) => Arc::new(S3Storage::new(s3.clone())),
+        // Azure's single requests are retried by the decorator; its reader retries its own
+        // range requests through the same loop.
+        StorageConfig::Azure(az) => {
+            Arc::new(Retrying::new(AzureStorage::new(az.clone()), RetryPolicy::new(az.max_retries)))
+        }
     };
     // Two entries: `copy` reads one storage and writes another.
     if cache.len() >= 2 {
