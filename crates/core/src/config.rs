@@ -480,6 +480,21 @@ mod tests {
         assert_eq!(c.disk_rate_limit, Some(5000));
     }
 
+    #[test]
+    fn azure_prefix_picks_azure_and_two_storages_are_refused() {
+        let mut s = Settings::new();
+        s.set("WALG_AZ_PREFIX", "azure://ctr/p");
+        s.set("AZURE_STORAGE_ACCOUNT", "acct");
+        let c = Config::from_settings(&s).unwrap();
+        assert!(matches!(&c.storage, StorageConfig::Azure(a) if a.container == "ctr" && a.path == "p"));
+        assert_eq!(c.describe_storage(), "azure://ctr/p (account acct)");
+        let (a, b) = (c.open_storage().unwrap(), c.open_storage().unwrap());
+        assert!(Arc::ptr_eq(&a, &b), "one cached client per configuration");
+        s.set("WALG_FILE_PREFIX", "/tmp/x");
+        let e = Config::from_settings(&s).unwrap_err().to_string();
+        assert!(e.contains("WALG_FILE_PREFIX and WALG_AZ_PREFIX") && e.contains("keep only one"), "{e}");
+    }
+
     /// Every registry setting changes the Config it is given to (so none is registered but
     /// ignored); a new setting must add its case here.
     #[test]
@@ -495,8 +510,19 @@ mod tests {
         let pgp_public = std::fs::read_to_string(&pgp_public_path).unwrap();
         let s3: &[(&str, &str)] = &[("WALG_S3_PREFIX", "s3://bkt/a")];
         let creds: &[(&str, &str)] = &[("WALG_S3_PREFIX", "s3://bkt/a"), ("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")];
+        let az: &[(&str, &str)] = &[("WALG_AZ_PREFIX", "azure://ctr/a"), ("AZURE_STORAGE_ACCOUNT", "acct")];
         let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
             ("WALG_FILE_PREFIX", vec![], "/tmp/b"),
+            ("WALG_AZ_PREFIX", az.to_vec(), "azure://ctr/b"),
+            ("AZURE_STORAGE_ACCOUNT", az.to_vec(), "other"),
+            ("AZURE_STORAGE_ACCESS_KEY", az.to_vec(), "a2V5"),
+            ("AZURE_STORAGE_SAS_TOKEN", az.to_vec(), "sv=1&sig=x"),
+            ("AZURE_ENVIRONMENT_NAME", az.to_vec(), "AzureChinaCloud"),
+            ("AZURE_ENDPOINT_SUFFIX", az.to_vec(), "core.example.net"),
+            ("WALG_AZURE_ENDPOINT", az.to_vec(), "http://127.0.0.1:10000/devstoreaccount1"),
+            ("WALG_AZURE_BUFFER_SIZE", az.to_vec(), "1048576"),
+            ("WALG_AZURE_MAX_BUFFERS", az.to_vec(), "2"),
+            ("WALG_AZURE_MAX_RETRIES", az.to_vec(), "3"),
             ("WALG_COMPRESSION_METHOD", vec![], "zstd"),
             ("WALG_COMPRESSION_LEVEL", vec![("WALG_COMPRESSION_METHOD", "zstd")], "9"),
             ("WALG_ZSTD_LEVEL", vec![("WALG_COMPRESSION_METHOD", "zstd")], "best"),
@@ -546,7 +572,7 @@ mod tests {
                 panic!("{}: add a case to this test", setting.key)
             };
             let mut base = Settings::new();
-            if !ctx.iter().any(|(k, _)| *k == "WALG_S3_PREFIX") {
+            if !ctx.iter().any(|(k, _)| *k == "WALG_S3_PREFIX" || *k == "WALG_AZ_PREFIX") {
                 base.set("WALG_FILE_PREFIX", "/tmp/a");
             }
             for (k, v) in ctx {

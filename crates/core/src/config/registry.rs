@@ -129,7 +129,7 @@ settings! {
         default: Default::Unset("none"),
         secret: false,
         context: Context::Reload,
-        doc: "directory holding `wal_005/` and `basebackups_005/` (this or an S3 prefix is required)",
+        doc: "directory holding `wal_005/` and `basebackups_005/` (this, an S3 or an Azure prefix is required)",
     },
     COMPRESSION_METHOD = Setting {
         key: "WALG_COMPRESSION_METHOD",
@@ -469,7 +469,7 @@ settings! {
         default: Default::Value("4"),
         secret: false,
         context: Context::Reload,
-        doc: "blocks of one object uploading at once (memory per writer: buffer size x this)",
+        doc: "blocks of one object uploading at once (memory per writer: buffer size x (this + 1))",
     },
     AZURE_MAX_RETRIES = Setting {
         key: "WALG_AZURE_MAX_RETRIES",
