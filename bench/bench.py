@@ -9,6 +9,7 @@ the postgres user. Settings (environment):
   BENCH_RUNS     repetitions of each timed step (default 3; medians are reported)
   BENCH_BACKLOG  WAL segments in the archive backlog test (default 160)
   BENCH_LOAD_MB  WAL written by the bulk-load archiving test, MB (default 3000)
+  BENCH_REPLAY_MB  WAL replayed by the point-in-time restore test, MB (default 2048)
 Output: a table on the terminal, BENCH_DIR/results.json and BENCH_DIR/results.png (also copied
 to bench/results/).
 """
@@ -32,6 +33,7 @@ TEXT_MB = int(os.environ.get("BENCH_TEXT_MB", "1500"))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 BACKLOG = int(os.environ.get("BENCH_BACKLOG", "160"))
 LOAD_MB = int(os.environ.get("BENCH_LOAD_MB", "3000"))
+REPLAY_MB = int(os.environ.get("BENCH_REPLAY_MB", "2048"))
 CORES = os.cpu_count() or 1
 PORT = 5460
 WALG_EXT = os.environ.get("WALG_EXT_BIN", "/usr/local/bin/walg-ext")
@@ -265,14 +267,24 @@ def pgbr(*args, check=True):
 
 
 def bench_backups(c):
-    res = {"walg_ext": [], "pgbackrest": [], "pg_basebackup": []}
+    res = {"walg_ext": [], "pgbackrest": [], "pg_basebackup": [], "walg_ext_no_checksums": []}
     worker_peak = 0.0
     for i in range(RUNS):
         log(f"full backup run {i + 1}/{RUNS}")
+        # The cost of page checksum verification: the same backup with it off, taken before the
+        # measured one in odd runs and after it in even ones, so cache warmth does not favour one.
+        def unchecked():
+            c.reload_with(**{"walg.verify_page_checksums": "off"})
+            res["walg_ext_no_checksums"].append(timed(lambda: c.psql("SELECT walg_backup_push()")))
+            c.reload_with(**{"walg.verify_page_checksums": "on"})
+        if i % 2:
+            unchecked()
         rss = PeakRss(lambda: c.pid_of("walg_ext backup"))
         rss.start()
         res["walg_ext"].append(timed(lambda: c.psql("SELECT walg_backup_push()")))
         worker_peak = max(worker_peak, rss.stop())
+        if not i % 2:
+            unchecked()
         res["pgbackrest"].append(timed(lambda: pgbr("--type=full", "backup")))
         out = BENCH_DIR / "basebackup"
         rm(out)
@@ -302,6 +314,167 @@ def bench_restores(c):
         mkdir_pg(target)
         res["pgbackrest"].append(timed(lambda: pgbr(f"--pg1-path={target}", "restore")))
         rm(target)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+def change_one_percent(c, step):
+    """An OLTP day in miniature: one row in every 100th page of the two big tables is updated
+    (about 1% of their pages, spread over the whole table, plus the pages the new row versions
+    and index entries land on)."""
+    for table, col in (("pgbench_accounts", "abalance = abalance + 1"), ("random_text", "body = body")):
+        c.psql(f"UPDATE {table} SET {col} WHERE ((ctid::text::point)[0])::bigint % 100 = {step} "
+               f"AND ((ctid::text::point)[1])::int = 1")
+
+
+def read_once_s(c):
+    """Time to read the data files once (page cache as it is): the full-scan delta's floor."""
+    return timed(lambda: subprocess.run(
+        f"find {c.data}/base {c.data}/global -type f -print0 | xargs -0 cat > /dev/null",
+        shell=True, check=True))
+
+
+def sentinel(name):
+    return json.loads((BENCH_DIR / "walg-store" / "basebackups_005" / f"{name}_backup_stop_sentinel.json").read_text())
+
+
+def bench_deltas(c):
+    """Deltas after ~1% of the pages changed: walg_ext (WAL-G's delta, pages chosen by a full
+    scan) vs pgBackRest --type=incr of the same change; then the restore of full + deltas."""
+    full = c.psql("SELECT backup_name FROM walg_backup_list() ORDER BY start_lsn DESC LIMIT 1")
+    c.reload_with(**{"walg.delta_max_steps": str(max(RUNS, 3))})
+    res = {"walg_ext": [], "pgbackrest": [], "walg_ext_bytes": [], "read_once_s": [], "restore_chain_s": []}
+    names = []
+    for i in range(RUNS):
+        log(f"delta run {i + 1}/{RUNS}")
+        change_one_percent(c, i)
+        res["read_once_s"].append(read_once_s(c))
+        res["walg_ext"].append(timed(lambda: names.append(c.psql("SELECT walg_backup_push()"))))
+        res["walg_ext_bytes"].append(sentinel(names[-1])["CompressedSize"])
+        res["pgbackrest"].append(timed(lambda: pgbr("--type=incr", "backup")))
+    if not all(sentinel(n).get("DeltaFrom") for n in names):
+        sys.exit(f"bench: expected deltas, got {names}")
+    res["full_bytes"] = sentinel(full)["CompressedSize"]
+    res["chain"] = [full] + names
+    c.reload_with(**{"walg.delta_max_steps": "0"})
+    target = BENCH_DIR / "restore"
+    env = dict(os.environ, WALG_FILE_PREFIX=str(BENCH_DIR / "walg-store"))
+    for i in range(RUNS):
+        log(f"restore of full + {len(names)} deltas, run {i + 1}/{RUNS}")
+        rm(target)
+        res["restore_chain_s"].append(timed(lambda: as_pg([WALG_EXT, "backup-fetch", target, "LATEST"], env=env)))
+        rm(target)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+REPLAY_PORT = PORT + 1
+
+
+def drop_caches():
+    subprocess.run(["sync"], check=True)
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def stored_bytes(path):
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def bench_cold_restore():
+    """Restore with nothing in the page cache, as after a disaster, next to the machine's limit:
+    writing the same bytes with fsync (dd) and reading the stored bytes."""
+    res = {"walg_ext": [], "pgbackrest": [], "dd_fsync_write_s": [], "read_stored_s": []}
+    latest = sorted((BENCH_DIR / "walg-store" / "basebackups_005").glob("*_backup_stop_sentinel.json"))[-1] \
+        .name.removesuffix("_backup_stop_sentinel.json")
+    target = BENCH_DIR / "restore"
+    env = dict(os.environ, WALG_FILE_PREFIX=str(BENCH_DIR / "walg-store"))
+    for i in range(RUNS):
+        log(f"cold restore run {i + 1}/{RUNS}")
+        rm(target)
+        drop_caches()
+        res["walg_ext"].append(timed(lambda: as_pg([WALG_EXT, "backup-fetch", target, "LATEST"], env=env)))
+        restored = du_bytes(target, skip=())
+        rm(target)
+        mkdir_pg(target)
+        drop_caches()
+        res["pgbackrest"].append(timed(lambda: pgbr(f"--pg1-path={target}", "restore")))
+        rm(target)
+        mkdir_pg(target)
+        drop_caches()
+        mb = max(1, restored // (1 << 20))
+        res["dd_fsync_write_s"].append(timed(lambda: subprocess.run(
+            ["dd", "if=/dev/zero", f"of={target}/dd", "bs=1M", f"count={mb}", "conv=fsync"],
+            check=True, capture_output=True)))
+        rm(target)
+        drop_caches()
+        res["read_stored_s"].append(timed(lambda: subprocess.run(
+            f"find {BENCH_DIR}/walg-store/basebackups_005/{latest} -type f -print0 | xargs -0 cat > /dev/null",
+            shell=True, check=True)))
+    res["restored_bytes"] = restored
+    return res
+
+
+def start_replay(target, extra_conf):
+    """Starts a restored cluster on its own port with nothing of the bench cluster's archiving,
+    and returns the seconds from start until recovery has ended (the server is promoted)."""
+    with open(target / "postgresql.auto.conf", "a") as f:
+        f.write(f"""
+port = {REPLAY_PORT}
+unix_socket_directories = '{BENCH_DIR}'
+shared_preload_libraries = ''
+archive_mode = off
+{extra_conf}
+""")
+    log_file = BENCH_DIR / "replay.log"
+    t0 = time.monotonic()
+    as_pg([f"{PGBIN}/pg_ctl", "-D", target, "-l", log_file, "-W", "start"])
+    while True:
+        r = as_pg([f"{PGBIN}/psql", "-h", BENCH_DIR, "-p", REPLAY_PORT, "-d", "postgres", "-AtqX",
+                   "-c", "SELECT pg_is_in_recovery()"], check=False)
+        if r.returncode == 0 and r.stdout.strip() == "f":
+            break
+        if time.monotonic() - t0 > 3600:
+            sys.exit("bench: replay did not finish in an hour")
+        if as_pg([f"{PGBIN}/pg_ctl", "-D", target, "status"], check=False).returncode != 0:
+            sys.exit(f"bench: the restored server stopped during replay:\n{log_file.read_text()[-3000:]}")
+        time.sleep(0.1)
+    elapsed = time.monotonic() - t0
+    as_pg([f"{PGBIN}/pg_ctl", "-D", target, "-w", "-m", "immediate", "stop"])
+    return elapsed
+
+
+def bench_replay(c):
+    """Point-in-time restore that replays REPLAY_MB of WAL from the archive: walg-ext wal-fetch
+    (which prefetches the next segments in parallel) vs pgBackRest archive-get with
+    archive-async=y. Both archives get the same WAL: archive_command pushes every segment to
+    both; then each tool restores its own backup taken just before and replays to the end."""
+    walg_env = f"WALG_FILE_PREFIX={BENCH_DIR / 'walg-store'} WALG_COMPRESSION_METHOD=zstd"
+    c.reload_with(archive_library="", archive_command=(
+        f"env {walg_env} {WALG_EXT} wal-push %p && "
+        f"pgbackrest --config={PGBR_CONF} --stanza=bench archive-push %p"))
+    c.psql("SELECT walg_backup_push(full => true)")
+    pgbr("--type=full", "backup")
+    start = c.psql("SELECT pg_current_wal_lsn()")
+    log(f"writing {REPLAY_MB} MB of WAL into both archives")
+    write_wal(c, REPLAY_MB, "replay_load")
+    c.psql("SELECT pg_switch_wal()")
+    wait_drained(c)
+    wal_bytes = int(c.psql(f"SELECT pg_current_wal_lsn() - '{start}'::pg_lsn"))
+    res = {"walg_ext": [], "pgbackrest": [], "wal_bytes": wal_bytes}
+    target = BENCH_DIR / "restore"
+    env = dict(os.environ, WALG_FILE_PREFIX=str(BENCH_DIR / "walg-store"), WALG_COMPRESSION_METHOD="zstd")
+    for i in range(RUNS):
+        log(f"replay run {i + 1}/{RUNS}")
+        rm(target)
+        as_pg([WALG_EXT, "backup-fetch", target, "LATEST", "--recovery"], env=env)
+        res["walg_ext"].append(start_replay(target, ""))
+        rm(target)
+        mkdir_pg(target)
+        pgbr(f"--pg1-path={target}", "restore")
+        res["pgbackrest"].append(start_replay(target, ""))
+        rm(target)
+    c.reload_with(**ARCHIVERS["walg_ext"])
+    c.psql("DROP TABLE IF EXISTS replay_load; CHECKPOINT")
     return res
 
 
@@ -399,8 +572,29 @@ def report(r):
         ("full backup vs pg_basebackup (s)", median(b["walg_ext"]), median(b["pg_basebackup"]), "<= 0.7"),
         ("restore vs pgBackRest (s)", median(rs["walg_ext"]), median(rs["pgbackrest"]), "<= 0.6"),
     ]
+    d = r["delta"]
+    rows += [
+        ("checksums on vs off (s)", median(b["walg_ext"]), median(b["walg_ext_no_checksums"]), "<= 1.05"),
+        ("delta (full scan) vs full (s)", median(d["walg_ext"]), median(b["walg_ext"]), "<= 0.10 *"),
+        ("delta vs pgBackRest incr (s)", median(d["walg_ext"]), median(d["pgbackrest"]), "<= 0.25 *"),
+        ("delta vs reading data once (s)", median(d["walg_ext"]), median(d["read_once_s"]), "<= 1.0"),
+        ("restore full+deltas vs full (s)", median(d["restore_chain_s"]), median(rs["walg_ext"]), "<= 1.3"),
+    ]
+    cold, rp = r["cold_restore"], r["replay"]
+    limit_s = max(median(cold["dd_fsync_write_s"]), median(cold["read_stored_s"]))
+    rows += [
+        ("cold restore vs pgBackRest (s)", median(cold["walg_ext"]), median(cold["pgbackrest"]), "<= 1.0"),
+        ("cold restore vs disk limit (s)", median(cold["walg_ext"]), limit_s, "<= 1.1"),
+        ("WAL replay vs pgBackRest async (s)", median(rp["walg_ext"]), median(rp["pgbackrest"]), "<= 0.7"),
+    ]
     for label, ours, other, target in rows:
         print(f"{label:<34}{ours:>10.2f}{other:>10.2f}{ours / other:>8.2f}   {target}")
+    print(f"cold restore: {cold['restored_bytes'] / 1e9:.2f} GB; dd with fsync "
+          f"{median(cold['dd_fsync_write_s']):.2f} s, reading the stored bytes {median(cold['read_stored_s']):.2f} s; "
+          f"replay: {rp['wal_bytes'] / 1e9:.2f} GB of WAL from file storage")
+    print(f"  * the targets for a delta with a complete changed-block map; deltas read every page today")
+    print(f"delta stored size: {[round(x / 1e6, 1) for x in d['walg_ext_bytes']]} MB "
+          f"(full: {d['full_bytes'] / 1e6:.1f} MB); chain {d['chain']}")
     print()
     print(f"{'archiver':<20}{'backlog':>8}{'seg/s':>8}{'max .ready':>12}{'final':>7}{'peak RSS MB':>13}")
     for name, a in r["archiving"].items():
@@ -411,6 +605,9 @@ def report(r):
           f"backup worker {r['backup_worker_peak_rss_mb']:.1f} MB (target < 256)")
     print(f"backup runs (s): {json.dumps(b)}")
     print(f"restore runs (s): {json.dumps(rs)}")
+    print(f"delta runs: {json.dumps(d)}")
+    print(f"cold restore runs: {json.dumps(cold)}")
+    print(f"replay runs: {json.dumps(rp)}")
 
 
 def chart(r, path):
@@ -453,9 +650,13 @@ def main():
         backups, worker_peak = bench_backups(c)
         limit["backup_ratio"] = backup_ratio()
         restores = bench_restores(c)
+        cold = bench_cold_restore()
+        deltas = bench_deltas(c)
+        replay = bench_replay(c)
         archiving, archiver_peak = bench_archiving(c)
         r = {"cores": CORES, "runs": RUNS, "scale": SCALE, "text_mb": TEXT_MB, "limit": limit,
-             "backup_s": backups, "restore_s": restores, "archiving": archiving,
+             "backup_s": backups, "restore_s": restores, "delta": deltas, "cold_restore": cold,
+             "replay": replay, "archiving": archiving,
              "archiver_peak_rss_mb": archiver_peak, "backup_worker_peak_rss_mb": worker_peak}
         (BENCH_DIR / "results.json").write_text(json.dumps(r, indent=2))
         chart(r, BENCH_DIR / "results.png")
