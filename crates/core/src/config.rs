@@ -27,8 +27,18 @@ pub struct Settings {
 }
 
 /// Environment variables that are settings although they have no WALG_/WALE_/AWS_ prefix.
-const PLAIN_ENV_KEYS: &[&str] = &["PGDATA", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE"];
+/// WAL-G's Azure keys are read by name, not by an `AZURE_` prefix: Azure hosts carry other
+/// `AZURE_*` variables (AZURE_CLIENT_ID, ...) that are no walg settings.
+const PLAIN_ENV_KEYS: &[&str] = &[
+    "PGDATA", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_ACCESS_KEY",
+    "AZURE_STORAGE_SAS_TOKEN", "AZURE_ENDPOINT_SUFFIX", "AZURE_ENVIRONMENT_NAME",
+];
 const ENV_PREFIXES: &[&str] = &["WALG_", "WALE_", "AWS_"];
+
+/// Whether environment variable `key` is a walg setting (read by `Settings::from_env`).
+pub fn is_env_setting(key: &str) -> bool {
+    ENV_PREFIXES.iter().any(|p| key.starts_with(p)) || PLAIN_ENV_KEYS.contains(&key)
+}
 
 impl Settings {
     pub fn new() -> Settings {
@@ -86,7 +96,7 @@ impl Settings {
         let mut settings = Settings::new();
         for (k, v) in std::env::vars_os() {
             let (Some(k), Some(v)) = (k.to_str(), v.to_str()) else { continue };
-            if ENV_PREFIXES.iter().any(|p| k.starts_with(p)) || PLAIN_ENV_KEYS.contains(&k) {
+            if is_env_setting(k) {
                 settings.set(k, v);
             }
         }
