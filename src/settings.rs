@@ -201,6 +201,11 @@ pub fn guc_settings() -> Settings {
     over
 }
 
+/// `walg.config_file`, when set (a path, never a secret itself: a drill's child reads it).
+pub fn config_file() -> Option<std::path::PathBuf> {
+    guc_str(&CONFIG_FILE).map(std::path::PathBuf::from)
+}
+
 /// The effective configuration: `walg.config_file`, overridden by the server's environment for
 /// secrets and by the walg.* settings that are set.
 pub fn load_config() -> walg_core::Result<Config> {

@@ -173,6 +173,102 @@ fn process_alive(pid: i32) -> bool {
 
 pub static BACKUP_JOB: PgLwLock<BackupJob> = unsafe { PgLwLock::new(c"walg_ext_backup_job") };
 
+/// Longest drill report (walg_core::backup::drill::DrillReport as JSON) the drill slot holds.
+pub const DRILL_REPORT_MAX: usize = 16 * 1024;
+
+/// The one restore drill slot (worker/drill.rs): one drill at a time, server-wide. The caller
+/// fills in the backup and the scratch directory; the worker the child's pid and the outcome:
+/// the report (state Succeeded: the drill ran, passed or not) or why it could not run (Failed).
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct DrillJob {
+    pub state: u32,
+    pub generation: u64,
+    pub owner_pid: i32,
+    pub worker_pid: i32,
+    /// The `walg-ext restore-drill` process (0 until started).
+    pub child_pid: i32,
+    backup: [u8; 64],
+    work_dir: [u8; 1024],
+    report: [u8; DRILL_REPORT_MAX],
+    error: [u8; 1024],
+    error_kind: [u8; 16],
+}
+
+impl Default for DrillJob {
+    fn default() -> Self {
+        DrillJob {
+            state: JobState::Idle as u32,
+            generation: 0,
+            owner_pid: 0,
+            worker_pid: 0,
+            child_pid: 0,
+            backup: [0; 64],
+            work_dir: [0; 1024],
+            report: [0; DRILL_REPORT_MAX],
+            error: [0; 1024],
+            error_kind: [0; 16],
+        }
+    }
+}
+
+unsafe impl PGRXSharedMemory for DrillJob {}
+
+impl DrillJob {
+    pub fn state(&self) -> JobState {
+        BackupJob { state: self.state, ..Default::default() }.state()
+    }
+    pub fn set_state(&mut self, s: JobState) {
+        self.state = s as u32;
+    }
+    pub fn backup(&self) -> String {
+        get_str(&self.backup)
+    }
+    pub fn set_backup(&mut self, s: &str) {
+        put_str(&mut self.backup, s)
+    }
+    pub fn work_dir(&self) -> String {
+        get_str(&self.work_dir)
+    }
+    /// False when the path does not fit.
+    pub fn set_work_dir(&mut self, s: &str) -> bool {
+        put_str(&mut self.work_dir, s);
+        s.len() < self.work_dir.len()
+    }
+    pub fn report(&self) -> String {
+        get_str(&self.report)
+    }
+    /// False when the text does not fit.
+    pub fn set_report(&mut self, s: &str) -> bool {
+        put_str(&mut self.report, s);
+        s.len() < self.report.len()
+    }
+    pub fn error(&self) -> String {
+        get_str(&self.error)
+    }
+    pub fn set_error(&mut self, s: &str) {
+        put_str(&mut self.error, s)
+    }
+    pub fn error_kind(&self) -> Option<walg_core::ErrorKind> {
+        walg_core::ErrorKind::from_name(&get_str(&self.error_kind))
+    }
+    pub fn set_error_kind(&mut self, k: walg_core::ErrorKind) {
+        put_str(&mut self.error_kind, k.name())
+    }
+    /// A drill is active while its worker (or, before it starts, its owner) is alive.
+    pub fn is_active(&self) -> bool {
+        match self.state() {
+            JobState::Starting | JobState::Running => {
+                let pid = if self.worker_pid != 0 { self.worker_pid } else { self.owner_pid };
+                pid != 0 && process_alive(pid)
+            }
+            _ => false,
+        }
+    }
+}
+
+pub static DRILL_JOB: PgLwLock<DrillJob> = unsafe { PgLwLock::new(c"walg_ext_drill_job") };
+
 /// What the archive module did since the server started (updated by the archiver process).
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -295,6 +391,7 @@ pub fn init() {
     pg_shmem_init!(BACKUP_JOB);
     pg_shmem_init!(ARCHIVER_STATS);
     pg_shmem_init!(SCHEDULER);
+    pg_shmem_init!(DRILL_JOB);
     INITIALIZED.store(true, Ordering::Relaxed);
 }
 

@@ -2,6 +2,7 @@
 //! One file per area; privileges are in sql/privileges.sql (nothing runs for PUBLIC).
 mod backup;
 mod delete;
+mod drill;
 mod schedule;
 mod status;
 mod wal;

@@ -34,8 +34,9 @@ fn ms_interval(ms: Option<i64>) -> Option<Interval> {
     ms.map(|ms| Interval::from_micros(ms * 1000))
 }
 
-/// Rows of the view walg_schedule: one per schedule (`backup`, `full_backup`) and one for
-/// `retention` (applied after each successful scheduled backup).
+/// Rows of the view walg_schedule: one per schedule (`backup`, `full_backup`, `drill`: the
+/// scheduled restore drills, `last_backup` the backup drilled) and one for `retention` (applied
+/// after each successful scheduled backup).
 #[pg_extern(volatile, parallel_safe)]
 #[allow(clippy::type_complexity)]
 fn walg_schedule_status() -> TableIterator<
@@ -74,6 +75,19 @@ fn walg_schedule_status() -> TableIterator<
             )
         })
         .collect();
+    let d = &s.state.drill;
+    rows.push((
+        "drill".into(),
+        "walg.drill_schedule".into(),
+        nonempty(&d.expression),
+        s.next_drill.as_ref().and_then(chrono_to_tstz),
+        d.last_run.as_ref().and_then(chrono_to_tstz),
+        d.last_outcome.map(|o| o.name().to_string()),
+        d.last_error.clone(),
+        ms_interval(d.last_duration_ms),
+        d.last_backup.clone(),
+        None,
+    ));
     let r = &s.state.retention;
     rows.push((
         "retention".into(),
@@ -191,18 +205,18 @@ mod tests {
         let mut rows = 0;
         for _ in 0..100 {
             rows = Spi::get_one::<i64>("SELECT count(*) FROM walg_schedule").unwrap().unwrap_or(0);
-            if rows == 3 {
+            if rows == 4 {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        assert_eq!(rows, 3, "backup, full_backup, retention");
+        assert_eq!(rows, 4, "backup, full_backup, drill, retention");
         let off = Spi::get_one::<String>(
             "SELECT string_agg(schedule || ':' || setting || ':' || coalesce(expression, 'off') || ':' || (next_run IS NULL)::text, ',' ORDER BY schedule) FROM walg_schedule",
         )
         .unwrap()
         .unwrap();
-        assert_eq!(off, "backup:walg.backup_schedule:off:true,full_backup:walg.full_backup_schedule:off:true,retention:walg.retain:off:true");
+        assert_eq!(off, "backup:walg.backup_schedule:off:true,drill:walg.drill_schedule:off:true,full_backup:walg.full_backup_schedule:off:true,retention:walg.retain:off:true");
         let text = Spi::get_one::<String>("SELECT walg_metrics()").unwrap().unwrap();
         assert!(text.contains("# TYPE walg_archived_files_total counter\nwalg_archived_files_total "), "{text}");
         assert!(text.contains("walg_scheduled_backups_total{outcome=\"succeeded\"} 0\n"), "{text}");
@@ -222,5 +236,6 @@ mod tests {
         assert_eq!(show("walg.backup_retry_delay"), "1min");
         assert_eq!(show("walg.health_check_interval"), "1min");
         assert_eq!(show("walg.backup_on_standby"), "off");
+        assert_eq!((show("walg.drill_schedule"), show("walg.drill_work_dir"), show("walg.cli_path")), (String::new(), String::new(), String::new()));
     }
 }

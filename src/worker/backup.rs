@@ -21,6 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use walg_core::backup::push::{self, BackupStart, BackupStop, Progress};
 use walg_core::backup::delta::{check_base_at_start, choose_base, delta_name, BaseChoice, DeltaRequest};
+use walg_core::backup::standby::{check_replay_timeline, label_start_timeline, refuse_standby_backup, ReplayPause, StandbyFacts};
 use walg_core::backup::{wait_for_wal, InProgress, WaitTiming, WalRange};
 use walg_core::format::names::{backup_name, parse_lsn};
 use walg_core::ErrorKind;
@@ -382,6 +383,11 @@ fn take_backup(
     };
     let cfg = settings::load_config()?;
     let storage = cfg.open_storage()?;
+    // A standby that could never bring a backup to its end (replay paused, no WAL source) is
+    // refused before anything is written (walg_core::backup::standby).
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        refuse_standby_backup(&standby_facts()?)?;
+    }
     // The in-progress marker goes first, before pg_backup_start: from now on no delete, from any
     // server, removes what this backup writes or the WAL it needs (catalog/delete.rs).
     let mut marker = InProgress::begin(storage.clone(), &hostname(), std::process::id())?;
@@ -478,6 +484,7 @@ fn take_backup(
     let progress = Arc::new(Progress::default());
     // SAFETY: reads shared memory state; this is the worker's main thread.
     let started_in_recovery = unsafe { pg_sys::RecoveryInProgress() };
+    let start_timeline = start.timeline;
     let mut poll = || -> walg_core::Result<()> {
         publish(&progress);
         marker.heartbeat()?;
@@ -494,6 +501,10 @@ fn take_backup(
                         .into(),
                 ));
             }
+        }
+        if started_in_recovery {
+            // Its WAL would span two timelines: the wait below could never end.
+            check_replay_timeline(start_timeline, current_timeline())?;
         }
         Ok(())
     };
@@ -543,7 +554,15 @@ fn take_backup(
         tablespace_map: stop.2,
         finish_time: chrono::Utc::now(),
     };
-    wait_for_wal_in_storage(storage.as_ref(), &start, &stop, &progress, &mut marker)?;
+    if started_in_recovery {
+        // pg_backup_stop on a standby ends at minRecoveryPoint on the timeline it replays now;
+        // the label's START TIMELINE is the one the backup is named and waits for.
+        if let Some(label_tli) = label_start_timeline(&stop.backup_label) {
+            check_replay_timeline(start.timeline, label_tli)?;
+        }
+        check_replay_timeline(start.timeline, current_timeline())?;
+    }
+    wait_for_wal_in_storage(storage.as_ref(), &start, &stop, &progress, &mut marker, started_in_recovery)?;
     marker.ensure_fresh()?;
     if let Some(base) = &start.delta {
         // The base must still be there (the marker kept deletes away; a commit without it would
@@ -579,6 +598,7 @@ fn wait_for_wal_in_storage(
     stop: &BackupStop,
     progress: &Progress,
     marker: &mut InProgress,
+    started_in_recovery: bool,
 ) -> Result<(), Failure> {
     let range = WalRange {
         timeline: start.timeline,
@@ -598,11 +618,54 @@ fn wait_for_wal_in_storage(
         if unsafe { pg_sys::ProcDiePending != 0 || libc::getppid() != pg_sys::PostmasterPid } {
             return Err(walg_core::Error::Cancelled("the backup worker was asked to stop while waiting for WAL".into()));
         }
+        if started_in_recovery {
+            // After a switch the segments past it exist only on the new timeline.
+            check_replay_timeline(start.timeline, current_timeline())?;
+        }
         Ok(())
     };
     let mut log = |line: &str| warning!("walg_ext: backup {}: {line}", start.name);
     wait_for_wal(storage, &range, WaitTiming::default(), &mut poll, &mut log)?;
     Ok(())
+}
+
+/// The timeline this server is on now: the one of the last record replayed while in recovery,
+/// the one it writes once promoted (0 when not known yet).
+fn current_timeline() -> u32 {
+    // SAFETY: both read shared memory under PostgreSQL's own locks; main thread of the worker.
+    unsafe {
+        if pg_sys::RecoveryInProgress() {
+            let mut tli: pg_sys::TimeLineID = 0;
+            pg_sys::GetXLogReplayRecPtr(&mut tli);
+            tli
+        } else {
+            pg_sys::GetWALInsertionTimeLine()
+        }
+    }
+}
+
+/// What decides whether a backup on this standby could ever end (read before anything is
+/// written).
+fn standby_facts() -> Result<StandbyFacts, Failure> {
+    BackgroundWorker::transaction(|| {
+        Spi::connect(|client| {
+            let row = client
+                .select(
+                    "SELECT pg_get_wal_replay_pause_state(), current_setting('primary_conninfo'), \
+                            current_setting('restore_command')",
+                    None,
+                    &[],
+                )?
+                .first();
+            let (pause, conninfo, restore): (Option<String>, Option<String>, Option<String>) = row.get_three()?;
+            Ok::<_, pgrx::spi::Error>(StandbyFacts {
+                pause: ReplayPause::parse(&pause.unwrap_or_default()),
+                primary_conninfo: conninfo.unwrap_or_default(),
+                restore_command: restore.unwrap_or_default(),
+            })
+        })
+    })
+    .map_err(|e| Failure::new(ErrorKind::Internal, format!("reading the standby's replay state: {e}")))
 }
 
 fn publish(p: &Progress) {

@@ -7,6 +7,11 @@
 //!   nothing runs unless `walg.backup_on_standby`;
 //! - retention after each successful scheduled backup (`walg.retain`, then `delete garbage`),
 //!   through catalog/delete.rs, the one delete implementation;
+//! - restore drills: at each tick of `walg.drill_schedule` it starts the drill job
+//!   `walg_restore_drill()` starts (worker/drill.rs) on the latest backup and goes on with its
+//!   loop; the outcome is recorded when the drill worker stops (the drill's report itself is in
+//!   storage, where `walg_health()`'s `drill_failed` reads it); a tick that finds a backup or a
+//!   drill running, or whose checks refuse it, is recorded with the reason; no retries;
 //! - every `walg.health_check_interval`: one storage check (backup list, wal-verify integrity)
 //!   cached for `walg_health()`, and the counters saved;
 //! - state (records, counters) in `PGDATA/walg_ext.state`, so a tick missed while the server
@@ -19,6 +24,7 @@
 use crate::settings;
 use crate::shmem::{self, ARCHIVER_STATS, SCHEDULER};
 use crate::worker::backup::{self, BackupOptions, StartError, Started};
+use crate::worker::drill;
 use chrono::{DateTime, Local, Utc};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::prelude::*;
@@ -27,6 +33,7 @@ use std::time::{Duration, Instant};
 use walg_core::catalog::delete;
 use walg_core::catalog::wal_verify::IntegrityOptions;
 use walg_core::schedule::health::{self, StorageCheck};
+use walg_core::schedule::drill::{DrillPlan, NOT_RUN_PREFIX};
 use walg_core::schedule::{retention, state, CronSchedule, Decision, RetryPolicy, RunResult, Scheduler, Snapshot, State, Which};
 use walg_core::{Config, ScheduleConfig};
 
@@ -49,6 +56,9 @@ pub fn register() {
 
 struct Ctx {
     scheduler: Scheduler,
+    drill_plan: DrillPlan,
+    /// The scheduled drill running: its job generation and worker.
+    drill_job: Option<(u64, pgrx::bgworkers::DynamicBackgroundWorker)>,
     cfg: Option<Config>,
     sched: ScheduleConfig,
     config_errors: Vec<(String, String)>,
@@ -84,10 +94,13 @@ fn now_local() -> DateTime<Local> {
 }
 
 impl Ctx {
-    fn new(state: State, pgdata: PathBuf) -> Ctx {
+    fn new(mut state: State, pgdata: PathBuf) -> Ctx {
         let defaults = ScheduleConfig::defaults();
+        let drill_plan = DrillPlan::resume(&mut state.drill);
         Ctx {
             scheduler: Scheduler::new(state, policy(&defaults), Utc::now()),
+            drill_plan,
+            drill_job: None,
             cfg: None,
             sched: defaults,
             config_errors: Vec::new(),
@@ -126,6 +139,15 @@ impl Ctx {
         };
         let backup = parse(Which::Backup, &self.sched.backup.clone());
         let full = parse(Which::FullBackup, &self.sched.full_backup.clone());
+        let drill = match CronSchedule::parse("walg.drill_schedule", self.sched.drill.as_deref().unwrap_or("")) {
+            Ok(s) => s,
+            Err(e) => {
+                warning!("walg_ext scheduler: {e}; scheduled drills are off until it is fixed");
+                self.config_errors.push(("walg.drill_schedule".into(), e.to_string()));
+                None
+            }
+        };
+        self.drill_plan.configure(&mut self.scheduler.state.drill, drill, Utc::now());
         if let Err(e) = retention::parse_retain(self.sched.retain.as_deref().unwrap_or(""), Utc::now()) {
             warning!("walg_ext scheduler: {e}; retention is off until it is fixed");
             self.config_errors.push(("walg.retain".into(), e.to_string()));
@@ -133,10 +155,11 @@ impl Ctx {
         let p = policy(&self.sched);
         self.scheduler.configure(backup, full, p, Utc::now());
         log!(
-            "walg_ext scheduler: backup_schedule '{}', full_backup_schedule '{}', retain '{}' (timezone {})",
+            "walg_ext scheduler: backup_schedule '{}', full_backup_schedule '{}', retain '{}', drill_schedule '{}' (timezone {})",
             self.sched.backup.as_deref().unwrap_or(""),
             self.sched.full_backup.as_deref().unwrap_or(""),
             self.sched.retain.as_deref().unwrap_or(""),
+            self.sched.drill.as_deref().unwrap_or(""),
             self.timezone
         );
         self.save();
@@ -207,6 +230,7 @@ impl Ctx {
             state: self.scheduler.state.clone(),
             next_backup: self.scheduler.next_run(Which::Backup, &now),
             next_full_backup: self.scheduler.next_run(Which::FullBackup, &now),
+            next_drill: self.drill_plan.next_run(&now),
             due_by: health::overdue_threshold(&active, Some(&self.scheduler.state), &now),
             storage: self.storage.clone(),
             config_errors: self.config_errors.clone(),
@@ -301,6 +325,66 @@ impl Ctx {
         true
     }
 
+    /// walg.drill_schedule: record the end of the running scheduled drill, or start one when a
+    /// tick is due. Never waits for a drill.
+    fn drills(&mut self) {
+        if let Some((generation, worker)) = &self.drill_job {
+            if !matches!(worker.pid(), Err(BackgroundWorkerStatus::Stopped) | Err(BackgroundWorkerStatus::PostmasterDied)) {
+                return;
+            }
+            let result = match drill::outcome(*generation) {
+                Ok(r) if r.passed => RunResult::Succeeded { backup: r.backup.clone() },
+                Ok(r) => RunResult::Failed {
+                    error: format!("{} failed the drill at {}: {}", r.backup, r.failed_step.as_deref().unwrap_or("?"), r.error.as_deref().unwrap_or("")),
+                },
+                Err(f) => RunResult::Failed { error: format!("{NOT_RUN_PREFIX}{}: {}", f.kind.name(), f.message) },
+            };
+            match &result {
+                RunResult::Succeeded { backup } => log!("walg_ext scheduler: scheduled restore drill of {backup} passed"),
+                RunResult::Failed { error } => warning!("walg_ext scheduler: scheduled restore drill: {error}"),
+                _ => {}
+            }
+            self.drill_plan.finished(&mut self.scheduler.state.drill, result, Utc::now());
+            self.drill_job = None;
+            // The new report changes what walg_health reports: check now.
+            self.next_check = Instant::now();
+            self.save();
+            self.publish();
+            return;
+        }
+        let Some(tick) = self.drill_plan.due(&self.scheduler.state.drill, &now_local()) else { return };
+        let rec = &mut self.scheduler.state.drill;
+        if let Err(reason) = self.sched.runs_here(standby()) {
+            log!("walg_ext scheduler: scheduled restore drill skipped: {reason}");
+            self.drill_plan.not_started(rec, tick, RunResult::Skipped { reason: reason.to_string() }, Utc::now());
+        } else {
+            match drill::start("LATEST") {
+                Ok(drill::Started { generation, worker, backup }) => {
+                    log!("walg_ext scheduler: starting the scheduled restore drill of {backup}");
+                    self.drill_plan.started(rec, tick, &backup, Utc::now());
+                    self.drill_job = Some((generation, worker));
+                }
+                Err(e) => {
+                    let result = match e {
+                        drill::StartError::Busy(why) => RunResult::Skipped { reason: why },
+                        drill::StartError::Refused(e) => RunResult::Failed { error: format!("{NOT_RUN_PREFIX}{}: {e}", e.kind().name()) },
+                        drill::StartError::NoWorker => {
+                            RunResult::Failed { error: format!("{NOT_RUN_PREFIX}could not start the drill worker: raise max_worker_processes") }
+                        }
+                    };
+                    match &result {
+                        RunResult::Skipped { reason } => log!("walg_ext scheduler: scheduled restore drill skipped: {reason}"),
+                        RunResult::Failed { error } => warning!("walg_ext scheduler: scheduled restore drill not started: {error}"),
+                        _ => {}
+                    }
+                    self.drill_plan.not_started(rec, tick, result, Utc::now());
+                }
+            }
+        }
+        self.save();
+        self.publish();
+    }
+
     /// `walg.retain` (with confirm), then `delete garbage`: after a successful scheduled backup.
     fn retention(&mut self) {
         let text = self.sched.retain.clone().unwrap_or_default();
@@ -375,6 +459,7 @@ pub extern "C-unwind" fn walg_ext_scheduler_main(_arg: pg_sys::Datum) {
             ctx.reload();
         }
         ctx.maybe_check_storage();
+        ctx.drills();
         match ctx.scheduler.poll(&now_local()) {
             Decision::Run { full, attempt, catch_up } => {
                 if !ctx.run_backup(full, attempt, catch_up) {
@@ -384,6 +469,11 @@ pub extern "C-unwind" fn walg_ext_scheduler_main(_arg: pg_sys::Datum) {
             Decision::Wait(until) => {
                 ctx.publish();
                 let mut timeout = ctx.next_check.saturating_duration_since(Instant::now());
+                let drill_next = if ctx.drill_job.is_some() { None } else { ctx.drill_plan.next_run(&now_local()) };
+                let until = match (until, drill_next) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 if let Some(t) = until {
                     let ms = (t - Utc::now()).num_milliseconds().max(0) as u64;
                     timeout = timeout.min(Duration::from_millis(ms));
@@ -395,6 +485,10 @@ pub extern "C-unwind" fn walg_ext_scheduler_main(_arg: pg_sys::Datum) {
                 }
             }
         }
+    }
+    if ctx.drill_job.take().is_some() {
+        // The drill worker got the shutdown's SIGTERM too: it stops the copy and removes it.
+        ctx.drill_plan.finished(&mut ctx.scheduler.state.drill, RunResult::Cancelled { reason: "cancelled: the server shut down during the drill".into() }, Utc::now());
     }
     ctx.save();
     log!("walg_ext scheduler: stopped");

@@ -17,6 +17,9 @@ use crate::error::{Error, Result};
 use crate::storage::{S3Config, Storage};
 use registry as r;
 
+/// Where `make install` puts walg-ext: the default of WALG_CLI_PATH (walg.cli_path).
+pub const DEFAULT_CLI_PATH: &str = "/usr/local/bin/walg-ext";
+
 /// WAL-G's default tar part size: 1 GiB - 1.
 pub const DEFAULT_TAR_SIZE_THRESHOLD: u64 = (1 << 30) - 1;
 
@@ -174,6 +177,11 @@ pub struct Config {
     pub delta_from_full: bool,
     /// WALG_PREFETCH_DIR: where wal-fetch prefetches; None = beside restore_command's %p.
     pub prefetch_dir: Option<PathBuf>,
+    /// WALG_DRILL_WORK_DIR: where a drill asked of the server makes its scratch copy; None =
+    /// the server's temporary directory.
+    pub drill_work_dir: Option<PathBuf>,
+    /// WALG_CLI_PATH: the walg-ext binary the server runs for drills.
+    pub cli_path: PathBuf,
 }
 
 /// Settings of the scheduler, as written: the expressions are parsed by the scheduler
@@ -197,6 +205,8 @@ pub struct ScheduleConfig {
     pub on_primary: bool,
     /// WALG_HEALTH_CHECK_INTERVAL, seconds.
     pub health_check_interval_secs: u64,
+    /// WALG_DRILL_SCHEDULE (cron); None = off.
+    pub drill: Option<String>,
 }
 
 impl ScheduleConfig {
@@ -210,6 +220,7 @@ impl ScheduleConfig {
             on_standby: s.flag(&r::BACKUP_ON_STANDBY)?,
             on_primary: s.flag(&r::BACKUP_ON_PRIMARY)?,
             health_check_interval_secs: count(s, &r::HEALTH_CHECK_INTERVAL)?,
+            drill: s.text(&r::DRILL_SCHEDULE)?,
         })
     }
 
@@ -363,6 +374,8 @@ impl Config {
         let fail_on_corrupt_pages = s.flag(&r::FAIL_ON_CORRUPT_PAGES)?;
         let delta_from_full = s.text(&r::DELTA_ORIGIN)?.is_some_and(|o| o == "LATEST_FULL");
         let prefetch_dir = s.text(&r::PREFETCH_DIR)?.filter(|d| !d.trim().is_empty()).map(PathBuf::from);
+        let drill_work_dir = s.text(&r::DRILL_WORK_DIR)?.filter(|d| !d.trim().is_empty()).map(PathBuf::from);
+        let cli_path = PathBuf::from(s.text(&r::CLI_PATH)?.unwrap_or_else(|| DEFAULT_CLI_PATH.into()));
         Ok(Config {
             storage,
             compression,
@@ -380,6 +393,8 @@ impl Config {
             fail_on_corrupt_pages,
             delta_from_full,
             prefetch_dir,
+            drill_work_dir,
+            cli_path,
         })
     }
 
@@ -402,6 +417,8 @@ impl Config {
             fail_on_corrupt_pages: false,
             delta_from_full: false,
             prefetch_dir: None,
+            drill_work_dir: None,
+            cli_path: PathBuf::from(DEFAULT_CLI_PATH),
         }
     }
 
@@ -576,6 +593,9 @@ mod tests {
             ("WALG_DELTA_MAX_STEPS", vec![], "6"),
             ("WALG_DELTA_ORIGIN", vec![], "latest_full"),
             ("WALG_PREFETCH_DIR", vec![], "/var/tmp/prefetch"),
+            ("WALG_DRILL_SCHEDULE", vec![], "0 4 * * *"),
+            ("WALG_DRILL_WORK_DIR", vec![], "/var/tmp"),
+            ("WALG_CLI_PATH", vec![], "/opt/walg/bin/walg-ext"),
         ];
         for setting in registry::ALL {
             let Some((key, ctx, value)) = cases.iter().find(|c| c.0 == setting.key) else {

@@ -7,6 +7,10 @@
 //! 2. A backup on a streaming standby (`archive_mode = on`: its WAL receiver marks segments
 //!    `.done`) while the primary cannot archive: it waits, can be cancelled and leaves no
 //!    sentinel; once the primary archives again (and switches segments), it commits and restores.
+//! 3. A standby promoted during its backup: a clear error, nothing committed.
+//! 4. A standby with replay paused is refused with nothing written; a standby that follows a new
+//!    timeline during its backup fails it (55000, both timelines named, nothing committed) and
+//!    its next backup, on the new timeline, commits.
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -209,4 +213,92 @@ fn standby_promoted_during_its_backup_fails_clearly_and_commits_nothing() {
     assert!(storage.sentinel_backups().is_empty(), "nothing committed: {:?}", storage.sentinel_backups());
     s.stop();
     p.stop();
+}
+
+/// A standby that could never finish a backup is refused before anything is written (replay
+/// paused), and a standby that switches timeline during its backup fails it clearly instead of
+/// waiting for ever: primary P, standbys S1 and S2 streaming from it; a slowed backup on S2;
+/// P stops, S1 is promoted (timeline 2) and S2 is pointed at S1 and follows timeline 2. The
+/// backup fails with 55000 naming both timelines, nothing is committed, and the next backup on
+/// S2 (on timeline 2) succeeds.
+#[test]
+fn standby_backup_refused_when_paused_and_fails_clearly_on_a_timeline_switch() {
+    require_installed();
+    let storage = Storage::new("commit-tli", "lz4");
+    let mut p = Cluster::init("commit-tli-p", &storage.extension_conf());
+    p.start();
+    p.psql("CREATE EXTENSION walg_ext");
+    // SQLSTATE and message of a call, readable on the standbys too (replicated).
+    p.psql(
+        "CREATE FUNCTION walg_state(q text) RETURNS text LANGUAGE plpgsql AS $$ \
+         BEGIN EXECUTE q; RETURN 'ok'; EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ' ' || SQLERRM; END $$",
+    );
+    p.pgbench_init(2);
+    let seg = p.switch_wal();
+    p.wait_archived(&seg, Duration::from_secs(60));
+    let mut s1 = Cluster::streaming_standby("commit-tli-s1", &p, "");
+    // About 35 MB to copy at 1 MB/s: the backup still copies when the switch reaches S2.
+    let mut s2 = Cluster::streaming_standby(
+        "commit-tli-s2",
+        &p,
+        "walg.disk_rate_limit = 1048576\nhot_standby_feedback = on\nwal_retrieve_retry_interval = '500ms'\n",
+    );
+
+    // Replay paused: refused before anything is written; the slot is free afterwards.
+    s2.psql("SELECT pg_wal_replay_pause()");
+    s2.wait_for_value("SELECT pg_get_wal_replay_pause_state()", "paused", Duration::from_secs(30));
+    let state = s2.psql("SELECT walg_state('SELECT walg_backup_push()')");
+    assert!(
+        state.starts_with("55000 walg_ext backup failed: WAL replay on this standby is paused")
+            && state.contains("pg_wal_replay_resume()"),
+        "{state}"
+    );
+    assert!(storage.keys("basebackups_005/").is_empty(), "nothing written: {:?}", storage.keys("basebackups_005/"));
+    s2.psql("SELECT pg_wal_replay_resume()");
+
+    let mut caller = s2.psql_background("SELECT walg_state('SELECT walg_backup_push()')");
+    wait_until("the standby backup to copy data", Duration::from_secs(60), || {
+        let done: i64 = s2.psql("SELECT coalesce(backup_bytes_done, 0) FROM walg_status()").parse().ok()?;
+        (done > 0).then_some(())
+    });
+    // A switchover: P stops (its standbys get all its WAL), S1 is promoted, S2 follows S1.
+    p.stop();
+    let replayed = |c: &Cluster| c.psql("SELECT pg_last_wal_replay_lsn()::text || ' ' || pg_last_wal_receive_lsn()::text");
+    wait_until("both standbys to replay all of P's WAL", Duration::from_secs(60), || {
+        let (a, b) = (replayed(&s1), replayed(&s2));
+        let same = |x: &str| x.split(' ').collect::<Vec<_>>().windows(2).all(|w| w[0] == w[1]);
+        (a == b && same(&a)).then_some(())
+    });
+    assert_eq!(s1.psql("SELECT pg_promote()"), "t");
+    s2.set_and_reload("primary_conninfo", &format!("'host={} port={} user=postgres'", s1.socket_dir(), s1.port));
+    let out = caller.wait_timeout(Duration::from_secs(120)).expect("the backup stops once S2 follows timeline 2");
+    assert!(out.success(), "{}", out.describe());
+    let state = out.stdout.trim();
+    assert!(
+        state.starts_with("55000 walg_ext backup failed: the standby switched from timeline 1 to timeline 2 during the backup")
+            && state.contains("nothing committed"),
+        "{state}"
+    );
+    assert!(storage.sentinel_backups().is_empty(), "nothing committed: {:?}", storage.sentinel_backups());
+    assert_eq!(s2.psql("SELECT count(*) FROM walg_backup_list()"), "0");
+    assert!(status(&s2, "backup_error").contains("switched from timeline 1 to timeline 2"), "{}", status(&s2, "backup_error"));
+
+    // The worker is fine: the next backup on S2 starts on timeline 2 and commits once S1 has
+    // archived its WAL.
+    s2.set_and_reload("walg.disk_rate_limit", "0");
+    s1.psql("CHECKPOINT");
+    let mut caller = s2.psql_background("SELECT walg_backup_push()");
+    let out = wait_until("the next standby backup to commit", Duration::from_secs(240), || {
+        if let Some(out) = caller.wait_timeout(Duration::from_secs(2)) {
+            return Some(out);
+        }
+        let _ = s1.try_psql("SELECT pg_switch_wal()");
+        None
+    });
+    assert!(out.success(), "the next backup on the standby commits\n{}", out.describe());
+    let name = out.stdout.trim().to_string();
+    assert!(name.starts_with("base_00000002"), "{name}");
+    assert_eq!(storage.sentinel_backups(), vec![name]);
+    s2.stop();
+    s1.stop();
 }

@@ -10,6 +10,7 @@ mod backup_errors;
 mod backup_kill;
 mod delta;
 mod drill;
+mod drill_sql;
 mod harness;
 mod manage;
 mod page_checksums;

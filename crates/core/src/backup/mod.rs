@@ -3,12 +3,14 @@
 pub mod chain;
 pub mod delta;
 pub mod drill;
+pub mod drill_request;
 pub mod fetch;
 pub mod in_progress;
 pub mod page_verify;
 pub mod partial;
 pub mod push;
 pub mod recovery;
+pub mod standby;
 pub mod tablespaces;
 pub mod walk;
 pub mod wal_wait;

@@ -18,8 +18,9 @@
 //! Timeline: the segments are looked for on the backup's start timeline (the timeline in its
 //! name, `START TIMELINE` in backup_label). On a primary that is the only timeline. On a standby
 //! whose upstream switched timelines during the backup, the segments after the switch exist only
-//! on the new timeline: the wait does not find them and goes on (never commits early) until the
-//! backup is cancelled; take the backup again.
+//! on the new timeline: the wait alone would never find them (it never commits early); the
+//! worker's poll checks the standby's replay timeline (`standby::check_replay_timeline`) and
+//! fails the backup with a clear error instead.
 
 use std::time::{Duration, Instant};
 

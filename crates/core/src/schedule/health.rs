@@ -37,6 +37,7 @@ pub struct Problem {
     pub severity: Severity,
     /// Stable identifier: archiving_failing, archive_lag, storage_unreachable, storage_error,
     /// no_backup, backup_overdue, scheduled_backup_failed, retention_failing, wal_gap, drill_failed,
+    /// scheduled_drill_not_run,
     /// bad_schedule, bad_retention, storage_not_checked, health_check_stale.
     pub problem: &'static str,
     pub detail: String,
@@ -359,6 +360,23 @@ pub fn assess(inputs: &HealthInputs) -> Vec<Problem> {
                 );
             }
         }
+        let d = &st.drill;
+        if !d.expression.is_empty() && d.last_outcome == Some(Outcome::Failed) {
+            if let Some(why) = d.last_error.as_deref().and_then(|e| e.strip_prefix(super::drill::NOT_RUN_PREFIX)) {
+                // A drill that ran and failed is drill_failed (from its report in storage); this
+                // is one that never produced a report, so nothing else would say so.
+                push(
+                    Severity::Warning,
+                    "scheduled_drill_not_run",
+                    format!(
+                        "the scheduled restore drill ({}) did not run: {why}",
+                        d.last_run.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default()
+                    ),
+                    "Fix what the error names (space in walg.drill_work_dir, walg.cli_path, the PostgreSQL binaries); the next tick of walg.drill_schedule tries again, or run SELECT walg_restore_drill().",
+                    d.last_run,
+                );
+            }
+        }
         let r = &st.retention;
         if r.last_outcome == Some(Outcome::Failed) {
             push(
@@ -505,6 +523,17 @@ mod tests {
             ..Default::default()
         };
         st.retention = RetentionRecord { policy: "FULL 7".into(), last_outcome: Some(Outcome::Failed), last_error: Some("boom".into()), ..Default::default() };
+        st.drill = Record {
+            expression: "0 5 * * *".into(),
+            last_outcome: Some(Outcome::Failed),
+            last_error: Some(format!("{}conflict: not enough free space for a restore drill", crate::schedule::drill::NOT_RUN_PREFIX)),
+            ..Default::default()
+        };
+        let p = assess(&inputs(now, Some(&s), Some(&st), &sch));
+        assert_eq!(names(&p), vec!["scheduled_backup_failed", "scheduled_drill_not_run", "retention_failing"]);
+        assert!(p[1].detail.contains("did not run: conflict: not enough free space"), "{}", p[1].detail);
+        // A drill that ran and failed is drill_failed's (from storage), not this.
+        st.drill.last_error = Some("base_1 failed the drill at amcheck: ...".into());
         let p = assess(&inputs(now, Some(&s), Some(&st), &sch));
         assert_eq!(names(&p), vec!["scheduled_backup_failed", "retention_failing"]);
         assert_eq!(p[0].severity, Severity::Warning, "a retry is pending");

@@ -2,12 +2,14 @@
 //! extension's scheduler worker (src/worker/scheduler.rs) is glue around these.
 //!
 //! - `cron`: parsing and ticks of `walg.backup_schedule` / `walg.full_backup_schedule`;
+//! - `drill`: when `walg.drill_schedule` runs a restore drill;
 //! - `plan`: what is due, catch-up once after a restart, retries with backoff, outcomes;
 //! - `retention`: `walg.retain` as a request to the one delete implementation;
 //! - `state`: the state file in PGDATA (records, counters) that survives restarts;
 //! - `health`: the storage check the scheduler caches and the problems `walg_health()` lists;
 //! - `metrics`: the Prometheus text of `walg_metrics()`.
 pub mod cron;
+pub mod drill;
 pub mod health;
 pub mod metrics;
 pub mod plan;
@@ -29,6 +31,9 @@ pub struct Snapshot {
     pub state: State,
     pub next_backup: Option<DateTime<Utc>>,
     pub next_full_backup: Option<DateTime<Utc>>,
+    /// The next tick of walg.drill_schedule.
+    #[serde(default)]
+    pub next_drill: Option<DateTime<Utc>>,
     /// A backup should have finished after this (health::overdue_threshold, server time zone).
     pub due_by: Option<DateTime<Utc>>,
     pub storage: Option<health::StorageCheck>,

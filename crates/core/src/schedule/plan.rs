@@ -115,6 +115,9 @@ pub struct State {
     pub retention: RetentionRecord,
     #[serde(default)]
     pub counters: Counters,
+    /// walg.drill_schedule's record (schedule/drill.rs decides on it).
+    #[serde(default)]
+    pub drill: Record,
 }
 
 impl State {
