@@ -52,6 +52,18 @@ if ! "$TEST_VENV/bin/python" -c 'import zstandard' 2>/dev/null; then
   "$TEST_VENV/bin/pip" install -q --disable-pip-version-check zstandard
 fi
 
+# Azurite (Microsoft's Azure Storage emulator, npm) for the Azure Blob tests, in a fixed
+# directory; the tests start it themselves on a free loopback port (pgrx-tests/src/azurite.rs).
+# About 20 s once (node and npm come from Debian); skipped when the pinned version is there.
+AZURITE_DIR="${WALG_AZURITE_DIR:-/opt/walg-azurite}"
+AZURITE_VERSION="3.37.0"
+if ! grep -qs "\"version\": \"${AZURITE_VERSION}\"" "$AZURITE_DIR/node_modules/azurite/package.json"; then
+  command -v npm >/dev/null 2>&1 || apt_install_missing nodejs npm
+  log "installing azurite ${AZURITE_VERSION} into ${AZURITE_DIR} (Azure Blob test server)"
+  mkdir -p "$AZURITE_DIR"
+  (cd "$AZURITE_DIR" && npm install --no-audit --no-fund --silent "azurite@${AZURITE_VERSION}")
+fi
+
 # cargo pgrx test --runas postgres: the postgres user must be able to reach the build tree
 # and write the extension's test install; and end-to-end clusters live under /tmp.
 id postgres >/dev/null 2>&1 || { echo "setup: no postgres user (postgresql-15 should create it)" >&2; exit 1; }

@@ -11,6 +11,7 @@
 
 pub mod cluster;
 pub mod cmd;
+pub mod azurite;
 pub mod s3server;
 pub mod scratch;
 pub mod storage;

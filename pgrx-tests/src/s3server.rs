@@ -48,11 +48,11 @@ s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1",
 s3.create_bucket(Bucket=sys.argv[4])
 "#;
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().unwrap().port()
 }
 
-fn wait_for_port(port: u16, timeout: Duration) -> bool {
+pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -168,9 +168,10 @@ impl Drop for S3Server {
     }
 }
 
-/// A TCP relay from a fixed loopback port to moto, which can be stopped and started.
-struct Relay {
-    port: u16,
+/// A TCP relay from a fixed loopback port to a test server (moto, Azurite), which can be stopped
+/// (new connections refused, open ones cut) and started again.
+pub struct Relay {
+    pub port: u16,
     target: u16,
     running: Arc<AtomicBool>,
     conns: Arc<Mutex<HashMap<u64, (TcpStream, TcpStream)>>>,
@@ -183,7 +184,7 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
 }
 
 impl Relay {
-    fn new(target: u16) -> Relay {
+    pub fn new(target: u16) -> Relay {
         Relay {
             port: free_port(),
             target,
@@ -193,7 +194,7 @@ impl Relay {
         }
     }
 
-    fn start(&self) {
+    pub fn start(&self) {
         let mut acceptor = self.acceptor.lock().unwrap();
         if acceptor.is_some() {
             return;
@@ -240,7 +241,7 @@ impl Relay {
         }));
     }
 
-    fn stop(&self) {
+    pub fn stop(&self) {
         self.running.store(false, Ordering::SeqCst);
         if let Some(h) = self.acceptor.lock().unwrap().take() {
             let _ = h.join();

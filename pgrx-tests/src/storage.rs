@@ -1,10 +1,11 @@
-//! A storage prefix (file system or S3) plus the walg-ext config file that points at it.
+//! A storage prefix (file system, S3 or Azure Blob) plus the walg-ext config file that points at it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cmd::{as_postgres, run, write_as_postgres, Outcome};
+use crate::azurite::Azurite;
 use crate::s3server::S3Server;
 use crate::scratch::ScratchDir;
 
@@ -26,7 +27,7 @@ pub fn walg_ext(args: &[&str], env: &[(&str, &str)]) -> Outcome {
     // Never inherit a storage prefix from the developer's shell.
     for (var, _) in std::env::vars_os() {
         let v = var.to_string_lossy();
-        if v.starts_with("WALG_") || v.starts_with("WALE_") || v.starts_with("AWS_") {
+        if v.starts_with("WALG_") || v.starts_with("WALE_") || v.starts_with("AWS_") || v.starts_with("AZURE_") {
             cmd.env_remove(&var);
         }
     }
@@ -55,6 +56,8 @@ pub enum Backend {
     File,
     /// WALG_S3_PREFIX on a real S3-compatible server (moto) started for this storage.
     S3,
+    /// WALG_AZ_PREFIX on Azurite (shared by the test process), container `walg-e2e`.
+    Azure,
 }
 
 /// Bucket the S3 storages live in.
@@ -139,6 +142,25 @@ impl Storage {
                 ];
                 (Some(server), settings)
             }
+            Backend::Azure => {
+                let server = Azurite::shared();
+                server.create_container(E2E_BUCKET);
+                // Unique per storage: tests in one process share the container.
+                let label: String = format!("{label}-{}", dir.path().file_name().unwrap().to_string_lossy())
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+                    .collect();
+                let settings = vec![
+                    ("WALG_AZ_PREFIX".to_string(), format!("azure://{E2E_BUCKET}/{label}")),
+                    ("AZURE_STORAGE_ACCOUNT".to_string(), crate::azurite::ACCOUNT.to_string()),
+                    ("AZURE_STORAGE_ACCESS_KEY".to_string(), crate::azurite::KEY.to_string()),
+                    ("WALG_AZURE_ENDPOINT".to_string(), server.endpoint()),
+                    // Small blocks keep block-list uploads in play with test-sized backups.
+                    ("WALG_AZURE_BUFFER_SIZE".to_string(), (1u64 << 20).to_string()),
+                    ("WALG_AZURE_MAX_RETRIES".to_string(), "2".to_string()),
+                ];
+                (None, settings)
+            }
         };
         settings.push(("WALG_COMPRESSION_METHOD".to_string(), compression.to_string()));
         if let Some(l) = level {
@@ -222,6 +244,16 @@ impl Storage {
                     ("walg.aws_endpoint", "AWS_ENDPOINT"),
                     ("walg.aws_region", "AWS_REGION"),
                     ("walg.aws_s3_force_path_style", "AWS_S3_FORCE_PATH_STYLE"),
+                ] {
+                    conf.push_str(&format!("{guc} = '{}'\n", self.setting(key).unwrap()));
+                }
+            }
+            Backend::Azure => {
+                conf.push_str(&format!("walg.config_file = '{}'\n", self.config.display()));
+                for (guc, key) in [
+                    ("walg.az_prefix", "WALG_AZ_PREFIX"),
+                    ("walg.azure_storage_account", "AZURE_STORAGE_ACCOUNT"),
+                    ("walg.azure_endpoint", "WALG_AZURE_ENDPOINT"),
                 ] {
                     conf.push_str(&format!("{guc} = '{}'\n", self.setting(key).unwrap()));
                 }

@@ -14,7 +14,7 @@ use crate::codec::crypto::Key;
 use crate::codec::{PgpKey, ZstdLayout};
 use crate::codec::{zstd_level_from_name, Compression, Pipeline};
 use crate::error::{Error, Result};
-use crate::storage::{FsStorage, S3Config, S3Storage, Storage};
+use crate::storage::{S3Config, Storage};
 use registry as r;
 
 /// Where `make install` puts walg-ext: the default of WALG_CLI_PATH (walg.cli_path).
@@ -30,8 +30,18 @@ pub struct Settings {
 }
 
 /// Environment variables that are settings although they have no WALG_/WALE_/AWS_ prefix.
-const PLAIN_ENV_KEYS: &[&str] = &["PGDATA", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE"];
+/// WAL-G's Azure keys are read by name, not by an `AZURE_` prefix: Azure hosts carry other
+/// `AZURE_*` variables (AZURE_CLIENT_ID, ...) that are no walg settings.
+const PLAIN_ENV_KEYS: &[&str] = &[
+    "PGDATA", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_ACCESS_KEY",
+    "AZURE_STORAGE_SAS_TOKEN", "AZURE_ENDPOINT_SUFFIX", "AZURE_ENVIRONMENT_NAME",
+];
 const ENV_PREFIXES: &[&str] = &["WALG_", "WALE_", "AWS_"];
+
+/// Whether environment variable `key` is a walg setting (read by `Settings::from_env`).
+pub fn is_env_setting(key: &str) -> bool {
+    ENV_PREFIXES.iter().any(|p| key.starts_with(p)) || PLAIN_ENV_KEYS.contains(&key)
+}
 
 impl Settings {
     pub fn new() -> Settings {
@@ -89,7 +99,7 @@ impl Settings {
         let mut settings = Settings::new();
         for (k, v) in std::env::vars_os() {
             let (Some(k), Some(v)) = (k.to_str(), v.to_str()) else { continue };
-            if ENV_PREFIXES.iter().any(|p| k.starts_with(p)) || PLAIN_ENV_KEYS.contains(&k) {
+            if is_env_setting(k) {
                 settings.set(k, v);
             }
         }
@@ -128,6 +138,8 @@ pub enum StorageConfig {
     File { prefix: PathBuf },
     /// WALG_S3_PREFIX s3://bucket/path and the AWS_* / WALG_S3_* settings.
     S3(S3Config),
+    /// WALG_AZ_PREFIX azure://container/path and the AZURE_* / WALG_AZURE_* settings.
+    Azure(crate::storage::AzureConfig),
 }
 
 /// Validated configuration shared by the extension and the CLI.
@@ -305,22 +317,32 @@ impl Config {
     pub fn from_settings(s: &Settings) -> Result<Config> {
         r::check_values(s)?;
         let s3 = S3Config::from_settings(s)?;
-        let storage = match (s.raw(&r::FILE_PREFIX), s3) {
-            (Some(_), Some(_)) => {
-                return Err(Error::Config(
-                    "both WALG_FILE_PREFIX and WALG_S3_PREFIX are set: keep only one storage".into(),
-                ))
-            }
-            (Some(prefix), None) => StorageConfig::File { prefix: PathBuf::from(prefix) },
-            (None, Some(s3)) => StorageConfig::S3(s3),
-            (None, None) => {
-                if let Some(key) = ["WALG_GS_PREFIX", "WALG_AZ_PREFIX"].into_iter().find(|k| s.value(k).is_some()) {
+        let az = crate::storage::AzureConfig::from_settings(s)?;
+        let file = s.raw(&r::FILE_PREFIX).map(|p| StorageConfig::File { prefix: PathBuf::from(p) });
+        let mut chosen: Vec<(&str, StorageConfig)> = Vec::new();
+        if let Some(f) = file {
+            chosen.push(("WALG_FILE_PREFIX", f));
+        }
+        if let Some(s3) = s3 {
+            chosen.push(("WALG_S3_PREFIX", StorageConfig::S3(s3)));
+        }
+        if let Some(az) = az {
+            chosen.push(("WALG_AZ_PREFIX", StorageConfig::Azure(az)));
+        }
+        if chosen.len() > 1 {
+            let keys: Vec<&str> = chosen.iter().map(|(k, _)| *k).collect();
+            return Err(Error::Config(format!("both {} are set: keep only one storage", keys.join(" and "))));
+        }
+        let storage = match chosen.pop() {
+            Some((_, st)) => st,
+            None => {
+                if let Some(key) = ["WALG_GS_PREFIX"].into_iter().find(|k| s.value(k).is_some()) {
                     return Err(Error::Config(format!(
-                        "{key} is set but only file (WALG_FILE_PREFIX) and S3 (WALG_S3_PREFIX) storage are supported so far"
+                        "{key} is set but only file (WALG_FILE_PREFIX), S3 (WALG_S3_PREFIX) and Azure (WALG_AZ_PREFIX) storage are supported so far"
                     )));
                 }
                 return Err(Error::Config(
-                    "no storage configured: set WALG_FILE_PREFIX or WALG_S3_PREFIX (walg.file_prefix or walg.s3_prefix in the server)".into(),
+                    "no storage configured: set WALG_FILE_PREFIX, WALG_S3_PREFIX or WALG_AZ_PREFIX (walg.file_prefix, walg.s3_prefix or walg.az_prefix in the server)".into(),
                 ));
             }
         };
@@ -407,34 +429,15 @@ impl Config {
             .with_zstd_layout(self.zstd_layout)
     }
 
-    /// The storage this config names. S3 storages are cached per process by their settings: a
-    /// long-lived process (the archiver asks once per segment) reuses one client and its
-    /// connections instead of building a new one each time.
     /// What `open_storage()?.describe()` says, without opening it: the storage's identity
     /// (prefetched WAL records where it came from, wal/prefetch.rs).
     pub fn describe_storage(&self) -> String {
-        match &self.storage {
-            StorageConfig::File { prefix } => FsStorage::new(prefix.clone()).describe(),
-            StorageConfig::S3(s3) => s3.describe(),
-        }
+        crate::storage::describe(&self.storage)
     }
 
+    /// The storage this config names (storage::open: backend choice, retries, client cache).
     pub fn open_storage(&self) -> Result<Arc<dyn Storage>> {
-        match &self.storage {
-            StorageConfig::File { prefix } => Ok(Arc::new(FsStorage::new(prefix.clone()))),
-            StorageConfig::S3(s3) => {
-                static CACHE: std::sync::Mutex<Option<(S3Config, Arc<S3Storage>)>> = std::sync::Mutex::new(None);
-                let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some((cfg, storage)) = cache.as_ref() {
-                    if cfg == s3 {
-                        return Ok(storage.clone());
-                    }
-                }
-                let storage = Arc::new(S3Storage::new(s3.clone()));
-                *cache = Some((s3.clone(), storage.clone()));
-                Ok(storage)
-            }
-        }
+        crate::storage::open(&self.storage)
     }
 }
 
@@ -504,6 +507,21 @@ mod tests {
         assert_eq!(c.disk_rate_limit, Some(5000));
     }
 
+    #[test]
+    fn azure_prefix_picks_azure_and_two_storages_are_refused() {
+        let mut s = Settings::new();
+        s.set("WALG_AZ_PREFIX", "azure://ctr/p");
+        s.set("AZURE_STORAGE_ACCOUNT", "acct");
+        let c = Config::from_settings(&s).unwrap();
+        assert!(matches!(&c.storage, StorageConfig::Azure(a) if a.container == "ctr" && a.path == "p"));
+        assert_eq!(c.describe_storage(), "azure://ctr/p (account acct)");
+        let (a, b) = (c.open_storage().unwrap(), c.open_storage().unwrap());
+        assert!(Arc::ptr_eq(&a, &b), "one cached client per configuration");
+        s.set("WALG_FILE_PREFIX", "/tmp/x");
+        let e = Config::from_settings(&s).unwrap_err().to_string();
+        assert!(e.contains("WALG_FILE_PREFIX and WALG_AZ_PREFIX") && e.contains("keep only one"), "{e}");
+    }
+
     /// Every registry setting changes the Config it is given to (so none is registered but
     /// ignored); a new setting must add its case here.
     #[test]
@@ -519,8 +537,19 @@ mod tests {
         let pgp_public = std::fs::read_to_string(&pgp_public_path).unwrap();
         let s3: &[(&str, &str)] = &[("WALG_S3_PREFIX", "s3://bkt/a")];
         let creds: &[(&str, &str)] = &[("WALG_S3_PREFIX", "s3://bkt/a"), ("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")];
+        let az: &[(&str, &str)] = &[("WALG_AZ_PREFIX", "azure://ctr/a"), ("AZURE_STORAGE_ACCOUNT", "acct")];
         let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
             ("WALG_FILE_PREFIX", vec![], "/tmp/b"),
+            ("WALG_AZ_PREFIX", az.to_vec(), "azure://ctr/b"),
+            ("AZURE_STORAGE_ACCOUNT", az.to_vec(), "other"),
+            ("AZURE_STORAGE_ACCESS_KEY", az.to_vec(), "a2V5"),
+            ("AZURE_STORAGE_SAS_TOKEN", az.to_vec(), "sv=1&sig=x"),
+            ("AZURE_ENVIRONMENT_NAME", az.to_vec(), "AzureChinaCloud"),
+            ("AZURE_ENDPOINT_SUFFIX", az.to_vec(), "core.example.net"),
+            ("WALG_AZURE_ENDPOINT", az.to_vec(), "http://127.0.0.1:10000/devstoreaccount1"),
+            ("WALG_AZURE_BUFFER_SIZE", az.to_vec(), "1048576"),
+            ("WALG_AZURE_MAX_BUFFERS", az.to_vec(), "2"),
+            ("WALG_AZURE_MAX_RETRIES", az.to_vec(), "3"),
             ("WALG_COMPRESSION_METHOD", vec![], "zstd"),
             ("WALG_COMPRESSION_LEVEL", vec![("WALG_COMPRESSION_METHOD", "zstd")], "9"),
             ("WALG_ZSTD_LEVEL", vec![("WALG_COMPRESSION_METHOD", "zstd")], "best"),
@@ -573,7 +602,7 @@ mod tests {
                 panic!("{}: add a case to this test", setting.key)
             };
             let mut base = Settings::new();
-            if !ctx.iter().any(|(k, _)| *k == "WALG_S3_PREFIX") {
+            if !ctx.iter().any(|(k, _)| *k == "WALG_S3_PREFIX" || *k == "WALG_AZ_PREFIX") {
                 base.set("WALG_FILE_PREFIX", "/tmp/a");
             }
             for (k, v) in ctx {

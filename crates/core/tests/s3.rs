@@ -3,6 +3,7 @@
 
 #[path = "../../../pgrx-tests/src/s3server.rs"]
 mod s3server;
+mod conformance;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -45,6 +46,20 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// The storage conformance suite (conformance/mod.rs) on S3; a fault is the endpoint going away
+/// (open connections cut, new ones refused) until healed.
+#[test]
+fn s3_storage_conforms() {
+    let server = S3Server::start();
+    server.create_bucket("walg-conf");
+    // Few retries, so the cut read gives up quickly; 5 MiB parts, so 12 MB is a multipart upload.
+    let s = storage(&server, "s3://walg-conf/c", &[("WALG_S3_MAX_RETRIES", "4"), ("WALG_S3_MAX_PART_SIZE", "5242880")]);
+    let cut = |_: &str| server.stop_endpoint();
+    let heal = |_: &str| server.start_endpoint();
+    conformance::run_all(&conformance::Target { storage: &s, cut: &cut, heal: &heal });
+    assert!(s.pending_uploads("").unwrap().is_empty(), "dropped multipart uploads were aborted");
 }
 
 #[test]

@@ -210,6 +210,13 @@ fn story_s3_lz4() {
 }
 
 /// S3 with zstd at level 1 (the benchmark's setting), encrypted.
+/// The story on Azure Blob (Azurite): archive, backups, restore and replay through the
+/// azure backend, a block-list upload per tar part.
+#[test]
+fn story_azure_lz4() {
+    story(Backend::Azure, "lz4", None, false);
+}
+
 #[test]
 fn story_s3_zstd_encrypted() {
     story(Backend::S3, "zstd", Some(1), true);

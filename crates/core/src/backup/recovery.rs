@@ -273,7 +273,7 @@ fn no_newlines(what: &str, s: &str) -> Result<()> {
 }
 
 /// `restore_command` calling `exe ... wal-fetch %f %p` with the same configuration: `--config`
-/// `config` (absolute) and the WALG_/WALE_/AWS_ settings that came from the environment
+/// `config` (absolute) and the WALG_/WALE_/AWS_ (and WAL-G's AZURE_*) settings that came from the environment
 /// (`env`), as `KEY=value` assignments in front of the command. Refused when `env` holds a
 /// secret. `%` in the parts is escaped for PostgreSQL.
 pub fn restore_command(exe: &Path, config: Option<&Path>, env: &[(String, String)]) -> Result<String> {
@@ -286,7 +286,12 @@ pub fn restore_command(exe: &Path, config: Option<&Path>, env: &[(String, String
         Ok(s.to_string())
     };
     let mut env: Vec<&(String, String)> =
-        env.iter().filter(|(k, _)| ["WALG_", "WALE_", "AWS_"].iter().any(|p| k.starts_with(p))).collect();
+        env.iter()
+            .filter(|(k, _)| {
+                ["WALG_", "WALE_", "AWS_"].iter().any(|p| k.starts_with(p))
+                    || (k.starts_with("AZURE_") && crate::config::is_env_setting(k))
+            })
+            .collect();
     env.sort();
     let secrets: Vec<&str> = env.iter().filter(|(k, _)| is_secret_setting(k)).map(|(k, _)| k.as_str()).collect();
     if !secrets.is_empty() {
@@ -542,6 +547,17 @@ mod tests {
         assert!(restore_command(Path::new("walg-ext"), None, &[]).is_err(), "relative binary");
         assert!(restore_command(exe, Some(Path::new("w.yaml")), &[]).is_err(), "relative config");
         assert!(restore_command(exe, None, &env(&[("WALG_FILE_PREFIX", "/a\nb")])).is_err());
+        // WAL-G's Azure keys go along (by name: other AZURE_* variables do not); its secrets not.
+        let e = env(&[("WALG_AZ_PREFIX", "azure://c/p"), ("AZURE_STORAGE_ACCOUNT", "acct"), ("AZURE_CLIENT_ID", "x")]);
+        assert_eq!(
+            restore_command(exe, None, &e).unwrap(),
+            "AZURE_STORAGE_ACCOUNT=acct WALG_AZ_PREFIX=azure://c/p /usr/local/bin/walg-ext wal-fetch %f %p"
+        );
+        for secret in ["AZURE_STORAGE_ACCESS_KEY", "AZURE_STORAGE_SAS_TOKEN"] {
+            let e = env(&[("WALG_AZ_PREFIX", "azure://c/p"), (secret, "s3cr3t")]);
+            let err = restore_command(exe, None, &e).unwrap_err().to_string();
+            assert!(err.contains(secret) && !err.contains("s3cr3t"), "{err}");
+        }
     }
 
     #[test]

@@ -30,6 +30,28 @@ const TMP_PREFIX: &str = FS_TMP_PREFIX;
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// A file read that must deliver the size the file had when opened: objects are replaced by
+/// rename (a reader keeps the old inode), so a file that shrinks under a reader was damaged
+/// from outside, and ending early would be a silent short read. Reported as UnexpectedEof.
+struct SizedRead<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for SizedRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() && self.left > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the file ended {} bytes before its size when opened (truncated while read)", self.left),
+            ));
+        }
+        self.left = self.left.saturating_sub(n as u64);
+        Ok(n)
+    }
+}
+
 pub struct FsStorage {
     root: PathBuf,
 }
@@ -210,7 +232,8 @@ impl Storage for FsStorage {
                     self.check_root()?;
                     return Ok(None);
                 }
-                Ok(Some(Box::new(io::BufReader::with_capacity(256 * 1024, f))))
+                let size = f.metadata().map(|m| m.len()).map_err(|e| self.fail("get", &key, e))?;
+                Ok(Some(Box::new(SizedRead { inner: io::BufReader::with_capacity(256 * 1024, f), left: size })))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.check_root()?;

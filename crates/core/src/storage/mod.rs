@@ -1,5 +1,6 @@
 //! Object storage abstraction. Keys are `/`-separated and relative to the storage root/prefix.
-//! Two implementations: a local directory (fs) and S3 or an S3-compatible service (s3).
+//! Implementations: a local directory (fs), S3 or an S3-compatible service (s3), Azure Blob
+//! (azure). `open` picks one from the settings; `retry` is the one retry policy.
 //!
 //! Invariant of every implementation: "not there" (`get` -> None, `exists` -> false, an empty
 //! `list`, `has_dir` -> false) is said only when the storage was reached and answered so. A
@@ -7,11 +8,17 @@
 //! endpoint, a proxy's bare 404, permissions, timeouts) gives an error whose `kind()` is
 //! Unreachable.
 
+pub mod azure;
 mod direct;
 mod fs;
+mod open;
+pub mod retry;
 pub mod s3;
 
+pub use azure::{AzureConfig, AzureStorage};
 pub use fs::{FsStorage, FS_TMP_PREFIX};
+pub use open::{describe, open};
+pub use retry::{RetryPolicy, Retrying, Transient};
 pub use s3::{S3Config, S3Storage};
 
 use std::io::{self, Read, Write};
@@ -106,6 +113,17 @@ pub trait Storage: Send + Sync {
         let _ = upload;
         Ok(())
     }
+}
+
+/// Object keys as FsStorage accepts them, so every backend refuses the same keys.
+pub(crate) fn check_key(op: &'static str, key: &str) -> Result<()> {
+    let bad = key.is_empty()
+        || key.starts_with('/')
+        || key.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+    if bad {
+        return Err(crate::Error::storage(op, key, io::Error::new(io::ErrorKind::InvalidInput, "invalid object key")));
+    }
+    Ok(())
 }
 
 /// Read a whole (small) object; `None` when missing.

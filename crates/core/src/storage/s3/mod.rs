@@ -31,7 +31,7 @@ use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext,
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 
-use super::{ObjectInfo, ObjectWriter, PendingUpload, Storage};
+use super::{check_key, ObjectInfo, ObjectWriter, PendingUpload, Storage};
 use crate::error::{Error, Result};
 pub use retry::{classify, Failure, FailureKind, Verdict};
 pub use settings::S3Config;
@@ -70,17 +70,6 @@ pub(crate) struct Inner {
     cfg: S3Config,
     /// Built on first use: loading the AWS config may read files or ask instance metadata.
     client: Mutex<Option<Client>>,
-}
-
-/// Object keys as FsStorage accepts them, so both backends refuse the same keys.
-fn check_key(op: &'static str, key: &str) -> Result<()> {
-    let bad = key.is_empty()
-        || key.starts_with('/')
-        || key.split('/').any(|c| c.is_empty() || c == "." || c == "..");
-    if bad {
-        return Err(Error::storage(op, key, io::Error::new(io::ErrorKind::InvalidInput, "invalid object key")));
-    }
-    Ok(())
 }
 
 async fn build_client(cfg: &S3Config) -> std::result::Result<Client, String> {
@@ -191,7 +180,8 @@ impl Inner {
     {
         let client = self.client(op, key)?;
         let mut f = f;
-        Ok(wait(retry::retrying(self.cfg.max_retries, || f(client.clone()))))
+        let what = format!("{op} {}", self.url(&self.full_key(key)));
+        Ok(wait(retry::retrying(self.cfg.max_retries, &what, || f(client.clone()))))
     }
 
     fn put_bytes(&self, key: &str, data: Vec<u8>) -> Result<()> {

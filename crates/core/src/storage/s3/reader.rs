@@ -58,7 +58,8 @@ async fn get_from(
 pub(super) fn open(inner: Arc<Inner>, key: &str) -> Result<Option<Box<dyn Read + Send>>> {
     let client = inner.client("get", key)?;
     let full_key = inner.full_key(key);
-    let r = wait(retrying(inner.cfg.max_retries, || get_from(&client, &inner.cfg.bucket, &full_key, 0, None)));
+    let what = format!("get {}", inner.url(&full_key));
+    let r = wait(retrying(inner.cfg.max_retries, &what, || get_from(&client, &inner.cfg.bucket, &full_key, 0, None)));
     let opened = match r {
         Ok(o) => o,
         Err((f, _)) if f.is_not_found() => return Ok(None),
@@ -95,7 +96,8 @@ impl S3Reader {
         self.reconnects_left -= 1;
         let (client, bucket, key, pos, etag) =
             (&self.client, &self.inner.cfg.bucket, &self.full_key, self.pos, self.etag.as_deref());
-        let r = wait(retrying(self.inner.cfg.max_retries, || get_from(client, bucket, key, pos, etag)));
+        let what = format!("resume get {} at byte {pos}", self.inner.url(key));
+        let r = wait(retrying(self.inner.cfg.max_retries, &what, || get_from(client, bucket, key, pos, etag)));
         match r {
             Ok(o) => {
                 self.body = o.body;

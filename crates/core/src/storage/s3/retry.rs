@@ -1,14 +1,16 @@
-//! Which S3 failures are worth retrying, the backoff between attempts, and the message a user
-//! reads when we give up. The SDK's own retries are off: this is the one retry policy.
+//! Which S3 failures are worth retrying and the message a user reads when we give up. The loop,
+//! backoff and log line are storage/retry.rs's (the one implementation); the SDK's own retries are
+//! off, because S3's retries must happen per request inside our streams (each part of a multipart
+//! upload, each resumed range of a read) and the SDK's would multiply with ours.
 
 use std::error::Error as StdError;
 use std::future::Future;
-use std::time::Duration;
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::config::http::HttpResponse;
 
 use super::settings::S3Config;
+use crate::storage::retry::{RetryPolicy, Transient};
 
 /// What went wrong, reduced to the facts that decide retrying and the message.
 #[derive(Clone, Debug, PartialEq)]
@@ -137,20 +139,6 @@ pub fn classify(f: &Failure) -> Verdict {
     }
 }
 
-/// Full-jitter exponential backoff: a random delay in [min, min(cap, base * 2^attempt)].
-pub fn backoff(attempt: u32, throttled: bool, random: u64) -> Duration {
-    let base_ms: u64 = 100;
-    let cap_ms: u64 = 10_000;
-    let min_ms: u64 = if throttled { 500 } else { 0 };
-    let ceiling = base_ms.saturating_mul(1u64 << attempt.min(20)).min(cap_ms).max(min_ms + 1);
-    Duration::from_millis(min_ms + random % (ceiling - min_ms + 1))
-}
-
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new().build_hasher().finish()
-}
-
 fn chain(e: &dyn StdError) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -276,27 +264,33 @@ impl Failure {
     }
 }
 
-/// Runs `op` until it succeeds, fails permanently, or `max_retries` retries are used up.
-/// Returns the last failure and the number of attempts made.
-pub async fn retrying<T, F, Fut>(max_retries: u32, mut op: F) -> Result<T, (Failure, u32)>
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.status {
+            Some(st) => write!(f, "HTTP {st}: {}", self.detail),
+            None => f.write_str(&self.detail),
+        }
+    }
+}
+
+impl Transient for Failure {
+    /// A missing object is an answer, not a failure to retry.
+    fn is_transient(&self) -> bool {
+        !self.is_not_found() && classify(self) == Verdict::Retry
+    }
+    fn is_throttled(&self) -> bool {
+        is_throttling(self)
+    }
+}
+
+/// Runs `op` until it succeeds, fails permanently, or `max_retries` retries are used up
+/// (storage/retry.rs). Returns the last failure and the number of attempts made.
+pub async fn retrying<T, F, Fut>(max_retries: u32, what: &str, op: F) -> Result<T, (Failure, u32)>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
 {
-    let mut attempt = 0u32;
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(f) => {
-                attempt += 1;
-                // A missing object is an answer, not a failure to retry.
-                if f.is_not_found() || classify(&f) == Verdict::Fail || attempt > max_retries {
-                    return Err((f, attempt));
-                }
-                tokio::time::sleep(backoff(attempt - 1, is_throttling(&f), random_u64())).await;
-            }
-        }
-    }
+    crate::storage::retry::run_async(&RetryPolicy::new(max_retries), what, op).await
 }
 
 #[cfg(test)]
@@ -377,21 +371,6 @@ mod tests {
     }
 
     #[test]
-    fn backoff_is_bounded_and_jittered() {
-        for attempt in 0..30 {
-            for r in [0u64, 1, 12345, u64::MAX] {
-                let d = backoff(attempt, false, r);
-                assert!(d <= Duration::from_millis(10_000), "{attempt}: {d:?}");
-                let t = backoff(attempt, true, r);
-                assert!(t >= Duration::from_millis(500) && t <= Duration::from_millis(10_000), "{t:?}");
-            }
-        }
-        assert!(backoff(0, false, 7) <= Duration::from_millis(100));
-        let spread: std::collections::BTreeSet<_> = (0..50).map(|i| backoff(6, false, i * 7919)).collect();
-        assert!(spread.len() > 10, "jitter spreads the delays: {spread:?}");
-    }
-
-    #[test]
     fn messages_say_what_to_fix() {
         let cfg = crate::storage::s3::settings::S3Config::from_settings(&{
             let mut s = crate::config::Settings::new();
@@ -417,21 +396,21 @@ mod tests {
     fn retrying_stops_on_permanent_and_after_max() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         let mut calls = 0;
-        let r: Result<(), _> = rt.block_on(retrying(5, || {
+        let r: Result<(), _> = rt.block_on(retrying(5, "test", || {
             calls += 1;
             async { Err(service(403, "AccessDenied")) }
         }));
         assert_eq!(r.unwrap_err().1, 1);
         assert_eq!(calls, 1);
         let mut calls = 0;
-        let r: Result<(), _> = rt.block_on(retrying(2, || {
+        let r: Result<(), _> = rt.block_on(retrying(2, "test", || {
             calls += 1;
             async { Err(dispatch("connection reset")) }
         }));
         assert_eq!(r.unwrap_err().1, 3);
         assert_eq!(calls, 3);
         let mut calls = 0;
-        let r = rt.block_on(retrying(5, || {
+        let r = rt.block_on(retrying(5, "test", || {
             calls += 1;
             let n = calls;
             async move { if n < 3 { Err(service(500, "InternalError")) } else { Ok(n) } }

@@ -114,7 +114,8 @@ impl S3Writer {
             return Ok(id.clone());
         }
         let (cfg, client, full) = (&self.inner.cfg, &self.client, &self.full_key);
-        let r = wait(retrying(cfg.max_retries, || {
+        let what = format!("start upload {}", self.inner.url(full));
+        let r = wait(retrying(cfg.max_retries, &what, || {
             let req = with_create_options(cfg, client.create_multipart_upload().bucket(&cfg.bucket).key(full));
             async move { req.send().await.map_err(|e| Failure::from_sdk(&e)) }
         }));
@@ -155,9 +156,10 @@ impl S3Writer {
         self.next_part += 1;
         let (client, bucket, key) = (self.client.clone(), self.inner.cfg.bucket.clone(), self.full_key.clone());
         let max_retries = self.inner.cfg.max_retries;
+        let what = format!("upload part {number} of {}", self.inner.url(&self.full_key));
         self.in_flight.push_back(runtime().spawn(async move {
             let md5 = content_md5(&data);
-            retrying(max_retries, || {
+            retrying(max_retries, &what, || {
                 let req = client
                     .upload_part()
                     .bucket(&bucket)
@@ -191,7 +193,8 @@ impl S3Writer {
         let upload = CompletedMultipartUpload::builder().set_parts(Some(self.parts.clone())).build();
         let (cfg, client, full) = (&self.inner.cfg, &self.client, &self.full_key);
         let id = self.upload_id.clone().unwrap_or_default();
-        let r = wait(retrying(cfg.max_retries, || {
+        let what = format!("complete upload {}", self.inner.url(full));
+        let r = wait(retrying(cfg.max_retries, &what, || {
             let req = client
                 .complete_multipart_upload()
                 .bucket(&cfg.bucket)
@@ -217,7 +220,7 @@ impl S3Writer {
             }
             // Bounded: an abort that cannot get through leaves the upload to the bucket's
             // lifecycle rules; it never becomes a visible object.
-            let _ = retrying(cfg.max_retries.min(3), || {
+            let _ = retrying(cfg.max_retries.min(3), "abort upload", || {
                 let req = client.abort_multipart_upload().bucket(&cfg.bucket).key(full).upload_id(&id);
                 async move { req.send().await.map(|_| ()).map_err(|e| Failure::from_sdk(&e)) }
             })
