@@ -98,13 +98,7 @@ impl BackupJob {
         BackupJob { state: JobState::Starting as u32, generation, owner_pid, ..Default::default() }
     }
     pub fn state(&self) -> JobState {
-        match self.state {
-            1 => JobState::Starting,
-            2 => JobState::Running,
-            3 => JobState::Succeeded,
-            4 => JobState::Failed,
-            _ => JobState::Idle,
-        }
+        job_state(self.state)
     }
     pub fn set_state(&mut self, s: JobState) {
         self.state = s as u32;
@@ -157,13 +151,30 @@ impl BackupJob {
     }
     /// A job is active while its worker (or, before the worker starts, its owner) is alive.
     pub fn is_active(&self) -> bool {
-        match self.state() {
-            JobState::Starting | JobState::Running => {
-                let pid = if self.worker_pid != 0 { self.worker_pid } else { self.owner_pid };
-                pid != 0 && process_alive(pid)
-            }
-            _ => false,
+        job_alive(self.state(), self.worker_pid, self.owner_pid)
+    }
+}
+
+/// The state stored in a job slot (backup or drill) as a number.
+fn job_state(v: u32) -> JobState {
+    match v {
+        1 => JobState::Starting,
+        2 => JobState::Running,
+        3 => JobState::Succeeded,
+        4 => JobState::Failed,
+        _ => JobState::Idle,
+    }
+}
+
+/// A job (backup or drill) in Starting or Running counts as active while the process that holds
+/// it is alive: its worker once started, its owner before that.
+fn job_alive(state: JobState, worker_pid: i32, owner_pid: i32) -> bool {
+    match state {
+        JobState::Starting | JobState::Running => {
+            let pid = if worker_pid != 0 { worker_pid } else { owner_pid };
+            pid != 0 && process_alive(pid)
         }
+        _ => false,
     }
 }
 
@@ -216,7 +227,7 @@ unsafe impl PGRXSharedMemory for DrillJob {}
 
 impl DrillJob {
     pub fn state(&self) -> JobState {
-        BackupJob { state: self.state, ..Default::default() }.state()
+        job_state(self.state)
     }
     pub fn set_state(&mut self, s: JobState) {
         self.state = s as u32;
@@ -257,13 +268,7 @@ impl DrillJob {
     }
     /// A drill is active while its worker (or, before it starts, its owner) is alive.
     pub fn is_active(&self) -> bool {
-        match self.state() {
-            JobState::Starting | JobState::Running => {
-                let pid = if self.worker_pid != 0 { self.worker_pid } else { self.owner_pid };
-                pid != 0 && process_alive(pid)
-            }
-            _ => false,
-        }
+        job_alive(self.state(), self.worker_pid, self.owner_pid)
     }
 }
 
