@@ -41,6 +41,9 @@ CORES = os.cpu_count() or 1
 PORT = 5460
 WALG_EXT = os.environ.get("WALG_EXT_BIN", "/usr/local/bin/walg-ext")
 SEG = 16 * 1024 * 1024
+WALG_STORE = BENCH_DIR / "walg-store"
+BASEBACKUPS = WALG_STORE / "basebackups_005"
+SENTINEL = "_backup_stop_sentinel.json"
 
 
 def log(msg):
@@ -160,8 +163,7 @@ def setup_cluster():
     mkdir_pg(BENCH_DIR)
     data = BENCH_DIR / "data"
     as_pg([f"{PGBIN}/initdb", "--data-checksums", "-U", "postgres", "--auth=trust", "-D", data])
-    walg_store = BENCH_DIR / "walg-store"
-    mkdir_pg(walg_store)
+    mkdir_pg(WALG_STORE)
     with open(data / "postgresql.conf", "a") as f:
         f.write(f"""
 port = {PORT}
@@ -173,7 +175,7 @@ max_wal_size = 16GB
 checkpoint_timeout = 1h
 archive_mode = on
 archive_library = 'walg_ext'
-walg.file_prefix = '{walg_store}'
+walg.file_prefix = '{WALG_STORE}'
 walg.compression_method = 'zstd'
 walg.compression_level = 1
 """)
@@ -298,21 +300,34 @@ def bench_backups(c):
     return res, worker_peak
 
 
+def latest_backup():
+    """Name of walg_ext's newest backup in the bench's file storage (names sort by start segment)."""
+    return sorted(BASEBACKUPS.glob("*" + SENTINEL))[-1].name.removesuffix(SENTINEL)
+
+
+def sentinel(name):
+    return json.loads((BASEBACKUPS / f"{name}{SENTINEL}").read_text())
+
+
+def walg_fetch(target, *args):
+    """`walg-ext backup-fetch TARGET LATEST ARGS...` from the bench's file storage."""
+    return as_pg([WALG_EXT, "backup-fetch", target, "LATEST", *args],
+                 env=dict(os.environ, WALG_FILE_PREFIX=str(WALG_STORE)))
+
+
 def backup_ratio():
     """Whole-data compression ratio of walg_ext's latest backup (zstd -1), from its sentinel."""
-    sentinels = sorted((BENCH_DIR / "walg-store" / "basebackups_005").glob("*_backup_stop_sentinel.json"))
-    d = json.loads(sentinels[-1].read_text())
+    d = sentinel(latest_backup())
     return d["UncompressedSize"] / d["CompressedSize"]
 
 
 def bench_restores(c):
     res = {"walg_ext": [], "pgbackrest": []}
     target = BENCH_DIR / "restore"
-    env = dict(os.environ, WALG_FILE_PREFIX=str(BENCH_DIR / "walg-store"))
     for i in range(RUNS):
         log(f"restore run {i + 1}/{RUNS}")
         rm(target)
-        res["walg_ext"].append(timed(lambda: as_pg([WALG_EXT, "backup-fetch", target, "LATEST"], env=env)))
+        res["walg_ext"].append(timed(lambda: walg_fetch(target)))
         rm(target)
         mkdir_pg(target)
         res["pgbackrest"].append(timed(lambda: pgbr(f"--pg1-path={target}", "restore")))
@@ -337,10 +352,6 @@ def read_once_s(c):
         shell=True, check=True))
 
 
-def sentinel(name):
-    return json.loads((BENCH_DIR / "walg-store" / "basebackups_005" / f"{name}_backup_stop_sentinel.json").read_text())
-
-
 def bench_deltas(c):
     """Deltas after ~1% of the pages changed: walg_ext (WAL-G's delta, pages chosen by a full
     scan) vs pgBackRest --type=incr of the same change; then the restore of full + deltas."""
@@ -361,11 +372,10 @@ def bench_deltas(c):
     res["chain"] = [full] + names
     c.reload_with(**{"walg.delta_max_steps": "0"})
     target = BENCH_DIR / "restore"
-    env = dict(os.environ, WALG_FILE_PREFIX=str(BENCH_DIR / "walg-store"))
     for i in range(RUNS):
         log(f"restore of full + {len(names)} deltas, run {i + 1}/{RUNS}")
         rm(target)
-        res["restore_chain_s"].append(timed(lambda: as_pg([WALG_EXT, "backup-fetch", target, "LATEST"], env=env)))
+        res["restore_chain_s"].append(timed(lambda: walg_fetch(target)))
         rm(target)
     return res
 
@@ -387,15 +397,13 @@ def bench_cold_restore():
     """Restore with nothing in the page cache, as after a disaster, next to the machine's limit:
     writing the same bytes with fsync (dd) and reading the stored bytes."""
     res = {"walg_ext": [], "pgbackrest": [], "dd_fsync_write_s": [], "read_stored_s": []}
-    latest = sorted((BENCH_DIR / "walg-store" / "basebackups_005").glob("*_backup_stop_sentinel.json"))[-1] \
-        .name.removesuffix("_backup_stop_sentinel.json")
+    latest = latest_backup()
     target = BENCH_DIR / "restore"
-    env = dict(os.environ, WALG_FILE_PREFIX=str(BENCH_DIR / "walg-store"))
     for i in range(RUNS):
         log(f"cold restore run {i + 1}/{RUNS}")
         rm(target)
         drop_caches()
-        res["walg_ext"].append(timed(lambda: as_pg([WALG_EXT, "backup-fetch", target, "LATEST"], env=env)))
+        res["walg_ext"].append(timed(lambda: walg_fetch(target)))
         restored = du_bytes(target, skip=())
         rm(target)
         mkdir_pg(target)
@@ -411,7 +419,7 @@ def bench_cold_restore():
         rm(target)
         drop_caches()
         res["read_stored_s"].append(timed(lambda: subprocess.run(
-            f"find {BENCH_DIR}/walg-store/basebackups_005/{latest} -type f -print0 | xargs -0 cat > /dev/null",
+            f"find {BASEBACKUPS / latest} -type f -print0 | xargs -0 cat > /dev/null",
             shell=True, check=True)))
     res["restored_bytes"] = restored
     return res
@@ -574,7 +582,7 @@ repo2-retention-full=100
 [bench]"""))
     try:
         pgbr("stanza-create")
-        walg_file_env = f"WALG_FILE_PREFIX={BENCH_DIR / 'walg-store'} WALG_COMPRESSION_METHOD=zstd"
+        walg_file_env = f"WALG_FILE_PREFIX={WALG_STORE} WALG_COMPRESSION_METHOD=zstd"
         c.reload_with(archive_library="", archive_command=(
             f"env {walg_file_env} {WALG_EXT} wal-push %p && {WALG_EXT} --config {walg_s3} wal-push %p && "
             f"pgbackrest --config={PGBR_CONF} --stanza=bench archive-push %p"))
@@ -588,7 +596,6 @@ repo2-retention-full=100
         wal_bytes = int(c.psql(f"SELECT pg_current_wal_lsn() - '{start}'::pg_lsn"))
         res = {"wal_bytes": wal_bytes, "s3_delay_ms": S3_DELAY_MS}
         target = BENCH_DIR / "restore"
-        env = dict(os.environ, WALG_FILE_PREFIX=str(BENCH_DIR / "walg-store"), WALG_COMPRESSION_METHOD="zstd")
         fetch_s3 = f"restore_command = '{WALG_EXT} --config {walg_s3} wal-fetch %f %p'"
         get_s3 = f"restore_command = 'pgbackrest --config={PGBR_CONF} --stanza=bench --pg1-path={target} --repo=2 archive-get %f \"%p\"'"
         for store in ("file", "s3"):
@@ -596,7 +603,7 @@ repo2-retention-full=100
             for i in range(RUNS):
                 log(f"replay from {store} storage, run {i + 1}/{RUNS}")
                 rm(target)
-                as_pg([WALG_EXT, "backup-fetch", target, "LATEST", "--recovery"], env=env)
+                walg_fetch(target, "--recovery")
                 res[store]["walg_ext"].append(start_replay(target, fetch_s3 if store == "s3" else ""))
                 rm(target)
                 mkdir_pg(target)
