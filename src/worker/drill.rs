@@ -223,7 +223,7 @@ fn run_child(generation: u64, backup: &str, work_dir: &Path) -> Result<DrillRepo
     let mut c = Command::new(&cmd.program);
     c.args(&cmd.args).current_dir(work_dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     for (k, _) in std::env::vars_os() {
-        if cmd.remove_prefixes.iter().any(|p| k.to_string_lossy().starts_with(p)) {
+        if walg_core::config::is_env_setting(&k.to_string_lossy()) {
             c.env_remove(&k);
         }
     }

@@ -9,7 +9,8 @@
 //!   a drill report is a statement about the backup, never about the machine.
 //! - Secrets never go on a command line: the child gets `--config <walg.config_file>` (a path)
 //!   and the walg.* settings that are set, as their WAL-G variables (settings are never secrets).
-//!   The child's environment loses every other WALG_/WALE_/AWS_ variable, so it sees exactly the
+//!   The child's environment loses every other walg setting (`config::is_env_setting`: the
+//!   WALG_/WALE_/AWS_ variables and WAL-G's Azure keys by name), so it sees exactly the
 //!   server's configuration, in the server's order (file, then settings).
 //! - A drill that ran (pass or fail) is an outcome, not an error; only a drill that could not run
 //!   is an error, with the kind its exit code stands for.
@@ -19,6 +20,7 @@ use serde_json::json;
 
 use super::drill::DrillReport;
 use crate::backup::recovery::is_secret_setting;
+use crate::config::is_env_setting;
 use crate::catalog::{self, BackupInfo};
 use crate::config::Settings;
 use crate::error::{Error, ErrorKind, Result};
@@ -123,7 +125,7 @@ pub fn check_cli(path: &Path) -> Result<()> {
 pub fn check_env_secrets<'a>(env: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<()> {
     let mut found: Vec<&str> = env
         .into_iter()
-        .filter(|(k, v)| !v.is_empty() && ["WALG_", "WALE_", "AWS_"].iter().any(|p| k.starts_with(p)) && is_secret_setting(k))
+        .filter(|(k, v)| !v.is_empty() && is_env_setting(k) && is_secret_setting(k))
         .map(|(k, _)| k)
         .collect();
     found.sort();
@@ -137,14 +139,14 @@ pub fn check_env_secrets<'a>(env: impl IntoIterator<Item = (&'a str, &'a str)>) 
     )))
 }
 
-/// How the server runs a drill: program, arguments, and the environment to set (`remove`:
-/// the prefixes of variables to drop from the inherited environment first).
+/// How the server runs a drill: program, arguments, and the environment to set. Every inherited
+/// variable that is a walg setting (`config::is_env_setting`) is dropped first, so the child
+/// reads only the server's configuration: its file and these settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DrillCommand {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
-    pub remove_prefixes: &'static [&'static str],
     /// Where the child makes `walg-drill-<its pid>` (to clean up after a cancel).
     pub work_dir: PathBuf,
 }
@@ -163,10 +165,10 @@ pub fn command(cli: &Path, config_file: Option<&Path>, backup: &str, bindir: &Pa
     args.push(work_dir.display().to_string());
     let env = gucs
         .iter()
-        .filter(|(k, _)| ["WALG_", "WALE_", "AWS_"].iter().any(|p| k.starts_with(p)) && !is_secret_setting(k))
+        .filter(|(k, _)| is_env_setting(k) && !is_secret_setting(k))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    DrillCommand { program: cli.to_path_buf(), args, env, remove_prefixes: &["WALG_", "WALE_", "AWS_"], work_dir: work_dir.to_path_buf() }
+    DrillCommand { program: cli.to_path_buf(), args, env, work_dir: work_dir.to_path_buf() }
 }
 
 /// The kind of error a `walg-ext` exit code stands for (the CLI's exit.rs, inverted).
@@ -342,17 +344,28 @@ mod tests {
         assert!(e.contains("AWS_SECRET_ACCESS_KEY, WALG_LIBSODIUM_KEY") && e.contains("walg.config_file"), "{e}");
         assert!(!e.contains("PGPASSWORD"), "not a WAL-G setting: {e}");
         check_env_secrets([("WALG_LIBSODIUM_KEY", "")]).unwrap();
+        // WAL-G's Azure keys are settings by name, so their secrets are caught too.
+        let e = check_env_secrets([("AZURE_STORAGE_SAS_TOKEN", "t"), ("AZURE_CLIENT_ID", "x")]).unwrap_err().to_string();
+        assert!(e.contains("AZURE_STORAGE_SAS_TOKEN") && !e.contains("AZURE_CLIENT_ID"), "{e}");
 
         let mut gucs = Settings::new();
         gucs.set("WALG_FILE_PREFIX", "/backups");
         gucs.set("AWS_REGION", "eu-west-1");
         gucs.set("WALG_PGP_KEY", "never here, but if it were");
+        gucs.set("AZURE_STORAGE_ACCOUNT", "acct");
         let c = command(Path::new("/usr/local/bin/walg-ext"), Some(Path::new("/etc/wal-g.yaml")), "base_1", Path::new("/pg/bin"), Path::new("/var/tmp"), &gucs);
         assert_eq!(
             c.args,
             ["--config", "/etc/wal-g.yaml", "restore-drill", "base_1", "--json", "--pg-bin", "/pg/bin", "--work-dir", "/var/tmp"]
         );
-        assert_eq!(c.env, [("AWS_REGION".to_string(), "eu-west-1".to_string()), ("WALG_FILE_PREFIX".into(), "/backups".into())]);
+        assert_eq!(
+            c.env,
+            [
+                ("AWS_REGION".to_string(), "eu-west-1".to_string()),
+                ("AZURE_STORAGE_ACCOUNT".into(), "acct".into()),
+                ("WALG_FILE_PREFIX".into(), "/backups".into())
+            ]
+        );
         let none = command(Path::new("/x"), None, "base_1", Path::new("/b"), Path::new("/w"), &Settings::new());
         assert_eq!(none.args[0], "restore-drill");
     }
