@@ -43,6 +43,13 @@ pub fn is_env_setting(key: &str) -> bool {
     ENV_PREFIXES.iter().any(|p| key.starts_with(p)) || PLAIN_ENV_KEYS.contains(&key)
 }
 
+/// `is_env_setting` without libpq's PG* variables: the settings a `walg-ext wal-fetch` in
+/// restore_command needs from the environment it was set up with (storage, codec, key). The
+/// connection variables name the server that was backed up, not the one recovering.
+pub fn is_storage_env_setting(key: &str) -> bool {
+    is_env_setting(key) && !key.starts_with("PG")
+}
+
 impl Settings {
     pub fn new() -> Settings {
         Settings::default()

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::threads::{catch_panic, spawn_scoped};
 use crate::catalog::latest_backup;
-use crate::codec::{read_error, Pipeline};
+use crate::codec::{read_error, Pipeline, ReadAhead};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::format::integrity::{settle, ObjectRecord, VerifyingReader};
@@ -278,7 +278,9 @@ fn read_part<T>(
     };
     let result = (|| {
         // A recorded XXH3-128 checks every stored byte: zstd's own frame checksums are skipped then.
-        let mut r = pipeline.reader_opts(key, raw, part.record.is_none())?;
+        // Decoded on a helper thread (codec/read_ahead.rs) while this one extracts and writes; the
+        // reader is dropped (its helper joined) at the end of this closure, before `settle`.
+        let mut r = ReadAhead::new("part", pipeline.reader_opts(key, raw, part.record.is_none())?);
         let out = consume(&mut r)?;
         io::copy(&mut r, &mut io::sink()).map_err(|e| read_error(key, e))?;
         Ok(out)

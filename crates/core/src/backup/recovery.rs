@@ -273,8 +273,8 @@ fn no_newlines(what: &str, s: &str) -> Result<()> {
 }
 
 /// `restore_command` calling `exe ... wal-fetch %f %p` with the same configuration: `--config`
-/// `config` (absolute) and the WALG_/WALE_/AWS_ (and WAL-G's AZURE_*) settings that came from the environment
-/// (`env`), as `KEY=value` assignments in front of the command. Refused when `env` holds a
+/// `config` (absolute) and the storage settings that came from the environment
+/// (`env`, `config::is_storage_env_setting`), as `KEY=value` assignments in front of the command. Refused when `env` holds a
 /// secret. `%` in the parts is escaped for PostgreSQL.
 pub fn restore_command(exe: &Path, config: Option<&Path>, env: &[(String, String)]) -> Result<String> {
     let text = |p: &Path, what: &str| -> Result<String> {
@@ -286,12 +286,7 @@ pub fn restore_command(exe: &Path, config: Option<&Path>, env: &[(String, String
         Ok(s.to_string())
     };
     let mut env: Vec<&(String, String)> =
-        env.iter()
-            .filter(|(k, _)| {
-                ["WALG_", "WALE_", "AWS_"].iter().any(|p| k.starts_with(p))
-                    || (k.starts_with("AZURE_") && crate::config::is_env_setting(k))
-            })
-            .collect();
+        env.iter().filter(|(k, _)| crate::config::is_storage_env_setting(k)).collect();
     env.sort();
     let secrets: Vec<&str> = env.iter().filter(|(k, _)| is_secret_setting(k)).map(|(k, _)| k.as_str()).collect();
     if !secrets.is_empty() {

@@ -9,6 +9,7 @@ mod lz4;
 mod lzma;
 mod openpgp;
 mod pipeline;
+mod read_ahead;
 pub use pipeline::find_object;
 mod zstd;
 
@@ -16,6 +17,7 @@ use std::io::{self, Read, Write};
 
 pub use openpgp::{PgpKey, PGP_KEY_HINT};
 pub use pipeline::Pipeline;
+pub use read_ahead::ReadAhead;
 
 use crate::error::{Error, Result};
 use crate::storage::ObjectWriter;
