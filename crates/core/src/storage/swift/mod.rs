@@ -299,9 +299,12 @@ impl Storage for SwiftStorage {
         let body = bytes::Bytes::copy_from_slice(data);
         // Swift checks the body against the ETag we send (422 when they differ).
         let md5 = hex(&<md5::Md5 as md5::Digest>::digest(data));
+        // Said even when 0: Swift refuses a PUT without a length (411) and hyper sends none for
+        // an empty body.
+        let len = data.len();
         wait(async {
             let resp = inner
-                .send("put", key, Some(&name), |c, url| c.put(url).header("ETag", &md5).body(body.clone()))
+                .send("put", key, Some(&name), |c, url| c.put(url).header("ETag", &md5).header("Content-Length", len).body(body.clone()))
                 .await?;
             if resp.status().as_u16() == 201 {
                 Ok(())
