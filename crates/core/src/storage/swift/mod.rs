@@ -13,7 +13,7 @@
 //! server stores it only when the last chunk arrived, so a failed or killed upload leaves
 //! nothing: no segments, nothing pending). Objects are limited to the cluster's max_file_size
 //! (5 GiB by default; WAL-G has the same limit: it too writes one object per PUT). Memory per
-//! writer: CHUNK x (QUEUE + 1). Listings are paged with `marker` and streamed into the result.
+//! writer: CHUNK x (QUEUE + 2), 6 MiB. Listings are paged with `marker` and streamed into the result.
 //! Missing versus unreachable: "not there" only when Swift (its `X-Trans-Id` on the answer)
 //! said 404 and the container exists; a missing container, a 404 from something that is not
 //! Swift, denied access or a server that does not answer is an error of kind Unreachable,

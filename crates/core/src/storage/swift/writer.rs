@@ -1,6 +1,7 @@
 //! Streaming uploads: one PUT with a chunked body, fed through a bounded queue of CHUNK-sized
-//! buffers (memory per writer: CHUNK x (QUEUE + 1)). Swift's object server writes the body to a
-//! temporary file and puts it in place only when the final chunk arrived, so the object appears
+//! buffers (memory per writer: CHUNK x (QUEUE + 2): the queue, the sender's slot and the buffer
+//! being filled). Swift's object server writes the body to a temporary file and puts it in
+//! place only when the final chunk arrived, so the object appears
 //! whole at `finish` or not at all: a dropped writer ends the body with an error (the connection
 //! is cut before the final chunk), and a killed process cuts it too. Nothing is left behind (no
 //! segments), so there is nothing for `pending_uploads` to report.
