@@ -129,7 +129,11 @@ impl SwiftServer {
             .args([account, container, object].map(|p| p.to_string()))
             .output()
             .expect("run python3");
-        assert!(out.status.success(), "building the Swift rings: {}", String::from_utf8_lossy(&out.stderr));
+        if !out.status.success() {
+            // No watchdog yet to remove it.
+            let _ = std::fs::remove_dir_all(&dir);
+            panic!("building the Swift rings: {}", String::from_utf8_lossy(&out.stderr));
+        }
         // The watchdog: the servers live while this test process does.
         let d = dir.display();
         let script = format!(
