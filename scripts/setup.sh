@@ -64,6 +64,12 @@ if ! grep -qs "\"version\": \"${AZURITE_VERSION}\"" "$AZURITE_DIR/node_modules/a
   (cd "$AZURITE_DIR" && npm install --no-audit --no-fund --silent "azurite@${AZURITE_VERSION}")
 fi
 
+# A real OpenStack Swift for the Swift tests: Debian 12's packages (2.30) and memcached for
+# TempAuth's tokens; the tests build an all-in-one cluster in a temporary directory and start it
+# on free loopback ports (pgrx-tests/src/swift_server.rs). About 70 s once; the packages' own
+# services are not started (no systemd here; with systemd, disable them if unwanted).
+apt_install_missing swift swift-proxy swift-account swift-container swift-object python3-swift memcached
+
 # cargo pgrx test --runas postgres: the postgres user must be able to reach the build tree
 # and write the extension's test install; and end-to-end clusters live under /tmp.
 id postgres >/dev/null 2>&1 || { echo "setup: no postgres user (postgresql-15 should create it)" >&2; exit 1; }

@@ -15,6 +15,7 @@ pub mod azurite;
 pub mod s3server;
 pub mod scratch;
 pub mod storage;
+pub mod swift_server;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

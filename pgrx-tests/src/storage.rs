@@ -1,4 +1,4 @@
-//! A storage prefix (file system, S3 or Azure Blob) plus the walg-ext config file that points at it.
+//! A storage prefix (file system, S3, Azure Blob or Swift) plus the walg-ext config file that points at it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::cmd::{as_postgres, run, write_as_postgres, Outcome};
 use crate::azurite::Azurite;
 use crate::s3server::S3Server;
+use crate::swift_server::SwiftServer;
 use crate::scratch::ScratchDir;
 
 /// Extensions a stored object may carry, per FORMAT.md; "" is `none`.
@@ -27,7 +28,9 @@ pub fn walg_ext(args: &[&str], env: &[(&str, &str)]) -> Outcome {
     // Never inherit a storage prefix from the developer's shell.
     for (var, _) in std::env::vars_os() {
         let v = var.to_string_lossy();
-        if v.starts_with("WALG_") || v.starts_with("WALE_") || v.starts_with("AWS_") || v.starts_with("AZURE_") {
+        if v.starts_with("WALG_") || v.starts_with("WALE_") || v.starts_with("AWS_") || v.starts_with("AZURE_")
+            || v.starts_with("OS_") || v.starts_with("ST_AUTH")
+        {
             cmd.env_remove(&var);
         }
     }
@@ -58,6 +61,9 @@ pub enum Backend {
     S3,
     /// WALG_AZ_PREFIX on Azurite (shared by the test process), container `walg-e2e`.
     Azure,
+    /// WALG_SWIFT_PREFIX on an all-in-one OpenStack Swift (shared by the test process),
+    /// container `walg-e2e`.
+    Swift,
 }
 
 /// Bucket the S3 storages live in.
@@ -161,6 +167,7 @@ impl Storage {
                 ];
                 (None, settings)
             }
+            Backend::Swift => (None, swift_settings(label, &dir)),
         };
         settings.push(("WALG_COMPRESSION_METHOD".to_string(), compression.to_string()));
         if let Some(l) = level {
@@ -255,6 +262,12 @@ impl Storage {
                     ("walg.azure_storage_account", "AZURE_STORAGE_ACCOUNT"),
                     ("walg.azure_endpoint", "WALG_AZURE_ENDPOINT"),
                 ] {
+                    conf.push_str(&format!("{guc} = '{}'\n", self.setting(key).unwrap()));
+                }
+            }
+            Backend::Swift => {
+                conf.push_str(&format!("walg.config_file = '{}'\n", self.config.display()));
+                for (guc, key) in [("walg.swift_prefix", "WALG_SWIFT_PREFIX"), ("walg.os_auth_url", "OS_AUTH_URL"), ("walg.os_username", "OS_USERNAME")] {
                     conf.push_str(&format!("{guc} = '{}'\n", self.setting(key).unwrap()));
                 }
             }
@@ -385,6 +398,24 @@ impl Storage {
     pub fn wal_objects(&self) -> Vec<String> {
         self.keys("wal_005/").into_iter().map(|k| k["wal_005/".len()..].to_string()).collect()
     }
+}
+
+/// The WAL-G settings of a Swift storage: the process's Swift, container `walg-e2e`, a path
+/// unique per storage (tests in one process share the container).
+fn swift_settings(label: &str, dir: &ScratchDir) -> Vec<(String, String)> {
+    let server = SwiftServer::shared();
+    server.create_container(E2E_BUCKET);
+    let label: String = format!("{label}-{}", dir.path().file_name().unwrap().to_string_lossy())
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .collect();
+    vec![
+        ("WALG_SWIFT_PREFIX".to_string(), format!("swift://{E2E_BUCKET}/{label}")),
+        ("OS_AUTH_URL".to_string(), server.auth_url()),
+        ("OS_USERNAME".to_string(), crate::swift_server::USER.to_string()),
+        ("OS_PASSWORD".to_string(), crate::swift_server::KEY.to_string()),
+        ("WALG_SWIFT_MAX_RETRIES".to_string(), "2".to_string()),
+    ]
 }
 
 /// Entry names of a directory; empty if it does not exist.

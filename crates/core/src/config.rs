@@ -35,6 +35,10 @@ pub struct Settings {
 const PLAIN_ENV_KEYS: &[&str] = &[
     "PGDATA", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_ACCESS_KEY",
     "AZURE_STORAGE_SAS_TOKEN", "AZURE_ENDPOINT_SUFFIX", "AZURE_ENVIRONMENT_NAME",
+    // WAL-G's Swift keys (ncw/swift's names), by name too: OS_* variables of other OpenStack
+    // tools (OS_CLOUD, OS_IDENTITY_API_VERSION, ...) are no walg settings.
+    "OS_AUTH_URL", "OS_USERNAME", "OS_PASSWORD", "OS_PROJECT_NAME", "OS_TENANT_NAME", "OS_REGION_NAME",
+    "OS_USER_DOMAIN_NAME", "OS_PROJECT_DOMAIN_NAME", "OS_ENDPOINT_TYPE", "ST_AUTH_VERSION",
 ];
 const ENV_PREFIXES: &[&str] = &["WALG_", "WALE_", "AWS_"];
 
@@ -147,6 +151,8 @@ pub enum StorageConfig {
     S3(S3Config),
     /// WALG_AZ_PREFIX azure://container/path and the AZURE_* / WALG_AZURE_* settings.
     Azure(crate::storage::AzureConfig),
+    /// WALG_SWIFT_PREFIX swift://container/path and the OS_* settings.
+    Swift(crate::storage::SwiftConfig),
 }
 
 /// Validated configuration shared by the extension and the CLI.
@@ -325,6 +331,7 @@ impl Config {
         r::check_values(s)?;
         let s3 = S3Config::from_settings(s)?;
         let az = crate::storage::AzureConfig::from_settings(s)?;
+        let swift = crate::storage::SwiftConfig::from_settings(s)?;
         let file = s.raw(&r::FILE_PREFIX).map(|p| StorageConfig::File { prefix: PathBuf::from(p) });
         let mut chosen: Vec<(&str, StorageConfig)> = Vec::new();
         if let Some(f) = file {
@@ -336,6 +343,9 @@ impl Config {
         if let Some(az) = az {
             chosen.push(("WALG_AZ_PREFIX", StorageConfig::Azure(az)));
         }
+        if let Some(sw) = swift {
+            chosen.push(("WALG_SWIFT_PREFIX", StorageConfig::Swift(sw)));
+        }
         if chosen.len() > 1 {
             let keys: Vec<&str> = chosen.iter().map(|(k, _)| *k).collect();
             return Err(Error::Config(format!("both {} are set: keep only one storage", keys.join(" and "))));
@@ -345,11 +355,11 @@ impl Config {
             None => {
                 if let Some(key) = ["WALG_GS_PREFIX"].into_iter().find(|k| s.value(k).is_some()) {
                     return Err(Error::Config(format!(
-                        "{key} is set but only file (WALG_FILE_PREFIX), S3 (WALG_S3_PREFIX) and Azure (WALG_AZ_PREFIX) storage are supported so far"
+                        "{key} is set but only file (WALG_FILE_PREFIX), S3 (WALG_S3_PREFIX), Azure (WALG_AZ_PREFIX) and Swift (WALG_SWIFT_PREFIX) storage are supported so far"
                     )));
                 }
                 return Err(Error::Config(
-                    "no storage configured: set WALG_FILE_PREFIX, WALG_S3_PREFIX or WALG_AZ_PREFIX (walg.file_prefix, walg.s3_prefix or walg.az_prefix in the server)".into(),
+                    "no storage configured: set WALG_FILE_PREFIX, WALG_S3_PREFIX, WALG_AZ_PREFIX or WALG_SWIFT_PREFIX (walg.file_prefix, walg.s3_prefix, walg.az_prefix or walg.swift_prefix in the server)".into(),
                 ));
             }
         };
@@ -545,8 +555,27 @@ mod tests {
         let s3: &[(&str, &str)] = &[("WALG_S3_PREFIX", "s3://bkt/a")];
         let creds: &[(&str, &str)] = &[("WALG_S3_PREFIX", "s3://bkt/a"), ("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")];
         let az: &[(&str, &str)] = &[("WALG_AZ_PREFIX", "azure://ctr/a"), ("AZURE_STORAGE_ACCOUNT", "acct")];
+        let sw: &[(&str, &str)] = &[
+            ("WALG_SWIFT_PREFIX", "swift://ctr/a"), ("OS_AUTH_URL", "http://127.0.0.1:8080/auth/v1.0"),
+            ("OS_USERNAME", "test:tester"), ("OS_PASSWORD", "testing"),
+        ];
+        let sw3: &[(&str, &str)] = &[
+            ("WALG_SWIFT_PREFIX", "swift://ctr/a"), ("OS_AUTH_URL", "https://keystone:5000/v3"),
+            ("OS_USERNAME", "u"), ("OS_PASSWORD", "p"), ("OS_PROJECT_NAME", "proj"),
+        ];
         let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
             ("WALG_FILE_PREFIX", vec![], "/tmp/b"),
+            ("WALG_SWIFT_PREFIX", sw.to_vec(), "swift://ctr/b"),
+            ("OS_AUTH_URL", sw.to_vec(), "http://127.0.0.1:8081/auth/v1.0"),
+            ("OS_USERNAME", sw.to_vec(), "test:other"),
+            ("OS_PASSWORD", sw.to_vec(), "other"),
+            ("OS_PROJECT_NAME", sw3.to_vec(), "other"),
+            ("OS_REGION_NAME", sw3.to_vec(), "RegionTwo"),
+            ("OS_USER_DOMAIN_NAME", sw3.to_vec(), "users"),
+            ("OS_PROJECT_DOMAIN_NAME", sw3.to_vec(), "projects"),
+            ("ST_AUTH_VERSION", sw3.to_vec(), "1"),
+            ("OS_ENDPOINT_TYPE", sw3.to_vec(), "internal"),
+            ("WALG_SWIFT_MAX_RETRIES", sw.to_vec(), "3"),
             ("WALG_AZ_PREFIX", az.to_vec(), "azure://ctr/b"),
             ("AZURE_STORAGE_ACCOUNT", az.to_vec(), "other"),
             ("AZURE_STORAGE_ACCESS_KEY", az.to_vec(), "a2V5"),
@@ -609,7 +638,7 @@ mod tests {
                 panic!("{}: add a case to this test", setting.key)
             };
             let mut base = Settings::new();
-            if !ctx.iter().any(|(k, _)| *k == "WALG_S3_PREFIX" || *k == "WALG_AZ_PREFIX") {
+            if !ctx.iter().any(|(k, _)| k.ends_with("_PREFIX")) {
                 base.set("WALG_FILE_PREFIX", "/tmp/a");
             }
             for (k, v) in ctx {

@@ -217,6 +217,13 @@ fn story_azure_lz4() {
     story(Backend::Azure, "lz4", None, false);
 }
 
+/// The story on OpenStack Swift (a real all-in-one cluster): archive, backups, restore and
+/// replay through the swift backend, a chunked streaming PUT per tar part.
+#[test]
+fn story_swift() {
+    story(Backend::Swift, "lz4", None, false);
+}
+
 #[test]
 fn story_s3_zstd_encrypted() {
     story(Backend::S3, "zstd", Some(1), true);

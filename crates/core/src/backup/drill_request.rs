@@ -347,6 +347,9 @@ mod tests {
         // WAL-G's Azure keys are settings by name, so their secrets are caught too.
         let e = check_env_secrets([("AZURE_STORAGE_SAS_TOKEN", "t"), ("AZURE_CLIENT_ID", "x")]).unwrap_err().to_string();
         assert!(e.contains("AZURE_STORAGE_SAS_TOKEN") && !e.contains("AZURE_CLIENT_ID"), "{e}");
+        // And WAL-G's Swift keys (OS_CLOUD is another OpenStack tool's).
+        let e = check_env_secrets([("OS_PASSWORD", "p"), ("OS_CLOUD", "x")]).unwrap_err().to_string();
+        assert!(e.contains("OS_PASSWORD") && !e.contains("OS_CLOUD"), "{e}");
 
         let mut gucs = Settings::new();
         gucs.set("WALG_FILE_PREFIX", "/backups");

@@ -14,12 +14,14 @@ mod fs;
 mod open;
 pub mod retry;
 pub mod s3;
+pub mod swift;
 
 pub use azure::{AzureConfig, AzureStorage};
 pub use fs::{FsStorage, FS_TMP_PREFIX};
 pub use open::{describe, open};
 pub use retry::{RetryPolicy, Retrying, Transient};
 pub use s3::{S3Config, S3Storage};
+pub use swift::{SwiftConfig, SwiftStorage};
 
 use std::io::{self, Read, Write};
 use std::time::SystemTime;

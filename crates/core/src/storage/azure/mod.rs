@@ -64,7 +64,7 @@ pub(crate) struct Inner {
 }
 
 /// rustls with ring and the platform's trust store: the TLS the S3 client uses.
-fn http_client() -> std::result::Result<reqwest::Client, String> {
+pub(crate) fn http_client() -> std::result::Result<reqwest::Client, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = rustls_platform_verifier::Verifier::new(provider.clone()).map_err(|e| format!("TLS trust store: {e}"))?;
     let tls = rustls::ClientConfig::builder_with_provider(provider)
