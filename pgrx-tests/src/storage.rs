@@ -1,4 +1,4 @@
-//! A storage prefix (file system, S3 or Azure Blob) plus the walg-ext config file that points at it.
+//! A storage prefix (file system, S3, Azure Blob or SFTP) plus the walg-ext config file that points at it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::cmd::{as_postgres, run, write_as_postgres, Outcome};
 use crate::azurite::Azurite;
 use crate::s3server::S3Server;
+use crate::sshd::Sshd;
 use crate::scratch::ScratchDir;
 
 /// Extensions a stored object may carry, per FORMAT.md; "" is `none`.
@@ -27,7 +28,12 @@ pub fn walg_ext(args: &[&str], env: &[(&str, &str)]) -> Outcome {
     // Never inherit a storage prefix from the developer's shell.
     for (var, _) in std::env::vars_os() {
         let v = var.to_string_lossy();
-        if v.starts_with("WALG_") || v.starts_with("WALE_") || v.starts_with("AWS_") || v.starts_with("AZURE_") {
+        if v.starts_with("WALG_")
+            || v.starts_with("WALE_")
+            || v.starts_with("AWS_")
+            || v.starts_with("AZURE_")
+            || ["SSH_PORT", "SSH_USERNAME", "SSH_PASSWORD", "SSH_PRIVATE_KEY_PATH"].contains(&v.as_ref())
+        {
             cmd.env_remove(&var);
         }
     }
@@ -58,6 +64,8 @@ pub enum Backend {
     S3,
     /// WALG_AZ_PREFIX on Azurite (shared by the test process), container `walg-e2e`.
     Azure,
+    /// WALG_SSH_PREFIX on OpenSSH's sshd (shared by the test process), a directory per storage.
+    Sftp,
 }
 
 /// Bucket the S3 storages live in.
@@ -161,6 +169,18 @@ impl Storage {
                 ];
                 (None, settings)
             }
+            Backend::Sftp => {
+                let server = Sshd::shared();
+                let dir = server.dir(&format!("{label}-{}", dir.path().file_name().unwrap().to_string_lossy()));
+                let settings = vec![
+                    ("WALG_SSH_PREFIX".to_string(), format!("ssh://127.0.0.1{}", dir.display())),
+                    ("SSH_PORT".to_string(), server.port.to_string()),
+                    ("SSH_USERNAME".to_string(), crate::sshd::USER.to_string()),
+                    ("SSH_PRIVATE_KEY_PATH".to_string(), server.key.display().to_string()),
+                    ("WALG_SSH_MAX_RETRIES".to_string(), "2".to_string()),
+                ];
+                (None, settings)
+            }
         };
         settings.push(("WALG_COMPRESSION_METHOD".to_string(), compression.to_string()));
         if let Some(l) = level {
@@ -254,6 +274,17 @@ impl Storage {
                     ("walg.az_prefix", "WALG_AZ_PREFIX"),
                     ("walg.azure_storage_account", "AZURE_STORAGE_ACCOUNT"),
                     ("walg.azure_endpoint", "WALG_AZURE_ENDPOINT"),
+                ] {
+                    conf.push_str(&format!("{guc} = '{}'\n", self.setting(key).unwrap()));
+                }
+            }
+            Backend::Sftp => {
+                conf.push_str(&format!("walg.config_file = '{}'\n", self.config.display()));
+                for (guc, key) in [
+                    ("walg.ssh_prefix", "WALG_SSH_PREFIX"),
+                    ("walg.ssh_port", "SSH_PORT"),
+                    ("walg.ssh_username", "SSH_USERNAME"),
+                    ("walg.ssh_private_key_path", "SSH_PRIVATE_KEY_PATH"),
                 ] {
                     conf.push_str(&format!("{guc} = '{}'\n", self.setting(key).unwrap()));
                 }

@@ -31,10 +31,12 @@ pub struct Settings {
 
 /// Environment variables that are settings although they have no WALG_/WALE_/AWS_ prefix.
 /// WAL-G's Azure keys are read by name, not by an `AZURE_` prefix: Azure hosts carry other
-/// `AZURE_*` variables (AZURE_CLIENT_ID, ...) that are no walg settings.
+/// `AZURE_*` variables (AZURE_CLIENT_ID, ...) that are no walg settings. Its SFTP keys are plain
+/// `SSH_*` names.
 const PLAIN_ENV_KEYS: &[&str] = &[
     "PGDATA", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_ACCESS_KEY",
-    "AZURE_STORAGE_SAS_TOKEN", "AZURE_ENDPOINT_SUFFIX", "AZURE_ENVIRONMENT_NAME",
+    "AZURE_STORAGE_SAS_TOKEN", "AZURE_ENDPOINT_SUFFIX", "AZURE_ENVIRONMENT_NAME", "SSH_PORT", "SSH_USERNAME",
+    "SSH_PASSWORD", "SSH_PRIVATE_KEY_PATH",
 ];
 const ENV_PREFIXES: &[&str] = &["WALG_", "WALE_", "AWS_"];
 
@@ -140,6 +142,8 @@ pub enum StorageConfig {
     S3(S3Config),
     /// WALG_AZ_PREFIX azure://container/path and the AZURE_* / WALG_AZURE_* settings.
     Azure(crate::storage::AzureConfig),
+    /// WALG_SSH_PREFIX ssh://host/path and the SSH_* settings.
+    Sftp(crate::storage::SftpConfig),
 }
 
 /// Validated configuration shared by the extension and the CLI.
@@ -329,6 +333,9 @@ impl Config {
         if let Some(az) = az {
             chosen.push(("WALG_AZ_PREFIX", StorageConfig::Azure(az)));
         }
+        if let Some(sftp) = crate::storage::SftpConfig::from_settings(s)? {
+            chosen.push(("WALG_SSH_PREFIX", StorageConfig::Sftp(sftp)));
+        }
         if chosen.len() > 1 {
             let keys: Vec<&str> = chosen.iter().map(|(k, _)| *k).collect();
             return Err(Error::Config(format!("both {} are set: keep only one storage", keys.join(" and "))));
@@ -338,11 +345,11 @@ impl Config {
             None => {
                 if let Some(key) = ["WALG_GS_PREFIX"].into_iter().find(|k| s.value(k).is_some()) {
                     return Err(Error::Config(format!(
-                        "{key} is set but only file (WALG_FILE_PREFIX), S3 (WALG_S3_PREFIX) and Azure (WALG_AZ_PREFIX) storage are supported so far"
+                        "{key} is set but only file (WALG_FILE_PREFIX), S3 (WALG_S3_PREFIX), Azure (WALG_AZ_PREFIX) and SFTP (WALG_SSH_PREFIX) storage are supported so far"
                     )));
                 }
                 return Err(Error::Config(
-                    "no storage configured: set WALG_FILE_PREFIX, WALG_S3_PREFIX or WALG_AZ_PREFIX (walg.file_prefix, walg.s3_prefix or walg.az_prefix in the server)".into(),
+                    "no storage configured: set WALG_FILE_PREFIX, WALG_S3_PREFIX, WALG_AZ_PREFIX or WALG_SSH_PREFIX (walg.file_prefix, walg.s3_prefix, walg.az_prefix or walg.ssh_prefix in the server)".into(),
                 ));
             }
         };
@@ -538,6 +545,7 @@ mod tests {
         let s3: &[(&str, &str)] = &[("WALG_S3_PREFIX", "s3://bkt/a")];
         let creds: &[(&str, &str)] = &[("WALG_S3_PREFIX", "s3://bkt/a"), ("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")];
         let az: &[(&str, &str)] = &[("WALG_AZ_PREFIX", "azure://ctr/a"), ("AZURE_STORAGE_ACCOUNT", "acct")];
+        let ssh: &[(&str, &str)] = &[("WALG_SSH_PREFIX", "ssh://backup.example.net/srv/a"), ("SSH_USERNAME", "walg")];
         let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
             ("WALG_FILE_PREFIX", vec![], "/tmp/b"),
             ("WALG_AZ_PREFIX", az.to_vec(), "azure://ctr/b"),
@@ -550,6 +558,12 @@ mod tests {
             ("WALG_AZURE_BUFFER_SIZE", az.to_vec(), "1048576"),
             ("WALG_AZURE_MAX_BUFFERS", az.to_vec(), "2"),
             ("WALG_AZURE_MAX_RETRIES", az.to_vec(), "3"),
+            ("WALG_SSH_PREFIX", ssh.to_vec(), "ssh://backup.example.net/srv/b"),
+            ("SSH_PORT", ssh.to_vec(), "2222"),
+            ("SSH_USERNAME", ssh.to_vec(), "other"),
+            ("SSH_PASSWORD", ssh.to_vec(), "pw"),
+            ("SSH_PRIVATE_KEY_PATH", ssh.to_vec(), "/etc/walg/id_ed25519"),
+            ("WALG_SSH_MAX_RETRIES", ssh.to_vec(), "3"),
             ("WALG_COMPRESSION_METHOD", vec![], "zstd"),
             ("WALG_COMPRESSION_LEVEL", vec![("WALG_COMPRESSION_METHOD", "zstd")], "9"),
             ("WALG_ZSTD_LEVEL", vec![("WALG_COMPRESSION_METHOD", "zstd")], "best"),
@@ -602,7 +616,7 @@ mod tests {
                 panic!("{}: add a case to this test", setting.key)
             };
             let mut base = Settings::new();
-            if !ctx.iter().any(|(k, _)| *k == "WALG_S3_PREFIX" || *k == "WALG_AZ_PREFIX") {
+            if !ctx.iter().any(|(k, _)| ["WALG_S3_PREFIX", "WALG_AZ_PREFIX", "WALG_SSH_PREFIX"].contains(k)) {
                 base.set("WALG_FILE_PREFIX", "/tmp/a");
             }
             for (k, v) in ctx {

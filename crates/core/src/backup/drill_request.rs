@@ -347,6 +347,9 @@ mod tests {
         // WAL-G's Azure keys are settings by name, so their secrets are caught too.
         let e = check_env_secrets([("AZURE_STORAGE_SAS_TOKEN", "t"), ("AZURE_CLIENT_ID", "x")]).unwrap_err().to_string();
         assert!(e.contains("AZURE_STORAGE_SAS_TOKEN") && !e.contains("AZURE_CLIENT_ID"), "{e}");
+        // And WAL-G's SFTP password (SSH_AUTH_SOCK is no setting).
+        let e = check_env_secrets([("SSH_PASSWORD", "p"), ("SSH_AUTH_SOCK", "/run/a")]).unwrap_err().to_string();
+        assert!(e.contains("SSH_PASSWORD") && !e.contains("SSH_AUTH_SOCK"), "{e}");
 
         let mut gucs = Settings::new();
         gucs.set("WALG_FILE_PREFIX", "/backups");
