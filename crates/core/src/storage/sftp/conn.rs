@@ -140,6 +140,14 @@ impl Conn {
         Ok(Conn { rename, sftp, session })
     }
 
+    /// Close a connection that is (or may be) broken without waiting long on it: closing sends
+    /// and awaits channel-close messages, which a stalled network would hold up for the whole
+    /// call timeout.
+    pub(crate) fn discard(self) {
+        self.session.set_timeout(1000);
+        drop(self);
+    }
+
     /// Rename `from` over `to` atomically (rename(2) on the server), replacing `to` if present.
     pub(crate) fn posix_rename(&self, from: &str, to: &str) -> Result<(), ssh2::Error> {
         let (f, t) = (CString::new(from).map_err(|_| nul())?, CString::new(to).map_err(|_| nul())?);
@@ -197,6 +205,6 @@ impl Pool {
     /// Close every idle connection (after a session failure: they likely share its fate).
     pub(crate) fn clear(&self) {
         let drained: Vec<Conn> = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
-        drop(drained);
+        drained.into_iter().for_each(Conn::discard);
     }
 }

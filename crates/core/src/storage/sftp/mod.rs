@@ -115,7 +115,7 @@ impl Inner {
         };
         let r = f(&c);
         if matches!(&r, Err(Fail::Ssh(e)) if is_session_error(e)) {
-            drop(c);
+            c.discard();
             self.pool.clear();
             let c = self.open_conn(op, key)?;
             let r = f(&c);
@@ -129,7 +129,7 @@ impl Inner {
     pub(crate) fn release(&self, c: Conn, failed: Option<&ssh2::Error>) {
         match failed {
             Some(e) if is_session_error(e) => {
-                drop(c);
+                c.discard();
                 self.pool.clear();
             }
             _ => self.pool.put(c),

@@ -76,9 +76,14 @@ fn lost(e: Error) -> io::Error {
 impl SftpReader {
     /// A new connection, the file opened again at `pos`.
     fn reconnect(&mut self, why: &str) -> io::Result<()> {
+        if let Some(c) = &self.conn {
+            // Closing the file on a stalled connection must not wait the whole call timeout.
+            c.session.set_timeout(1000);
+        }
         drop(self.file.take());
-        if self.conn.take().is_some() {
+        if let Some(c) = self.conn.take() {
             // The old session is what broke; idle ones likely went the same way.
+            c.discard();
             self.inner.pool.clear();
         }
         if self.reconnects_left == 0 {

@@ -167,6 +167,10 @@ impl ObjectWriter for SftpWriter {
 
 impl Drop for SftpWriter {
     fn drop(&mut self) {
+        if let (Some(c), Some(_)) = (&self.conn, &self.broken) {
+            // Closing the file on a broken connection must not wait the whole call timeout.
+            c.session.set_timeout(1000);
+        }
         drop(self.file.take());
         let Some(c) = self.conn.take() else { return };
         if self.broken.is_none() && !self.tmp.is_empty() {
