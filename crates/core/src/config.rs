@@ -545,7 +545,8 @@ mod tests {
         let s3: &[(&str, &str)] = &[("WALG_S3_PREFIX", "s3://bkt/a")];
         let creds: &[(&str, &str)] = &[("WALG_S3_PREFIX", "s3://bkt/a"), ("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")];
         let az: &[(&str, &str)] = &[("WALG_AZ_PREFIX", "azure://ctr/a"), ("AZURE_STORAGE_ACCOUNT", "acct")];
-        let ssh: &[(&str, &str)] = &[("WALG_SSH_PREFIX", "ssh://backup.example.net/srv/a"), ("SSH_USERNAME", "walg")];
+        let ssh: &[(&str, &str)] = &[("WALG_SSH_PREFIX", "ssh://backup.example.net/srv/a"), ("SSH_USERNAME", "walg"), ("SSH_PASSWORD", "pw0")];
+        let ssh_key: &[(&str, &str)] = &[("WALG_SSH_PREFIX", "ssh://h/a"), ("SSH_USERNAME", "walg"), ("SSH_PRIVATE_KEY_PATH", "/k")];
         let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
             ("WALG_FILE_PREFIX", vec![], "/tmp/b"),
             ("WALG_AZ_PREFIX", az.to_vec(), "azure://ctr/b"),
@@ -561,7 +562,7 @@ mod tests {
             ("WALG_SSH_PREFIX", ssh.to_vec(), "ssh://backup.example.net/srv/b"),
             ("SSH_PORT", ssh.to_vec(), "2222"),
             ("SSH_USERNAME", ssh.to_vec(), "other"),
-            ("SSH_PASSWORD", ssh.to_vec(), "pw"),
+            ("SSH_PASSWORD", ssh_key.to_vec(), "pw"),
             ("SSH_PRIVATE_KEY_PATH", ssh.to_vec(), "/etc/walg/id_ed25519"),
             ("WALG_SSH_MAX_RETRIES", ssh.to_vec(), "3"),
             ("WALG_COMPRESSION_METHOD", vec![], "zstd"),
