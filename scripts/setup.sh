@@ -6,7 +6,8 @@ set -euo pipefail
 PGRX_VERSION=0.18.1
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib clang libclang-dev sudo pkg-config
-              lz4 zstd brotli xz-utils python3 python3-pip python3-venv gnupg)
+              lz4 zstd brotli xz-utils python3 python3-pip python3-venv gnupg
+              libssl-dev openssh-server openssh-client)
 
 log() { echo "setup: $*"; }
 

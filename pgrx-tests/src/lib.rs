@@ -14,6 +14,7 @@ pub mod cmd;
 pub mod azurite;
 pub mod s3server;
 pub mod scratch;
+pub mod sshd;
 pub mod storage;
 pub mod swift_server;
 

@@ -1,4 +1,4 @@
-//! A storage prefix (file system, S3, Azure Blob or Swift) plus the walg-ext config file that points at it.
+//! A storage prefix (file system, S3, Azure Blob, Swift or SFTP) plus the walg-ext config file that points at it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use crate::cmd::{as_postgres, run, write_as_postgres, Outcome};
 use crate::azurite::Azurite;
 use crate::s3server::S3Server;
 use crate::swift_server::SwiftServer;
+use crate::sshd::Sshd;
 use crate::scratch::ScratchDir;
 
 /// Extensions a stored object may carry, per FORMAT.md; "" is `none`.
@@ -30,6 +31,7 @@ pub fn walg_ext(args: &[&str], env: &[(&str, &str)]) -> Outcome {
         let v = var.to_string_lossy();
         if v.starts_with("WALG_") || v.starts_with("WALE_") || v.starts_with("AWS_") || v.starts_with("AZURE_")
             || v.starts_with("OS_") || v.starts_with("ST_AUTH")
+            || ["SSH_PORT", "SSH_USERNAME", "SSH_PASSWORD", "SSH_PRIVATE_KEY_PATH"].contains(&v.as_ref())
         {
             cmd.env_remove(&var);
         }
@@ -64,6 +66,8 @@ pub enum Backend {
     /// WALG_SWIFT_PREFIX on an all-in-one OpenStack Swift (shared by the test process),
     /// container `walg-e2e`.
     Swift,
+    /// WALG_SSH_PREFIX on OpenSSH's sshd (shared by the test process), a directory per storage.
+    Sftp,
 }
 
 /// Bucket the S3 storages live in.
@@ -168,6 +172,18 @@ impl Storage {
                 (None, settings)
             }
             Backend::Swift => (None, swift_settings(label, &dir)),
+            Backend::Sftp => {
+                let server = Sshd::shared();
+                let dir = server.dir(&format!("{label}-{}", dir.path().file_name().unwrap().to_string_lossy()));
+                let settings = vec![
+                    ("WALG_SSH_PREFIX".to_string(), format!("ssh://127.0.0.1{}", dir.display())),
+                    ("SSH_PORT".to_string(), server.port.to_string()),
+                    ("SSH_USERNAME".to_string(), crate::sshd::USER.to_string()),
+                    ("SSH_PRIVATE_KEY_PATH".to_string(), server.key.display().to_string()),
+                    ("WALG_SSH_MAX_RETRIES".to_string(), "2".to_string()),
+                ];
+                (None, settings)
+            }
         };
         settings.push(("WALG_COMPRESSION_METHOD".to_string(), compression.to_string()));
         if let Some(l) = level {
@@ -268,6 +284,17 @@ impl Storage {
             Backend::Swift => {
                 conf.push_str(&format!("walg.config_file = '{}'\n", self.config.display()));
                 for (guc, key) in [("walg.swift_prefix", "WALG_SWIFT_PREFIX"), ("walg.os_auth_url", "OS_AUTH_URL"), ("walg.os_username", "OS_USERNAME")] {
+                    conf.push_str(&format!("{guc} = '{}'\n", self.setting(key).unwrap()));
+                }
+            }
+            Backend::Sftp => {
+                conf.push_str(&format!("walg.config_file = '{}'\n", self.config.display()));
+                for (guc, key) in [
+                    ("walg.ssh_prefix", "WALG_SSH_PREFIX"),
+                    ("walg.ssh_port", "SSH_PORT"),
+                    ("walg.ssh_username", "SSH_USERNAME"),
+                    ("walg.ssh_private_key_path", "SSH_PRIVATE_KEY_PATH"),
+                ] {
                     conf.push_str(&format!("{guc} = '{}'\n", self.setting(key).unwrap()));
                 }
             }

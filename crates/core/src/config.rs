@@ -31,7 +31,8 @@ pub struct Settings {
 
 /// Environment variables that are settings although they have no WALG_/WALE_/AWS_ prefix.
 /// WAL-G's Azure keys are read by name, not by an `AZURE_` prefix: Azure hosts carry other
-/// `AZURE_*` variables (AZURE_CLIENT_ID, ...) that are no walg settings.
+/// `AZURE_*` variables (AZURE_CLIENT_ID, ...) that are no walg settings. Its SFTP keys are plain
+/// `SSH_*` names.
 const PLAIN_ENV_KEYS: &[&str] = &[
     "PGDATA", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_ACCESS_KEY",
     "AZURE_STORAGE_SAS_TOKEN", "AZURE_ENDPOINT_SUFFIX", "AZURE_ENVIRONMENT_NAME",
@@ -39,6 +40,7 @@ const PLAIN_ENV_KEYS: &[&str] = &[
     // tools (OS_CLOUD, OS_IDENTITY_API_VERSION, ...) are no walg settings.
     "OS_AUTH_URL", "OS_USERNAME", "OS_PASSWORD", "OS_PROJECT_NAME", "OS_TENANT_NAME", "OS_REGION_NAME",
     "OS_USER_DOMAIN_NAME", "OS_PROJECT_DOMAIN_NAME", "OS_ENDPOINT_TYPE", "ST_AUTH_VERSION",
+    "SSH_PORT", "SSH_USERNAME", "SSH_PASSWORD", "SSH_PRIVATE_KEY_PATH",
 ];
 const ENV_PREFIXES: &[&str] = &["WALG_", "WALE_", "AWS_"];
 
@@ -153,6 +155,8 @@ pub enum StorageConfig {
     Azure(crate::storage::AzureConfig),
     /// WALG_SWIFT_PREFIX swift://container/path and the OS_* settings.
     Swift(crate::storage::SwiftConfig),
+    /// WALG_SSH_PREFIX ssh://host/path and the SSH_* settings.
+    Sftp(crate::storage::SftpConfig),
 }
 
 /// Validated configuration shared by the extension and the CLI.
@@ -346,6 +350,9 @@ impl Config {
         if let Some(sw) = swift {
             chosen.push(("WALG_SWIFT_PREFIX", StorageConfig::Swift(sw)));
         }
+        if let Some(sftp) = crate::storage::SftpConfig::from_settings(s)? {
+            chosen.push(("WALG_SSH_PREFIX", StorageConfig::Sftp(sftp)));
+        }
         if chosen.len() > 1 {
             let keys: Vec<&str> = chosen.iter().map(|(k, _)| *k).collect();
             return Err(Error::Config(format!("both {} are set: keep only one storage", keys.join(" and "))));
@@ -355,11 +362,11 @@ impl Config {
             None => {
                 if let Some(key) = ["WALG_GS_PREFIX"].into_iter().find(|k| s.value(k).is_some()) {
                     return Err(Error::Config(format!(
-                        "{key} is set but only file (WALG_FILE_PREFIX), S3 (WALG_S3_PREFIX), Azure (WALG_AZ_PREFIX) and Swift (WALG_SWIFT_PREFIX) storage are supported so far"
+                        "{key} is set but only file (WALG_FILE_PREFIX), S3 (WALG_S3_PREFIX), Azure (WALG_AZ_PREFIX), Swift (WALG_SWIFT_PREFIX) and SFTP (WALG_SSH_PREFIX) storage are supported so far"
                     )));
                 }
                 return Err(Error::Config(
-                    "no storage configured: set WALG_FILE_PREFIX, WALG_S3_PREFIX, WALG_AZ_PREFIX or WALG_SWIFT_PREFIX (walg.file_prefix, walg.s3_prefix, walg.az_prefix or walg.swift_prefix in the server)".into(),
+                    "no storage configured: set WALG_FILE_PREFIX, WALG_S3_PREFIX, WALG_AZ_PREFIX, WALG_SWIFT_PREFIX or WALG_SSH_PREFIX (walg.file_prefix, walg.s3_prefix, walg.az_prefix, walg.swift_prefix or walg.ssh_prefix in the server)".into(),
                 ));
             }
         };
@@ -563,6 +570,8 @@ mod tests {
             ("WALG_SWIFT_PREFIX", "swift://ctr/a"), ("OS_AUTH_URL", "https://keystone:5000/v3"),
             ("OS_USERNAME", "u"), ("OS_PASSWORD", "p"), ("OS_PROJECT_NAME", "proj"),
         ];
+        let ssh: &[(&str, &str)] = &[("WALG_SSH_PREFIX", "ssh://backup.example.net/srv/a"), ("SSH_USERNAME", "walg"), ("SSH_PASSWORD", "pw0")];
+        let ssh_key: &[(&str, &str)] = &[("WALG_SSH_PREFIX", "ssh://h/a"), ("SSH_USERNAME", "walg"), ("SSH_PRIVATE_KEY_PATH", "/k")];
         let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
             ("WALG_FILE_PREFIX", vec![], "/tmp/b"),
             ("WALG_SWIFT_PREFIX", sw.to_vec(), "swift://ctr/b"),
@@ -586,6 +595,12 @@ mod tests {
             ("WALG_AZURE_BUFFER_SIZE", az.to_vec(), "1048576"),
             ("WALG_AZURE_MAX_BUFFERS", az.to_vec(), "2"),
             ("WALG_AZURE_MAX_RETRIES", az.to_vec(), "3"),
+            ("WALG_SSH_PREFIX", ssh.to_vec(), "ssh://backup.example.net/srv/b"),
+            ("SSH_PORT", ssh.to_vec(), "2222"),
+            ("SSH_USERNAME", ssh.to_vec(), "other"),
+            ("SSH_PASSWORD", ssh_key.to_vec(), "pw"),
+            ("SSH_PRIVATE_KEY_PATH", ssh.to_vec(), "/etc/walg/id_ed25519"),
+            ("WALG_SSH_MAX_RETRIES", ssh.to_vec(), "3"),
             ("WALG_COMPRESSION_METHOD", vec![], "zstd"),
             ("WALG_COMPRESSION_LEVEL", vec![("WALG_COMPRESSION_METHOD", "zstd")], "9"),
             ("WALG_ZSTD_LEVEL", vec![("WALG_COMPRESSION_METHOD", "zstd")], "best"),

@@ -209,7 +209,6 @@ fn story_s3_lz4() {
     story(Backend::S3, "lz4", None, false);
 }
 
-/// S3 with zstd at level 1 (the benchmark's setting), encrypted.
 /// The story on Azure Blob (Azurite): archive, backups, restore and replay through the
 /// azure backend, a block-list upload per tar part.
 #[test]
@@ -224,6 +223,14 @@ fn story_swift() {
     story(Backend::Swift, "lz4", None, false);
 }
 
+/// The story on SFTP (OpenSSH's sshd): archive, backups, restore and replay through the sftp
+/// backend, the server (user postgres) logging in with the test key.
+#[test]
+fn story_sftp_lz4() {
+    story(Backend::Sftp, "lz4", None, false);
+}
+
+/// S3 with zstd at level 1 (the benchmark's setting), encrypted.
 #[test]
 fn story_s3_zstd_encrypted() {
     story(Backend::S3, "zstd", Some(1), true);

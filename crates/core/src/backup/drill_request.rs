@@ -350,6 +350,9 @@ mod tests {
         // And WAL-G's Swift keys (OS_CLOUD is another OpenStack tool's).
         let e = check_env_secrets([("OS_PASSWORD", "p"), ("OS_CLOUD", "x")]).unwrap_err().to_string();
         assert!(e.contains("OS_PASSWORD") && !e.contains("OS_CLOUD"), "{e}");
+        // And WAL-G's SFTP password (SSH_AUTH_SOCK is no setting).
+        let e = check_env_secrets([("SSH_PASSWORD", "p"), ("SSH_AUTH_SOCK", "/run/a")]).unwrap_err().to_string();
+        assert!(e.contains("SSH_PASSWORD") && !e.contains("SSH_AUTH_SOCK"), "{e}");
 
         let mut gucs = Settings::new();
         gucs.set("WALG_FILE_PREFIX", "/backups");

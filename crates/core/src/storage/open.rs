@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::retry::{RetryPolicy, Retrying};
-use super::{AzureStorage, FsStorage, S3Storage, Storage, SwiftStorage};
+use super::{AzureStorage, FsStorage, S3Storage, SftpStorage, Storage, SwiftStorage};
 use crate::config::StorageConfig;
 use crate::error::Result;
 
@@ -19,6 +19,7 @@ pub fn describe(cfg: &StorageConfig) -> String {
         StorageConfig::S3(s3) => s3.describe(),
         StorageConfig::Azure(az) => az.describe(),
         StorageConfig::Swift(sw) => sw.describe(),
+        StorageConfig::Sftp(sftp) => sftp.describe(),
     }
 }
 
@@ -46,6 +47,11 @@ pub fn open(cfg: &StorageConfig) -> Result<Arc<dyn Storage>> {
         // Swift: as Azure (its reader retries its range requests itself).
         StorageConfig::Swift(sw) => {
             Arc::new(Retrying::new(SwiftStorage::new(sw.clone()), RetryPolicy::new(sw.max_retries)))
+        }
+        // The same for SFTP: single operations through the decorator, the reader's reconnects
+        // through the same loop.
+        StorageConfig::Sftp(sftp) => {
+            Arc::new(Retrying::new(SftpStorage::new(sftp.clone()), RetryPolicy::new(sftp.max_retries)))
         }
     };
     // Two entries: `copy` reads one storage and writes another.
