@@ -31,10 +31,13 @@ pub struct Settings {
 
 /// Environment variables that are settings although they have no WALG_/WALE_/AWS_ prefix.
 /// WAL-G's Azure keys are read by name, not by an `AZURE_` prefix: Azure hosts carry other
-/// `AZURE_*` variables (AZURE_CLIENT_ID, ...) that are no walg settings.
+/// `AZURE_*` variables (AZURE_CLIENT_ID, ...) that are no walg settings. Likewise Google's and
+/// WAL-G's GCS keys.
 const PLAIN_ENV_KEYS: &[&str] = &[
     "PGDATA", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_ACCESS_KEY",
-    "AZURE_STORAGE_SAS_TOKEN", "AZURE_ENDPOINT_SUFFIX", "AZURE_ENVIRONMENT_NAME",
+    "AZURE_STORAGE_SAS_TOKEN", "AZURE_ENDPOINT_SUFFIX", "AZURE_ENVIRONMENT_NAME", "GOOGLE_APPLICATION_CREDENTIALS",
+    "STORAGE_EMULATOR_HOST", "GCS_CONTEXT_TIMEOUT", "GCS_MAX_CHUNK_SIZE", "GCS_MAX_RETRIES", "GCS_ENCRYPTION_KEY",
+    "GCS_NORMALIZE_PREFIX",
 ];
 const ENV_PREFIXES: &[&str] = &["WALG_", "WALE_", "AWS_"];
 
@@ -126,7 +129,7 @@ impl Settings {
     }
 
     /// Non-empty (after trimming) value of `key`.
-    fn value(&self, key: &str) -> Option<&str> {
+    pub(crate) fn value(&self, key: &str) -> Option<&str> {
         self.get(key).map(str::trim).filter(|v| !v.is_empty())
     }
 }
@@ -140,6 +143,8 @@ pub enum StorageConfig {
     S3(S3Config),
     /// WALG_AZ_PREFIX azure://container/path and the AZURE_* / WALG_AZURE_* settings.
     Azure(crate::storage::AzureConfig),
+    /// WALG_GS_PREFIX gs://bucket/path and GOOGLE_APPLICATION_CREDENTIALS / GCS_* settings.
+    Gcs(crate::storage::GcsConfig),
 }
 
 /// Validated configuration shared by the extension and the CLI.
@@ -318,6 +323,7 @@ impl Config {
         r::check_values(s)?;
         let s3 = S3Config::from_settings(s)?;
         let az = crate::storage::AzureConfig::from_settings(s)?;
+        let gcs = crate::storage::GcsConfig::from_settings(s)?;
         let file = s.raw(&r::FILE_PREFIX).map(|p| StorageConfig::File { prefix: PathBuf::from(p) });
         let mut chosen: Vec<(&str, StorageConfig)> = Vec::new();
         if let Some(f) = file {
@@ -329,6 +335,9 @@ impl Config {
         if let Some(az) = az {
             chosen.push(("WALG_AZ_PREFIX", StorageConfig::Azure(az)));
         }
+        if let Some(gcs) = gcs {
+            chosen.push(("WALG_GS_PREFIX", StorageConfig::Gcs(gcs)));
+        }
         if chosen.len() > 1 {
             let keys: Vec<&str> = chosen.iter().map(|(k, _)| *k).collect();
             return Err(Error::Config(format!("both {} are set: keep only one storage", keys.join(" and "))));
@@ -336,13 +345,8 @@ impl Config {
         let storage = match chosen.pop() {
             Some((_, st)) => st,
             None => {
-                if let Some(key) = ["WALG_GS_PREFIX"].into_iter().find(|k| s.value(k).is_some()) {
-                    return Err(Error::Config(format!(
-                        "{key} is set but only file (WALG_FILE_PREFIX), S3 (WALG_S3_PREFIX) and Azure (WALG_AZ_PREFIX) storage are supported so far"
-                    )));
-                }
                 return Err(Error::Config(
-                    "no storage configured: set WALG_FILE_PREFIX, WALG_S3_PREFIX or WALG_AZ_PREFIX (walg.file_prefix, walg.s3_prefix or walg.az_prefix in the server)".into(),
+                    "no storage configured: set WALG_FILE_PREFIX, WALG_S3_PREFIX, WALG_AZ_PREFIX or WALG_GS_PREFIX (walg.file_prefix, walg.s3_prefix, walg.az_prefix or walg.gs_prefix in the server)".into(),
                 ));
             }
         };

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::retry::{RetryPolicy, Retrying};
-use super::{AzureStorage, FsStorage, S3Storage, Storage};
+use super::{AzureStorage, FsStorage, GcsStorage, S3Storage, Storage};
 use crate::config::StorageConfig;
 use crate::error::Result;
 
@@ -18,6 +18,7 @@ pub fn describe(cfg: &StorageConfig) -> String {
         StorageConfig::File { prefix } => FsStorage::new(prefix.clone()).describe(),
         StorageConfig::S3(s3) => s3.describe(),
         StorageConfig::Azure(az) => az.describe(),
+        StorageConfig::Gcs(gcs) => gcs.describe(),
     }
 }
 
@@ -41,6 +42,10 @@ pub fn open(cfg: &StorageConfig) -> Result<Arc<dyn Storage>> {
         // range requests through the same loop.
         StorageConfig::Azure(az) => {
             Arc::new(Retrying::new(AzureStorage::new(az.clone()), RetryPolicy::new(az.max_retries)))
+        }
+        // As Azure: the decorator for single requests, the reader's own loop for its ranges.
+        StorageConfig::Gcs(gcs) => {
+            Arc::new(Retrying::new(GcsStorage::new(gcs.clone()), RetryPolicy::new(gcs.max_retries)))
         }
     };
     // Two entries: `copy` reads one storage and writes another.
