@@ -512,6 +512,21 @@ mod tests {
     }
 
     #[test]
+    fn gcs_prefix_picks_gcs_and_its_refused_keys_say_so() {
+        let mut s = Settings::new();
+        s.set("WALG_GS_PREFIX", "gs://bkt/p");
+        let c = Config::from_settings(&s).unwrap();
+        assert!(matches!(&c.storage, StorageConfig::Gcs(g) if g.bucket == "bkt" && g.path == "p"));
+        assert_eq!(c.describe_storage(), "gs://bkt/p");
+        s.set("WALG_S3_PREFIX", "s3://bkt/p");
+        let e = Config::from_settings(&s).unwrap_err().to_string();
+        assert!(e.contains("WALG_S3_PREFIX and WALG_GS_PREFIX") && e.contains("keep only one"), "{e}");
+        // GCS_* and Google's keys are settings in the environment; other GOOGLE_* are not.
+        assert!(is_env_setting("GCS_MAX_RETRIES") && is_env_setting("STORAGE_EMULATOR_HOST"));
+        assert!(is_env_setting("GOOGLE_APPLICATION_CREDENTIALS") && !is_env_setting("GOOGLE_CLOUD_PROJECT"));
+    }
+
+    #[test]
     fn azure_prefix_picks_azure_and_two_storages_are_refused() {
         let mut s = Settings::new();
         s.set("WALG_AZ_PREFIX", "azure://ctr/p");
@@ -542,6 +557,7 @@ mod tests {
         let s3: &[(&str, &str)] = &[("WALG_S3_PREFIX", "s3://bkt/a")];
         let creds: &[(&str, &str)] = &[("WALG_S3_PREFIX", "s3://bkt/a"), ("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")];
         let az: &[(&str, &str)] = &[("WALG_AZ_PREFIX", "azure://ctr/a"), ("AZURE_STORAGE_ACCOUNT", "acct")];
+        let gs: &[(&str, &str)] = &[("WALG_GS_PREFIX", "gs://bkt/a")];
         let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
             ("WALG_FILE_PREFIX", vec![], "/tmp/b"),
             ("WALG_AZ_PREFIX", az.to_vec(), "azure://ctr/b"),
@@ -554,6 +570,12 @@ mod tests {
             ("WALG_AZURE_BUFFER_SIZE", az.to_vec(), "1048576"),
             ("WALG_AZURE_MAX_BUFFERS", az.to_vec(), "2"),
             ("WALG_AZURE_MAX_RETRIES", az.to_vec(), "3"),
+            ("WALG_GS_PREFIX", gs.to_vec(), "gs://bkt/b"),
+            ("GOOGLE_APPLICATION_CREDENTIALS", gs.to_vec(), "/etc/walg/sa.json"),
+            ("STORAGE_EMULATOR_HOST", gs.to_vec(), "127.0.0.1:4443"),
+            ("GCS_CONTEXT_TIMEOUT", gs.to_vec(), "60"),
+            ("GCS_MAX_CHUNK_SIZE", gs.to_vec(), "1048576"),
+            ("GCS_MAX_RETRIES", gs.to_vec(), "3"),
             ("WALG_COMPRESSION_METHOD", vec![], "zstd"),
             ("WALG_COMPRESSION_LEVEL", vec![("WALG_COMPRESSION_METHOD", "zstd")], "9"),
             ("WALG_ZSTD_LEVEL", vec![("WALG_COMPRESSION_METHOD", "zstd")], "best"),
@@ -606,7 +628,7 @@ mod tests {
                 panic!("{}: add a case to this test", setting.key)
             };
             let mut base = Settings::new();
-            if !ctx.iter().any(|(k, _)| *k == "WALG_S3_PREFIX" || *k == "WALG_AZ_PREFIX") {
+            if !ctx.iter().any(|(k, _)| ["WALG_S3_PREFIX", "WALG_AZ_PREFIX", "WALG_GS_PREFIX"].contains(k)) {
                 base.set("WALG_FILE_PREFIX", "/tmp/a");
             }
             for (k, v) in ctx {
