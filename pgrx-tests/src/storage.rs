@@ -1,4 +1,4 @@
-//! A storage prefix (file system, S3 or Azure Blob) plus the walg-ext config file that points at it.
+//! A storage prefix (file system, S3, Azure Blob or Google Cloud Storage) plus the walg-ext config file that points at it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::cmd::{as_postgres, run, write_as_postgres, Outcome};
 use crate::azurite::Azurite;
+use crate::gcs_emulator::GcsEmulator;
 use crate::s3server::S3Server;
 use crate::scratch::ScratchDir;
 
@@ -58,6 +59,8 @@ pub enum Backend {
     S3,
     /// WALG_AZ_PREFIX on Azurite (shared by the test process), container `walg-e2e`.
     Azure,
+    /// WALG_GS_PREFIX on fake-gcs-server (shared by the test process), bucket `walg-e2e`.
+    Gcs,
 }
 
 /// Bucket the S3 storages live in.
@@ -161,6 +164,24 @@ impl Storage {
                 ];
                 (None, settings)
             }
+            Backend::Gcs => {
+                let server = GcsEmulator::shared();
+                server.create_bucket(E2E_BUCKET);
+                // Unique per storage: tests in one process share the bucket.
+                let label: String = format!("{label}-{}", dir.path().file_name().unwrap().to_string_lossy())
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+                    .collect();
+                let settings = vec![
+                    ("WALG_GS_PREFIX".to_string(), format!("gs://{E2E_BUCKET}/{label}")),
+                    ("STORAGE_EMULATOR_HOST".to_string(), server.host()),
+                    // A small single-request limit keeps resumable uploads in play with
+                    // test-sized backups.
+                    ("GCS_MAX_CHUNK_SIZE".to_string(), (1u64 << 20).to_string()),
+                    ("GCS_MAX_RETRIES".to_string(), "2".to_string()),
+                ];
+                (None, settings)
+            }
         };
         settings.push(("WALG_COMPRESSION_METHOD".to_string(), compression.to_string()));
         if let Some(l) = level {
@@ -255,6 +276,12 @@ impl Storage {
                     ("walg.azure_storage_account", "AZURE_STORAGE_ACCOUNT"),
                     ("walg.azure_endpoint", "WALG_AZURE_ENDPOINT"),
                 ] {
+                    conf.push_str(&format!("{guc} = '{}'\n", self.setting(key).unwrap()));
+                }
+            }
+            Backend::Gcs => {
+                conf.push_str(&format!("walg.config_file = '{}'\n", self.config.display()));
+                for (guc, key) in [("walg.gs_prefix", "WALG_GS_PREFIX"), ("walg.storage_emulator_host", "STORAGE_EMULATOR_HOST")] {
                     conf.push_str(&format!("{guc} = '{}'\n", self.setting(key).unwrap()));
                 }
             }

@@ -209,13 +209,21 @@ fn story_s3_lz4() {
     story(Backend::S3, "lz4", None, false);
 }
 
-/// S3 with zstd at level 1 (the benchmark's setting), encrypted.
 /// The story on Azure Blob (Azurite): archive, backups, restore and replay through the
 /// azure backend, a block-list upload per tar part.
 #[test]
 fn story_azure_lz4() {
     story(Backend::Azure, "lz4", None, false);
 }
+
+/// The story on Google Cloud Storage (fake-gcs-server): archive, backups, restore and replay
+/// through the gcs backend, a resumable upload per tar part over 1 MiB.
+#[test]
+fn story_gcs_lz4() {
+    story(Backend::Gcs, "lz4", None, false);
+}
+
+/// S3 with zstd at level 1 (the benchmark's setting), encrypted.
 
 #[test]
 fn story_s3_zstd_encrypted() {
