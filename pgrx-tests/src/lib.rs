@@ -12,6 +12,7 @@
 pub mod cluster;
 pub mod cmd;
 pub mod azurite;
+pub mod gcs_emulator;
 pub mod s3server;
 pub mod scratch;
 pub mod sshd;

@@ -1,4 +1,4 @@
-//! A storage prefix (file system, S3, Azure Blob, Swift or SFTP) plus the walg-ext config file that points at it.
+//! A storage prefix (file system, S3, Azure Blob, Google Cloud Storage, Swift or SFTP) plus the walg-ext config file that points at it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::cmd::{as_postgres, run, write_as_postgres, Outcome};
 use crate::azurite::Azurite;
+use crate::gcs_emulator::GcsEmulator;
 use crate::s3server::S3Server;
 use crate::swift_server::SwiftServer;
 use crate::sshd::Sshd;
@@ -29,10 +30,7 @@ pub fn walg_ext(args: &[&str], env: &[(&str, &str)]) -> Outcome {
     // Never inherit a storage prefix from the developer's shell.
     for (var, _) in std::env::vars_os() {
         let v = var.to_string_lossy();
-        if v.starts_with("WALG_") || v.starts_with("WALE_") || v.starts_with("AWS_") || v.starts_with("AZURE_")
-            || v.starts_with("OS_") || v.starts_with("ST_AUTH")
-            || ["SSH_PORT", "SSH_USERNAME", "SSH_PASSWORD", "SSH_PRIVATE_KEY_PATH"].contains(&v.as_ref())
-        {
+        if walg_core::config::is_storage_env_setting(&v) || v.starts_with("AZURE_") {
             cmd.env_remove(&var);
         }
     }
@@ -68,6 +66,8 @@ pub enum Backend {
     Swift,
     /// WALG_SSH_PREFIX on OpenSSH's sshd (shared by the test process), a directory per storage.
     Sftp,
+    /// WALG_GS_PREFIX on fake-gcs-server (shared by the test process), bucket `walg-e2e`.
+    Gcs,
 }
 
 /// Bucket the S3 storages live in.
@@ -184,6 +184,24 @@ impl Storage {
                 ];
                 (None, settings)
             }
+            Backend::Gcs => {
+                let server = GcsEmulator::shared();
+                server.create_bucket(E2E_BUCKET);
+                // Unique per storage: tests in one process share the bucket.
+                let label: String = format!("{label}-{}", dir.path().file_name().unwrap().to_string_lossy())
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+                    .collect();
+                let settings = vec![
+                    ("WALG_GS_PREFIX".to_string(), format!("gs://{E2E_BUCKET}/{label}")),
+                    ("STORAGE_EMULATOR_HOST".to_string(), server.host()),
+                    // A small single-request limit keeps resumable uploads in play with
+                    // test-sized backups.
+                    ("GCS_MAX_CHUNK_SIZE".to_string(), (1u64 << 20).to_string()),
+                    ("GCS_MAX_RETRIES".to_string(), "2".to_string()),
+                ];
+                (None, settings)
+            }
         };
         settings.push(("WALG_COMPRESSION_METHOD".to_string(), compression.to_string()));
         if let Some(l) = level {
@@ -295,6 +313,12 @@ impl Storage {
                     ("walg.ssh_username", "SSH_USERNAME"),
                     ("walg.ssh_private_key_path", "SSH_PRIVATE_KEY_PATH"),
                 ] {
+                    conf.push_str(&format!("{guc} = '{}'\n", self.setting(key).unwrap()));
+                }
+            }
+            Backend::Gcs => {
+                conf.push_str(&format!("walg.config_file = '{}'\n", self.config.display()));
+                for (guc, key) in [("walg.gs_prefix", "WALG_GS_PREFIX"), ("walg.storage_emulator_host", "STORAGE_EMULATOR_HOST")] {
                     conf.push_str(&format!("{guc} = '{}'\n", self.setting(key).unwrap()));
                 }
             }

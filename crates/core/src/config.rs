@@ -32,7 +32,7 @@ pub struct Settings {
 /// Environment variables that are settings although they have no WALG_/WALE_/AWS_ prefix.
 /// WAL-G's Azure keys are read by name, not by an `AZURE_` prefix: Azure hosts carry other
 /// `AZURE_*` variables (AZURE_CLIENT_ID, ...) that are no walg settings. Its SFTP keys are plain
-/// `SSH_*` names.
+/// `SSH_*` names; likewise Google's and WAL-G's GCS keys.
 const PLAIN_ENV_KEYS: &[&str] = &[
     "PGDATA", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_ACCESS_KEY",
     "AZURE_STORAGE_SAS_TOKEN", "AZURE_ENDPOINT_SUFFIX", "AZURE_ENVIRONMENT_NAME",
@@ -41,6 +41,9 @@ const PLAIN_ENV_KEYS: &[&str] = &[
     "OS_AUTH_URL", "OS_USERNAME", "OS_PASSWORD", "OS_PROJECT_NAME", "OS_TENANT_NAME", "OS_REGION_NAME",
     "OS_USER_DOMAIN_NAME", "OS_PROJECT_DOMAIN_NAME", "OS_ENDPOINT_TYPE", "ST_AUTH_VERSION",
     "SSH_PORT", "SSH_USERNAME", "SSH_PASSWORD", "SSH_PRIVATE_KEY_PATH",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "STORAGE_EMULATOR_HOST", "GCS_CONTEXT_TIMEOUT", "GCS_MAX_CHUNK_SIZE", "GCS_MAX_RETRIES", "GCS_ENCRYPTION_KEY",
+    "GCS_NORMALIZE_PREFIX",
 ];
 const ENV_PREFIXES: &[&str] = &["WALG_", "WALE_", "AWS_"];
 
@@ -139,7 +142,7 @@ impl Settings {
     }
 
     /// Non-empty (after trimming) value of `key`.
-    fn value(&self, key: &str) -> Option<&str> {
+    pub(crate) fn value(&self, key: &str) -> Option<&str> {
         self.get(key).map(str::trim).filter(|v| !v.is_empty())
     }
 }
@@ -157,6 +160,8 @@ pub enum StorageConfig {
     Swift(crate::storage::SwiftConfig),
     /// WALG_SSH_PREFIX ssh://host/path and the SSH_* settings.
     Sftp(crate::storage::SftpConfig),
+    /// WALG_GS_PREFIX gs://bucket/path and GOOGLE_APPLICATION_CREDENTIALS / GCS_* settings.
+    Gcs(crate::storage::GcsConfig),
 }
 
 /// Validated configuration shared by the extension and the CLI.
@@ -336,6 +341,7 @@ impl Config {
         let s3 = S3Config::from_settings(s)?;
         let az = crate::storage::AzureConfig::from_settings(s)?;
         let swift = crate::storage::SwiftConfig::from_settings(s)?;
+        let gcs = crate::storage::GcsConfig::from_settings(s)?;
         let file = s.raw(&r::FILE_PREFIX).map(|p| StorageConfig::File { prefix: PathBuf::from(p) });
         let mut chosen: Vec<(&str, StorageConfig)> = Vec::new();
         if let Some(f) = file {
@@ -353,6 +359,9 @@ impl Config {
         if let Some(sftp) = crate::storage::SftpConfig::from_settings(s)? {
             chosen.push(("WALG_SSH_PREFIX", StorageConfig::Sftp(sftp)));
         }
+        if let Some(gcs) = gcs {
+            chosen.push(("WALG_GS_PREFIX", StorageConfig::Gcs(gcs)));
+        }
         if chosen.len() > 1 {
             let keys: Vec<&str> = chosen.iter().map(|(k, _)| *k).collect();
             return Err(Error::Config(format!("both {} are set: keep only one storage", keys.join(" and "))));
@@ -360,13 +369,8 @@ impl Config {
         let storage = match chosen.pop() {
             Some((_, st)) => st,
             None => {
-                if let Some(key) = ["WALG_GS_PREFIX"].into_iter().find(|k| s.value(k).is_some()) {
-                    return Err(Error::Config(format!(
-                        "{key} is set but only file (WALG_FILE_PREFIX), S3 (WALG_S3_PREFIX), Azure (WALG_AZ_PREFIX), Swift (WALG_SWIFT_PREFIX) and SFTP (WALG_SSH_PREFIX) storage are supported so far"
-                    )));
-                }
                 return Err(Error::Config(
-                    "no storage configured: set WALG_FILE_PREFIX, WALG_S3_PREFIX, WALG_AZ_PREFIX, WALG_SWIFT_PREFIX or WALG_SSH_PREFIX (walg.file_prefix, walg.s3_prefix, walg.az_prefix, walg.swift_prefix or walg.ssh_prefix in the server)".into(),
+                    "no storage configured: set WALG_FILE_PREFIX, WALG_S3_PREFIX, WALG_AZ_PREFIX, WALG_GS_PREFIX, WALG_SWIFT_PREFIX or WALG_SSH_PREFIX (walg.file_prefix, walg.s3_prefix, walg.az_prefix, walg.gs_prefix, walg.swift_prefix or walg.ssh_prefix in the server)".into(),
                 ));
             }
         };
@@ -532,6 +536,21 @@ mod tests {
     }
 
     #[test]
+    fn gcs_prefix_picks_gcs_and_its_refused_keys_say_so() {
+        let mut s = Settings::new();
+        s.set("WALG_GS_PREFIX", "gs://bkt/p");
+        let c = Config::from_settings(&s).unwrap();
+        assert!(matches!(&c.storage, StorageConfig::Gcs(g) if g.bucket == "bkt" && g.path == "p"));
+        assert_eq!(c.describe_storage(), "gs://bkt/p");
+        s.set("WALG_S3_PREFIX", "s3://bkt/p");
+        let e = Config::from_settings(&s).unwrap_err().to_string();
+        assert!(e.contains("WALG_S3_PREFIX and WALG_GS_PREFIX") && e.contains("keep only one"), "{e}");
+        // GCS_* and Google's keys are settings in the environment; other GOOGLE_* are not.
+        assert!(is_env_setting("GCS_MAX_RETRIES") && is_env_setting("STORAGE_EMULATOR_HOST"));
+        assert!(is_env_setting("GOOGLE_APPLICATION_CREDENTIALS") && !is_env_setting("GOOGLE_CLOUD_PROJECT"));
+    }
+
+    #[test]
     fn azure_prefix_picks_azure_and_two_storages_are_refused() {
         let mut s = Settings::new();
         s.set("WALG_AZ_PREFIX", "azure://ctr/p");
@@ -572,6 +591,7 @@ mod tests {
         ];
         let ssh: &[(&str, &str)] = &[("WALG_SSH_PREFIX", "ssh://backup.example.net/srv/a"), ("SSH_USERNAME", "walg"), ("SSH_PASSWORD", "pw0")];
         let ssh_key: &[(&str, &str)] = &[("WALG_SSH_PREFIX", "ssh://h/a"), ("SSH_USERNAME", "walg"), ("SSH_PRIVATE_KEY_PATH", "/k")];
+        let gs: &[(&str, &str)] = &[("WALG_GS_PREFIX", "gs://bkt/a")];
         let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
             ("WALG_FILE_PREFIX", vec![], "/tmp/b"),
             ("WALG_SWIFT_PREFIX", sw.to_vec(), "swift://ctr/b"),
@@ -601,6 +621,12 @@ mod tests {
             ("SSH_PASSWORD", ssh_key.to_vec(), "pw"),
             ("SSH_PRIVATE_KEY_PATH", ssh.to_vec(), "/etc/walg/id_ed25519"),
             ("WALG_SSH_MAX_RETRIES", ssh.to_vec(), "3"),
+            ("WALG_GS_PREFIX", gs.to_vec(), "gs://bkt/b"),
+            ("GOOGLE_APPLICATION_CREDENTIALS", gs.to_vec(), "/etc/walg/sa.json"),
+            ("STORAGE_EMULATOR_HOST", gs.to_vec(), "127.0.0.1:4443"),
+            ("GCS_CONTEXT_TIMEOUT", gs.to_vec(), "60"),
+            ("GCS_MAX_CHUNK_SIZE", gs.to_vec(), "1048576"),
+            ("GCS_MAX_RETRIES", gs.to_vec(), "3"),
             ("WALG_COMPRESSION_METHOD", vec![], "zstd"),
             ("WALG_COMPRESSION_LEVEL", vec![("WALG_COMPRESSION_METHOD", "zstd")], "9"),
             ("WALG_ZSTD_LEVEL", vec![("WALG_COMPRESSION_METHOD", "zstd")], "best"),

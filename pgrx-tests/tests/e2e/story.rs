@@ -230,6 +230,13 @@ fn story_sftp_lz4() {
     story(Backend::Sftp, "lz4", None, false);
 }
 
+/// The story on Google Cloud Storage (fake-gcs-server): archive, backups, restore and replay
+/// through the gcs backend, a resumable upload per tar part over 1 MiB.
+#[test]
+fn story_gcs_lz4() {
+    story(Backend::Gcs, "lz4", None, false);
+}
+
 /// S3 with zstd at level 1 (the benchmark's setting), encrypted.
 #[test]
 fn story_s3_zstd_encrypted() {

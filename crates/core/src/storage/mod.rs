@@ -1,6 +1,6 @@
 //! Object storage abstraction. Keys are `/`-separated and relative to the storage root/prefix.
 //! Implementations: a local directory (fs), S3 or an S3-compatible service (s3), Azure Blob
-//! (azure), a directory on a host reached over SSH (sftp). `open` picks one from the settings; `retry` is the one retry policy.
+//! (azure), Google Cloud Storage (gcs), a directory on a host reached over SSH (sftp). `open` picks one from the settings; `retry` is the one retry policy.
 //!
 //! Invariant of every implementation: "not there" (`get` -> None, `exists` -> false, an empty
 //! `list`, `has_dir` -> false) is said only when the storage was reached and answered so. A
@@ -11,6 +11,7 @@
 pub mod azure;
 mod direct;
 mod fs;
+pub mod gcs;
 mod open;
 pub mod retry;
 pub mod s3;
@@ -19,6 +20,7 @@ pub mod sftp;
 
 pub use azure::{AzureConfig, AzureStorage};
 pub use fs::{FsStorage, FS_TMP_PREFIX};
+pub use gcs::{GcsConfig, GcsStorage};
 pub use open::{describe, open};
 pub use retry::{RetryPolicy, Retrying, Transient};
 pub use s3::{S3Config, S3Storage};

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::retry::{RetryPolicy, Retrying};
-use super::{AzureStorage, FsStorage, S3Storage, SftpStorage, Storage, SwiftStorage};
+use super::{AzureStorage, FsStorage, GcsStorage, S3Storage, SftpStorage, Storage, SwiftStorage};
 use crate::config::StorageConfig;
 use crate::error::Result;
 
@@ -20,6 +20,7 @@ pub fn describe(cfg: &StorageConfig) -> String {
         StorageConfig::Azure(az) => az.describe(),
         StorageConfig::Swift(sw) => sw.describe(),
         StorageConfig::Sftp(sftp) => sftp.describe(),
+        StorageConfig::Gcs(gcs) => gcs.describe(),
     }
 }
 
@@ -52,6 +53,10 @@ pub fn open(cfg: &StorageConfig) -> Result<Arc<dyn Storage>> {
         // through the same loop.
         StorageConfig::Sftp(sftp) => {
             Arc::new(Retrying::new(SftpStorage::new(sftp.clone()), RetryPolicy::new(sftp.max_retries)))
+        }
+        // As Azure: the decorator for single requests, the reader's own loop for its ranges.
+        StorageConfig::Gcs(gcs) => {
+            Arc::new(Retrying::new(GcsStorage::new(gcs.clone()), RetryPolicy::new(gcs.max_retries)))
         }
     };
     // Two entries: `copy` reads one storage and writes another.
