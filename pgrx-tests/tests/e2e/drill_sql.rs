@@ -5,7 +5,7 @@
 //! - `SELECT walg_restore_drill()` of a good backup returns passed with the timings, and
 //!   `walg_backup_list()`'s last_drill shows it; the scratch directory (`walg.drill_work_dir`)
 //!   is left empty. Cancelled mid-restore, it leaves nothing behind and writes no report; so
-//!   does a drill whose worker is terminated while its throwaway server runs (that server stops).
+//!   does a drill cancelled while its throwaway server runs (that server is stopped).
 //! - Of a backup holding a damaged index page: passed false, failed at amcheck with the reason;
 //!   `walg_health()` reports `drill_failed`.
 //! - `walg.drill_schedule` runs a drill of the latest backup unattended: the `drill` row of
@@ -77,27 +77,31 @@ fn walg_restore_drill_and_the_drill_schedule() {
     assert!(std::fs::read_dir(work.path()).unwrap().next().is_none(), "the cancelled drill's copy is removed");
     assert_eq!(std::fs::read(report_of(&good)).unwrap(), before, "a cancelled drill writes no report");
 
-    // --- Cancelled while its throwaway server runs (pg_terminate_backend of the drill worker,
-    // without `wait`): that server is stopped too (pg_ctl gave it its own session, so killing the
-    // child alone would leave it running), its copy removed, no report written.
-    let started = outcome(&a, &format!("SELECT walg_restore_drill('{good}', wait => false)"));
-    assert_eq!(started["started"].as_bool(), Some(true), "{started}");
+    // --- Cancelled while its throwaway server runs (pg_cancel_backend of the waiting call): that
+    // server is stopped too (pg_ctl gave it its own session, so killing the child alone would
+    // leave it running), its copy removed, no report written.
+    let mut call = a.psql_background(&format!("SELECT walg_restore_drill('{good}')"));
     let postmaster = walg_e2e::wait_until("the drill's throwaway server to run", T, || {
         let dir = std::fs::read_dir(work.path()).ok()?.flatten().find(|e| e.file_name().to_string_lossy().starts_with("walg-drill-"))?;
         let pid_file = std::fs::read_to_string(dir.path().join("data/postmaster.pid")).ok()?;
         let pid: i32 = pid_file.lines().next()?.trim().parse().ok()?;
         std::path::Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
     });
-    assert_eq!(a.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE backend_type = 'walg_ext drill'"), "1");
+    assert_eq!(
+        a.psql("SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'SELECT walg_restore_drill(%' AND pid <> pg_backend_pid()"),
+        "1"
+    );
+    let out = call.wait_timeout(T).expect("the cancelled drill call returns");
+    assert!(out.code != Some(0) && out.stderr.contains("cancel"), "{out:?}");
     walg_e2e::wait_until("the throwaway server to be stopped after the cancel", T, || {
         (!std::path::Path::new(&format!("/proc/{postmaster}")).exists()).then_some(())
     });
-    walg_e2e::wait_until("the drill slot to be free after the terminate", T, || {
+    walg_e2e::wait_until("the drill slot to be free after the cancel", T, || {
         let probe = a.try_psql("SELECT walg_restore_drill('base_00000001000000000000FFFF')").unwrap_err();
         (!probe.contains("already running")).then_some(())
     });
-    assert!(std::fs::read_dir(work.path()).unwrap().next().is_none(), "the terminated drill's copy is removed");
-    assert_eq!(std::fs::read(report_of(&good)).unwrap(), before, "a terminated drill writes no report");
+    assert!(std::fs::read_dir(work.path()).unwrap().next().is_none(), "the cancelled drill's copy is removed");
+    assert_eq!(std::fs::read(report_of(&good)).unwrap(), before, "a drill cancelled while its server ran writes no report");
 
     // --- A backup holding a damaged index page fails at amcheck, with the reason.
     let file = a.psql_db("app", "SELECT current_setting('data_directory') || '/' || pg_relation_filepath('t_v')");
