@@ -554,13 +554,8 @@ def bench_replay(c):
     (which prefetches the next segments in parallel) vs pgBackRest archive-get with
     archive-async=y, from file storage and from S3 (moto behind a proxy adding S3_DELAY_MS per
     request). All archives get the same WAL: archive_command pushes every segment to each; then
-    each tool restores its own backup (from file storage, not timed) and replays to the end.
-    The floor is the same restore with `cp` of uncompressed segments as restore_command: what
-    replay costs with the cheapest restore_command there is, i.e. PostgreSQL's own redo."""
+    each tool restores its own backup (from file storage, not timed) and replays to the end."""
     moto, walg_s3_port, pgbr_s3_port = start_s3()
-    plain_wal = BENCH_DIR / "plain-wal"
-    rm(plain_wal)
-    mkdir_pg(plain_wal)
     walg_s3 = BENCH_DIR / "walg-s3.yaml"
     walg_s3.write_text(f"""WALG_S3_PREFIX: s3://bench/walg
 AWS_ACCESS_KEY_ID: bench
@@ -590,7 +585,7 @@ repo2-retention-full=100
         walg_file_env = f"WALG_FILE_PREFIX={WALG_STORE} WALG_COMPRESSION_METHOD=zstd"
         c.reload_with(archive_library="", archive_command=(
             f"env {walg_file_env} {WALG_EXT} wal-push %p && {WALG_EXT} --config {walg_s3} wal-push %p && "
-            f"pgbackrest --config={PGBR_CONF} --stanza=bench archive-push %p && cp %p {plain_wal}/%f"))
+            f"pgbackrest --config={PGBR_CONF} --stanza=bench archive-push %p"))
         c.psql("SELECT walg_backup_push(full => true)")
         pgbr("--repo=1", "--type=full", "backup")
         start = c.psql("SELECT pg_current_wal_lsn()")
@@ -615,18 +610,12 @@ repo2-retention-full=100
                 pgbr(f"--pg1-path={target}", "--repo=1", "restore")
                 res[store]["pgbackrest"].append(start_replay(target, get_s3 if store == "s3" else ""))
                 rm(target)
-                if store == "file":
-                    walg_fetch(target, "--recovery")
-                    floor_cmd = f"restore_command = 'cp {plain_wal}/%f %p'"
-                    res[store].setdefault("cp_floor", []).append(start_replay(target, floor_cmd))
-                    rm(target)
         c.reload_with(**ARCHIVERS["walg_ext"])
         c.psql("DROP TABLE IF EXISTS replay_load; CHECKPOINT")
         return res
     finally:
         PGBR_CONF.write_text(plain_conf)
         moto.kill()
-        rm(plain_wal)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -744,10 +733,6 @@ def report(r):
     print(f"cold restore: {cold['restored_bytes'] / 1e9:.2f} GB; dd with fsync "
           f"{median(cold['dd_fsync_write_s']):.2f} s, reading the stored bytes {median(cold['read_stored_s']):.2f} s; "
           f"replay: {rp['wal_bytes'] / 1e9:.2f} GB of WAL")
-    floor, pgbr_file = median(rp["file"].get("cp_floor", [])), median(rp["file"]["pgbackrest"])
-    print(f"replay floor (restore_command = cp of uncompressed segments): {floor:.2f} s, "
-          f"{floor / pgbr_file:.2f}x pgBackRest's file replay; walg_ext's is {median(rp['file']['walg_ext']) / floor:.2f}x "
-          f"the floor, pgBackRest's {pgbr_file / floor:.2f}x")
     print(f"  * the targets for a delta with a complete changed-block map; deltas read every page today")
     print(f"delta stored size: {[round(x / 1e6, 1) for x in d['walg_ext_bytes']]} MB "
           f"(full: {d['full_bytes'] / 1e6:.1f} MB); chain {d['chain']}")
