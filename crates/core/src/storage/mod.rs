@@ -132,6 +132,18 @@ pub(crate) fn check_key(op: &'static str, key: &str) -> Result<()> {
     Ok(())
 }
 
+/// The first step of every streaming reader's `read` (s3, azure, gcs, swift): serve `out` from
+/// the body chunk already received, advancing `pos` (the resume offset); None once it is used up.
+pub(crate) fn serve_chunk(chunk: &mut bytes::Bytes, out: &mut [u8], pos: &mut u64) -> Option<usize> {
+    if chunk.is_empty() {
+        return None;
+    }
+    let n = out.len().min(chunk.len());
+    out[..n].copy_from_slice(&chunk.split_to(n));
+    *pos += n as u64;
+    Some(n)
+}
+
 /// Read a whole (small) object; `None` when missing.
 pub fn get_bytes(storage: &dyn Storage, key: &str) -> Result<Option<Vec<u8>>> {
     let Some(mut r) = storage.get(key)? else { return Ok(None) };

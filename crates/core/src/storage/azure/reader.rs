@@ -90,10 +90,7 @@ impl Read for AzureReader {
             return Ok(0);
         }
         loop {
-            if !self.chunk.is_empty() {
-                let n = out.len().min(self.chunk.len());
-                out[..n].copy_from_slice(&self.chunk.split_to(n));
-                self.pos += n as u64;
+            if let Some(n) = crate::storage::serve_chunk(&mut self.chunk, out, &mut self.pos) {
                 return Ok(n);
             }
             if self.pos >= self.size {

@@ -114,10 +114,7 @@ impl Read for S3Reader {
             return Ok(0);
         }
         loop {
-            if !self.chunk.is_empty() {
-                let n = out.len().min(self.chunk.len());
-                out[..n].copy_from_slice(&self.chunk.split_to(n));
-                self.pos += n as u64;
+            if let Some(n) = crate::storage::serve_chunk(&mut self.chunk, out, &mut self.pos) {
                 return Ok(n);
             }
             match wait(self.body.next()) {
