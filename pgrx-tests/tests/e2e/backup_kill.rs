@@ -155,3 +155,26 @@ fn backup_worker_killed_with_sigkill_s3() {
 fn backup_caller_cancelled() {
     kill_backup(Backend::File, Kill::CallerCancel);
 }
+
+// kill -9 on every other remote backend: the killed writer's unfinished upload (Azure's
+// uncommitted blocks, GCS's resumable session, Swift's unfinished chunked PUT, SFTP's temp file)
+// never shows as an object, and the next backup works.
+#[test]
+fn backup_worker_killed_with_sigkill_azure() {
+    kill_backup(Backend::Azure, Kill::Sigkill);
+}
+
+#[test]
+fn backup_worker_killed_with_sigkill_gcs() {
+    kill_backup(Backend::Gcs, Kill::Sigkill);
+}
+
+#[test]
+fn backup_worker_killed_with_sigkill_swift() {
+    kill_backup(Backend::Swift, Kill::Sigkill);
+}
+
+#[test]
+fn backup_worker_killed_with_sigkill_sftp() {
+    kill_backup(Backend::Sftp, Kill::Sigkill);
+}
