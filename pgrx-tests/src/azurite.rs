@@ -10,11 +10,11 @@
 //! s3server.rs (whose Relay it uses).
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::s3server::{free_port, wait_for_port, Relay};
+use super::s3server::{free_port, log_tail, start_watched, Relay};
 
 /// Azurite's well-known development account and key (public, in Microsoft's documentation).
 pub const ACCOUNT: &str = "devstoreaccount1";
@@ -72,29 +72,14 @@ impl Azurite {
         let data = std::env::temp_dir().join(format!("walg-azurite-{pid}-{port}"));
         std::fs::create_dir_all(&data).expect("azurite data dir");
         let log = std::env::temp_dir().join(format!("walg-azurite-{pid}-{port}.log"));
-        // The watchdog: Azurite lives while this test process does.
-        let script = format!(
+        let command = format!(
             "'{bin}' --blobHost 127.0.0.1 --blobPort {port} --location '{data}' --silent --disableTelemetry \
-             --skipApiVersionCheck --loose > '{log}' 2>&1 & child=$!; \
-             while kill -0 {pid} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 1; done; \
-             kill $child 2>/dev/null; wait $child 2>/dev/null; rm -rf '{data}' '{log}'",
+             --skipApiVersionCheck --loose",
             bin = bin.display(),
             data = data.display(),
-            log = log.display(),
         );
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the Azurite watchdog shell");
-        let server = Azurite { port, log };
-        if !wait_for_port(port, Duration::from_secs(60)) {
-            panic!("Azurite did not listen on port {port} within 60 s\n{}", server.log_tail());
-        }
-        server
+        start_watched("Azurite", &command, &log, &[&data, &log], port, Duration::from_secs(60));
+        Azurite { port, log }
     }
 
     /// The blob service URL (path style, as emulators are addressed).
@@ -104,9 +89,7 @@ impl Azurite {
 
     /// A relay of one's own to the server (started): stop it to cut this client off.
     pub fn relay(&self) -> Relay {
-        let r = Relay::new(self.port);
-        r.start();
-        r
+        Relay::started(self.port)
     }
 
     /// The service URL through `relay`.
@@ -130,8 +113,6 @@ impl Azurite {
     }
 
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        log_tail(&self.log)
     }
 }

@@ -16,11 +16,10 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::s3server::{free_port, wait_for_port, Relay};
+use super::s3server::{free_port, log_tail, start_watched, Relay};
 
 pub fn binary() -> PathBuf {
     let venv = std::env::var("WALG_TEST_VENV").unwrap_or_else(|_| "/opt/walg-test-venv".into());
@@ -52,30 +51,14 @@ impl GcsEmulator {
         let data = std::env::temp_dir().join(format!("walg-gcs-{pid}-{port}"));
         std::fs::create_dir_all(&data).expect("emulator data dir");
         let log = std::env::temp_dir().join(format!("walg-gcs-{pid}-{port}.log"));
-        // The watchdog: the emulator lives while this test process does. The filesystem backend
-        // keeps large objects out of memory.
-        let script = format!(
-            "'{bin}' -scheme http -host 127.0.0.1 -port {port} -backend filesystem -filesystem-root '{data}' \
-             -log-level warn > '{log}' 2>&1 & child=$!; \
-             while kill -0 {pid} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 1; done; \
-             kill $child 2>/dev/null; wait $child 2>/dev/null; rm -rf '{data}' '{log}'",
+        // The filesystem backend keeps large objects out of memory.
+        let command = format!(
+            "'{bin}' -scheme http -host 127.0.0.1 -port {port} -backend filesystem -filesystem-root '{data}' -log-level warn",
             bin = bin.display(),
             data = data.display(),
-            log = log.display(),
         );
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the GCS emulator's watchdog shell");
-        let server = GcsEmulator { port, log };
-        if !wait_for_port(port, Duration::from_secs(30)) {
-            panic!("fake-gcs-server did not listen on port {port} within 30 s\n{}", server.log_tail());
-        }
-        server
+        start_watched("fake-gcs-server", &command, &log, &[&data, &log], port, Duration::from_secs(30));
+        GcsEmulator { port, log }
     }
 
     /// STORAGE_EMULATOR_HOST for this server.
@@ -85,9 +68,7 @@ impl GcsEmulator {
 
     /// A relay of one's own to the server (started): stop it to cut this client off.
     pub fn relay(&self) -> Relay {
-        let r = Relay::new(self.port);
-        r.start();
-        r
+        Relay::started(self.port)
     }
 
     /// STORAGE_EMULATOR_HOST through `relay`.
@@ -115,8 +96,6 @@ impl GcsEmulator {
     }
 
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        log_tail(&self.log)
     }
 }

@@ -9,10 +9,13 @@
 //!
 //! Only std: this file is also compiled into walg-core's integration tests (`#[path]`).
 
+// Also compiled into walg-core's integration tests (`#[path]`), each of which uses a part.
+#![allow(dead_code)]
+
 use std::collections::HashMap;
 use std::io;
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -61,6 +64,40 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
     false
+}
+
+/// The last 30 lines of a test server's log file, for a failure message.
+pub fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Starts a shared test server: `command` (a shell command line running it in the foreground)
+/// under a watchdog shell, which stops it and deletes `remove` once this test process is gone,
+/// even after a panic or a kill of the test run. Panics with `log`'s tail when nothing listens
+/// on `port` within `timeout`.
+pub fn start_watched(what: &str, command: &str, log: &Path, remove: &[&Path], port: u16, timeout: Duration) {
+    let pid = std::process::id();
+    let remove: Vec<String> = remove.iter().map(|p| format!("'{}'", p.display())).collect();
+    let script = format!(
+        "{command} > '{log}' 2>&1 & child=$!; \
+         while kill -0 {pid} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 1; done; \
+         kill $child 2>/dev/null; wait $child 2>/dev/null; rm -rf {remove}",
+        log = log.display(),
+        remove = remove.join(" "),
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start the watchdog shell of {what}: {e}"));
+    if !wait_for_port(port, timeout) {
+        panic!("{what} did not listen on port {port} within {timeout:?}\n{}", log_tail(log));
+    }
 }
 
 pub struct S3Server {
@@ -153,9 +190,7 @@ impl S3Server {
     }
 
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        log_tail(&self.log)
     }
 }
 
@@ -192,6 +227,13 @@ impl Relay {
             conns: Arc::new(Mutex::new(HashMap::new())),
             acceptor: Mutex::new(None),
         }
+    }
+
+    /// A relay to `target`, already started.
+    pub fn started(target: u16) -> Relay {
+        let r = Relay::new(target);
+        r.start();
+        r
     }
 
     pub fn start(&self) {
@@ -250,5 +292,12 @@ impl Relay {
             let _ = c.shutdown(Shutdown::Both);
             let _ = s.shutdown(Shutdown::Both);
         }
+    }
+}
+
+/// A dropped relay stops: its port refuses connections and its threads end.
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -15,13 +15,16 @@
 //! Only std: this file is also compiled into walg-core's integration tests (`#[path]`), next to
 //! s3server.rs (whose Relay it uses).
 
+// Also compiled into walg-core's integration tests (`#[path]`), each of which uses a part.
+#![allow(dead_code)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::s3server::{free_port, wait_for_port, Relay};
+use super::s3server::{free_port, log_tail, start_watched, Relay};
 
 pub const SSHD: &str = "/usr/sbin/sshd";
 /// The user the tests log in as.
@@ -86,28 +89,10 @@ impl Sshd {
         )
         .expect("write sshd_config");
         let log = home.join("sshd.log");
-        // The watchdog: sshd (in the foreground, -D) lives while this test process does.
-        let script = format!(
-            "{SSHD} -D -e -f '{config}' > '{log}' 2>&1 & child=$!; \
-             while kill -0 {pid} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 1; done; \
-             kill $child 2>/dev/null; wait $child 2>/dev/null; rm -rf '{home}'",
-            config = config.display(),
-            log = log.display(),
-            home = home.display(),
-        );
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the sshd watchdog shell");
-        let server = Sshd { port, home, key, log };
-        if !wait_for_port(port, Duration::from_secs(30)) {
-            panic!("sshd did not listen on port {port} within 30 s\n{}", server.log_tail());
-        }
-        server
+        // In the foreground (-D), logging to stderr (-e).
+        let command = format!("{SSHD} -D -e -f '{}'", config.display());
+        start_watched("sshd", &command, &log, &[&home], port, Duration::from_secs(30));
+        Sshd { port, home, key, log }
     }
 
     /// A fresh directory `name` on the server (absolute path), writable by everyone.
@@ -120,14 +105,10 @@ impl Sshd {
 
     /// A relay of one's own to the server (started): stop it to cut this client off.
     pub fn relay(&self) -> Relay {
-        let r = Relay::new(self.port);
-        r.start();
-        r
+        Relay::started(self.port)
     }
 
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        log_tail(&self.log)
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::cmd::{as_postgres, run, write_as_postgres, Outcome};
 use crate::azurite::Azurite;
 use crate::gcs_emulator::GcsEmulator;
-use crate::s3server::S3Server;
+use crate::s3server::{Relay, S3Server};
 use crate::swift_server::SwiftServer;
 use crate::sshd::Sshd;
 use crate::scratch::ScratchDir;
@@ -89,6 +89,9 @@ pub struct Storage {
     /// The WAL-G settings in the config file (also the CLI's environment in `walg_ext_env`).
     settings: Vec<(String, String)>,
     s3: Option<S3Server>,
+    /// This storage's own relay to a shared server (Azure, GCS, Swift, SFTP): stopping it is an
+    /// outage for this storage only.
+    relay: Option<Relay>,
     inspect: Arc<dyn walg_core::Storage>,
     /// Compression level (walg.compression_level / WALG_COMPRESSION_LEVEL), if set.
     pub level: Option<i32>,
@@ -128,10 +131,10 @@ impl Storage {
     ) -> Storage {
         let dir = ScratchDir::new(&format!("{label}-storage"));
         let config = dir.path().join("walg.yaml");
-        let (s3, mut settings) = match backend {
+        let (s3, relay, mut settings) = match backend {
             Backend::File => {
                 let prefix = dir.subdir("bucket");
-                (None, vec![("WALG_FILE_PREFIX".to_string(), prefix.display().to_string())])
+                (None, None, vec![("WALG_FILE_PREFIX".to_string(), prefix.display().to_string())])
             }
             Backend::S3 => {
                 let server = S3Server::start();
@@ -150,11 +153,12 @@ impl Storage {
                     ("WALG_S3_MAX_PART_SIZE".to_string(), (5u64 << 20).to_string()),
                     ("WALG_S3_MAX_RETRIES".to_string(), "2".to_string()),
                 ];
-                (Some(server), settings)
+                (Some(server), None, settings)
             }
             Backend::Azure => {
                 let server = Azurite::shared();
                 server.create_container(E2E_BUCKET);
+                let relay = server.relay();
                 // Unique per storage: tests in one process share the container.
                 let label: String = format!("{label}-{}", dir.path().file_name().unwrap().to_string_lossy())
                     .chars()
@@ -164,29 +168,34 @@ impl Storage {
                     ("WALG_AZ_PREFIX".to_string(), format!("azure://{E2E_BUCKET}/{label}")),
                     ("AZURE_STORAGE_ACCOUNT".to_string(), crate::azurite::ACCOUNT.to_string()),
                     ("AZURE_STORAGE_ACCESS_KEY".to_string(), crate::azurite::KEY.to_string()),
-                    ("WALG_AZURE_ENDPOINT".to_string(), server.endpoint()),
+                    ("WALG_AZURE_ENDPOINT".to_string(), server.endpoint_via(&relay)),
                     // Small blocks keep block-list uploads in play with test-sized backups.
                     ("WALG_AZURE_BUFFER_SIZE".to_string(), (1u64 << 20).to_string()),
                     ("WALG_AZURE_MAX_RETRIES".to_string(), "2".to_string()),
                 ];
-                (None, settings)
+                (None, Some(relay), settings)
             }
-            Backend::Swift => (None, swift_settings(label, &dir)),
+            Backend::Swift => {
+                let (relay, settings) = swift_settings(label, &dir);
+                (None, Some(relay), settings)
+            }
             Backend::Sftp => {
                 let server = Sshd::shared();
+                let relay = server.relay();
                 let dir = server.dir(&format!("{label}-{}", dir.path().file_name().unwrap().to_string_lossy()));
                 let settings = vec![
                     ("WALG_SSH_PREFIX".to_string(), format!("ssh://127.0.0.1{}", dir.display())),
-                    ("SSH_PORT".to_string(), server.port.to_string()),
+                    ("SSH_PORT".to_string(), relay.port.to_string()),
                     ("SSH_USERNAME".to_string(), crate::sshd::USER.to_string()),
                     ("SSH_PRIVATE_KEY_PATH".to_string(), server.key.display().to_string()),
                     ("WALG_SSH_MAX_RETRIES".to_string(), "2".to_string()),
                 ];
-                (None, settings)
+                (None, Some(relay), settings)
             }
             Backend::Gcs => {
                 let server = GcsEmulator::shared();
                 server.create_bucket(E2E_BUCKET);
+                let relay = server.relay();
                 // Unique per storage: tests in one process share the bucket.
                 let label: String = format!("{label}-{}", dir.path().file_name().unwrap().to_string_lossy())
                     .chars()
@@ -194,13 +203,13 @@ impl Storage {
                     .collect();
                 let settings = vec![
                     ("WALG_GS_PREFIX".to_string(), format!("gs://{E2E_BUCKET}/{label}")),
-                    ("STORAGE_EMULATOR_HOST".to_string(), server.host()),
+                    ("STORAGE_EMULATOR_HOST".to_string(), server.host_via(&relay)),
                     // A small single-request limit keeps resumable uploads in play with
                     // test-sized backups.
                     ("GCS_MAX_CHUNK_SIZE".to_string(), (1u64 << 20).to_string()),
                     ("GCS_MAX_RETRIES".to_string(), "2".to_string()),
                 ];
-                (None, settings)
+                (None, Some(relay), settings)
             }
         };
         settings.push(("WALG_COMPRESSION_METHOD".to_string(), compression.to_string()));
@@ -231,7 +240,7 @@ impl Storage {
         write_as_postgres(&config, &yaml);
         // The file holds secrets (as a real one would): only its owner may read it.
         crate::scratch::set_mode(&config, 0o600);
-        Storage { dir, backend, config, compression: compression.to_string(), settings, s3, inspect, level, key_path }
+        Storage { dir, backend, config, compression: compression.to_string(), settings, s3, relay, inspect, level, key_path }
     }
 
     pub fn root(&self) -> &Path {
@@ -257,6 +266,35 @@ impl Storage {
     /// The S3 server behind an S3 storage (to stop and start its endpoint).
     pub fn s3_server(&self) -> &S3Server {
         self.s3.as_ref().expect("not an S3 storage")
+    }
+
+    /// An outage: this storage's endpoint refuses new connections and open ones are cut (S3's
+    /// own server, or this storage's relay to a shared one). Panics for file storage.
+    pub fn stop_endpoint(&self) {
+        match (&self.s3, &self.relay) {
+            (Some(s3), _) => s3.stop_endpoint(),
+            (_, Some(relay)) => relay.stop(),
+            _ => panic!("{:?} storage has no endpoint to stop", self.backend),
+        }
+    }
+
+    /// The endpoint is back (same port, same objects).
+    pub fn start_endpoint(&self) {
+        match (&self.s3, &self.relay) {
+            (Some(s3), _) => s3.start_endpoint(),
+            (_, Some(relay)) => relay.start(),
+            _ => panic!("{:?} storage has no endpoint to start", self.backend),
+        }
+    }
+
+    /// `127.0.0.1:PORT` of the endpoint the extension and the CLI talk to: an unreachable-storage
+    /// error names it.
+    pub fn endpoint_addr(&self) -> String {
+        match (&self.s3, &self.relay) {
+            (Some(s3), _) => s3.endpoint().trim_start_matches("http://").trim_start_matches("https://").to_string(),
+            (_, Some(relay)) => format!("127.0.0.1:{}", relay.port),
+            _ => panic!("{:?} storage has no endpoint", self.backend),
+        }
     }
 
     fn setting(&self, key: &str) -> Option<&str> {
@@ -453,20 +491,22 @@ impl Storage {
 
 /// The WAL-G settings of a Swift storage: the process's Swift, container `walg-e2e`, a path
 /// unique per storage (tests in one process share the container).
-fn swift_settings(label: &str, dir: &ScratchDir) -> Vec<(String, String)> {
+fn swift_settings(label: &str, dir: &ScratchDir) -> (Relay, Vec<(String, String)>) {
     let server = SwiftServer::shared();
     server.create_container(E2E_BUCKET);
+    let relay = server.relay();
     let label: String = format!("{label}-{}", dir.path().file_name().unwrap().to_string_lossy())
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
         .collect();
-    vec![
+    let settings = vec![
         ("WALG_SWIFT_PREFIX".to_string(), format!("swift://{E2E_BUCKET}/{label}")),
-        ("OS_AUTH_URL".to_string(), server.auth_url()),
+        ("OS_AUTH_URL".to_string(), server.auth_url_via(&relay)),
         ("OS_USERNAME".to_string(), crate::swift_server::USER.to_string()),
         ("OS_PASSWORD".to_string(), crate::swift_server::KEY.to_string()),
         ("WALG_SWIFT_MAX_RETRIES".to_string(), "2".to_string()),
-    ]
+    ];
+    (relay, settings)
 }
 
 /// Entry names of a directory; empty if it does not exist.

@@ -178,9 +178,7 @@ impl SwiftServer {
     /// builds the storage URL from the request's host, so authenticating through the relay
     /// keeps every later request on it.
     pub fn relay(&self) -> Relay {
-        let r = Relay::new(self.port);
-        r.start();
-        r
+        Relay::started(self.port)
     }
 
     /// The auth URL through `relay`.

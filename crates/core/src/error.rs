@@ -65,8 +65,9 @@ pub enum Error {
     /// Storage was reached and said the object does not exist (never for an unreachable storage).
     #[error("not found: {0}")]
     NotFound(String),
-    /// A storage operation failed. `key` is the object key or path.
-    #[error("storage {op} {key}: {source}")]
+    /// A storage operation failed. `key` is the object key or path ("" for the whole storage,
+    /// as in `prepare`).
+    #[error("storage {op}{}: {source}", if .key.is_empty() { String::new() } else { format!(" {}", .key) })]
     Storage {
         op: &'static str,
         key: String,
@@ -180,6 +181,13 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_error_names_its_key_and_no_empty_one() {
+        let e = |key: &str| Error::storage("prepare", key, io::Error::other("down")).to_string();
+        assert_eq!(e(""), "storage prepare: down");
+        assert_eq!(e("wal_005/x"), "storage prepare wal_005/x: down");
+    }
 
     #[test]
     fn kinds_and_names_round_trip() {

@@ -13,6 +13,7 @@ mod drill;
 mod drill_sql;
 mod harness;
 mod manage;
+mod outage;
 mod page_checksums;
 mod partial;
 mod pgp;

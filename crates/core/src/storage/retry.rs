@@ -172,7 +172,10 @@ impl<S: Storage> Retrying<S> {
     }
 
     fn go<T>(&self, op: &str, key: &str, f: impl FnMut() -> Result<T>) -> Result<T> {
-        let what = format!("{op} {key} on {}", self.inner.describe());
+        let what = match key {
+            "" => format!("{op} on {}", self.inner.describe()),
+            key => format!("{op} {key} on {}", self.inner.describe()),
+        };
         run(&self.policy, &what, f).map_err(|(e, attempts)| {
             if attempts > 1 {
                 log_retry(&format!("gave up on {what} after {attempts} attempts: {e}"));
