@@ -1,5 +1,5 @@
-//! Storage outages, on every remote backend: the endpoint goes away while PostgreSQL archives
-//! under load and a backup is running. Nothing may be lost: the backup fails with an error that
+//! Storage outages, on every remote backend: a backup is taken under load, then the endpoint goes
+//! away while PostgreSQL archives under load and a second backup is running. Nothing may be lost: the backup fails with an error that
 //! names the unreachable endpoint (to the SQL caller), archiving fails with the same in the
 //! server log while PostgreSQL keeps the WAL, and once the endpoint is back every segment is
 //! stored, the next backup works, and a restore from the backup taken before the outage replays
@@ -45,7 +45,14 @@ fn outage_story(backend: Backend) {
     a.start();
     a.pgbench_init(5);
     a.psql("CREATE EXTENSION walg_ext");
-    let before = a.psql("SELECT walg_backup_push()");
+    // The first backup is taken under load (pgbench writing all through it).
+    let before = std::thread::scope(|scope| {
+        let load = scope.spawn(|| a.pgbench(&["-n", "-T", "6", "-c", "2"]));
+        std::thread::sleep(Duration::from_secs(1));
+        let name = a.psql("SELECT walg_backup_push()");
+        load.join().expect("pgbench thread");
+        name
+    });
     let first_needed = before["base_".len()..].to_string();
 
     a.set_and_reload("walg.disk_rate_limit", &format!("'{SLOW_RATE}'"));
