@@ -7,11 +7,13 @@ mod s3server;
 #[path = "../../../pgrx-tests/src/sshd.rs"]
 mod sshd;
 mod conformance;
+mod sshd_password;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sshd::Sshd;
+use sshd_password::PwSshd;
 use walg_core::config::{Config, Settings, StorageConfig};
 use walg_core::error::ErrorKind;
 use walg_core::storage::{get_bytes, Storage, FS_TMP_PREFIX};
@@ -176,4 +178,62 @@ fn server_down_is_retried_then_recovers() {
     relay.stop();
     relay.start();
     s.put("after", b"3").unwrap();
+}
+
+/// SSH_PASSWORD against an sshd that takes nothing but a password (sshd_password/mod.rs): the
+/// right one logs in (with and without a key the server turns down first, as WAL-G offers
+/// both); a wrong one is a refusal that names SSH_PASSWORD, is not retried, and never shows
+/// either password.
+#[test]
+fn password_login_works_and_a_wrong_password_says_what_to_fix() {
+    use std::os::unix::fs::MetadataExt;
+    let server = PwSshd::shared();
+    let dir = server.dir("password");
+    let open_pw = |extra: &[(&str, &str)]| {
+        let mut s = Settings::new();
+        s.set("WALG_SSH_PREFIX", prefix(&dir));
+        s.set("SSH_PORT", server.port.to_string());
+        s.set("SSH_USERNAME", sshd_password::USER);
+        s.set("WALG_SSH_MAX_RETRIES", "3");
+        for (k, v) in extra {
+            s.set(*k, *v);
+        }
+        let cfg = Config::from_settings(&s).unwrap();
+        assert!(!format!("{cfg:?}").contains(sshd_password::PASSWORD), "Config's Debug shows the password");
+        cfg.open_storage().unwrap()
+    };
+
+    let s = open_pw(&[("SSH_PASSWORD", sshd_password::PASSWORD)]);
+    s.prepare_write().unwrap();
+    s.put("wal_005/a", b"by password").unwrap_or_else(|e| panic!("{e}\n{}", server.log_tail()));
+    assert_eq!(get_bytes(s.as_ref(), "wal_005/a").unwrap().unwrap(), b"by password");
+    assert_eq!(s.list("wal_005/").unwrap().into_iter().map(|o| o.key).collect::<Vec<_>>(), vec!["wal_005/a"]);
+    let owner = std::fs::metadata(dir.join("wal_005/a")).unwrap().uid();
+    assert_eq!(owner, sshd_password::UID, "written by the password user");
+
+    // A key this server does not take is offered first; the password still logs in.
+    let key = dir.join("unused_key");
+    let out = std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).output().unwrap();
+    assert!(out.status.success());
+    let s = open_pw(&[("SSH_PASSWORD", sshd_password::PASSWORD), ("SSH_PRIVATE_KEY_PATH", key.to_str().unwrap())]);
+    assert!(s.exists("wal_005/a").unwrap_or_else(|e| panic!("{e}\n{}", server.log_tail())));
+
+    // A wrong password: refused, saying to fix SSH_PASSWORD; no retry; no password shown.
+    let wrong = "not the pw 9137";
+    let s = open_pw(&[("SSH_PASSWORD", wrong)]);
+    let started = Instant::now();
+    for (what, r) in [("get", s.get("wal_005/a").map(|o| o.is_some())), ("exists", s.exists("wal_005/a"))] {
+        let e = r.expect_err(what);
+        assert_eq!(e.kind(), ErrorKind::Unreachable, "{what}: {e}");
+        assert!(!e.is_transient(), "{what}: a refused login is not retried: {e}");
+        let m = e.to_string();
+        for needle in ["refused the login", sshd_password::USER, "tried: password", "SSH_PASSWORD", "PasswordAuthentication"] {
+            assert!(m.contains(needle), "{what}: {m:?} lacks {needle:?}");
+        }
+        assert!(!m.contains("SSH_PRIVATE_KEY_PATH"), "{what}: no key was set, so the key is not what to fix: {m}");
+        for shown in [m, format!("{e:?}")] {
+            assert!(!shown.contains(wrong) && !shown.contains(sshd_password::PASSWORD), "{what}: the error shows a password: {shown}");
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "a refused login is not retried: {:?}", started.elapsed());
 }
