@@ -8,11 +8,13 @@ mod s3server;
 #[allow(dead_code)]
 mod swift_server;
 mod conformance;
+mod keystone;
 
 use std::io::{Read, Write};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use keystone::Keystone;
 use swift_server::SwiftServer;
 use walg_core::config::{Config, Settings, StorageConfig};
 use walg_core::error::ErrorKind;
@@ -139,6 +141,7 @@ fn a_bare_404_is_not_missing() {
 /// authenticates again and the request goes through, streaming uploads included.
 #[test]
 fn expired_token_is_renewed() {
+    let _one = EXPIRING_USER.lock().unwrap_or_else(|p| p.into_inner());
     let server = SwiftServer::shared();
     server.create_container("walg-token");
     let user = [("OS_USERNAME", swift_server::EXPIRING), ("OS_PASSWORD", swift_server::EXPIRING_KEY)];
@@ -164,6 +167,129 @@ fn expired_token_is_renewed() {
     w.write_all(&[1u8; 3 << 20]).unwrap();
     assert_eq!(w.finish().unwrap(), 3 << 20);
     assert_eq!(get_bytes(&s, "c").unwrap().unwrap().len(), 3 << 20);
+}
+
+/// Tests that expire `swift_server::EXPIRING`'s token take turns: one test's expiry between
+/// another's renewal and its repeated request would fail that request.
+static EXPIRING_USER: Mutex<()> = Mutex::new(());
+
+/// What the stand-in Keystone (keystone/mod.rs) expects; domains and project differ from their
+/// defaults so that each must be passed on.
+const KS: keystone::Expect = keystone::Expect {
+    user: "walg-ks",
+    user_domain: "Users",
+    password: "ks pw:Sekr3t",
+    project: "backups",
+    project_domain: "Projects",
+};
+
+/// Settings for Keystone v3 at `ks` (OS_AUTH_URL ending in /v3: ST_AUTH_VERSION guessed).
+fn keystone_settings(ks: &Keystone, prefix: &str, extra: &[(&str, &str)]) -> Settings {
+    let mut all = vec![
+        ("OS_USERNAME", KS.user),
+        ("OS_PASSWORD", KS.password),
+        ("OS_USER_DOMAIN_NAME", KS.user_domain),
+        ("OS_PROJECT_NAME", KS.project),
+        ("OS_PROJECT_DOMAIN_NAME", KS.project_domain),
+        ("OS_REGION_NAME", keystone::REGION),
+    ];
+    all.extend_from_slice(extra);
+    settings(&ks.auth_url(), prefix, &all)
+}
+
+/// Keystone v3 password login (the stand-in checks every field of the request and hands out a
+/// real TempAuth token), then puts, a streaming put, gets, lists and deletes through the real
+/// Swift at the catalog's public endpoint in OS_REGION_NAME; one login serves them all.
+#[test]
+fn keystone_v3_login_then_real_swift() {
+    let server = SwiftServer::shared();
+    server.create_container("walg-ks");
+    let ks = Keystone::start(KS, server.port, (swift_server::USER, swift_server::KEY));
+    let cfg = Config::from_settings(&keystone_settings(&ks, "swift://walg-ks/pg", &[])).unwrap();
+    assert!(!format!("{cfg:?}").contains(KS.password), "Config's Debug shows the password");
+    let s = cfg.open_storage().unwrap();
+    s.put("wal_005/a", b"via keystone").unwrap();
+    let big = conformance::data(3 << 20, 11);
+    let mut w = s.writer("basebackups_005/big").unwrap();
+    w.write_all(&big).unwrap();
+    assert_eq!(w.finish().unwrap(), big.len() as u64);
+    assert_eq!(get_bytes(s.as_ref(), "wal_005/a").unwrap().unwrap(), b"via keystone");
+    assert!(get_bytes(s.as_ref(), "basebackups_005/big").unwrap().unwrap() == big);
+    let keys: Vec<_> = s.list("").unwrap().into_iter().map(|o| o.key).collect();
+    assert_eq!(keys, vec!["basebackups_005/big", "wal_005/a"]);
+    assert!(s.has_dir("wal_005/").unwrap());
+    assert!(get_bytes(s.as_ref(), "wal_005/none").unwrap().is_none(), "missing, as Swift said");
+    // The objects are in Swift: TempAuth's own client sees them.
+    let direct = open(&server.auth_url(), "swift://walg-ks/pg", &[]);
+    assert_eq!(get_bytes(direct.as_ref(), "wal_005/a").unwrap().unwrap(), b"via keystone");
+    s.delete("wal_005/a").unwrap();
+    assert!(!direct.exists("wal_005/a").unwrap());
+    assert_eq!(ks.logins(), 1, "one token for every request");
+}
+
+/// A token Swift refuses (401: handed out bad, or expired later) makes the client log in to
+/// Keystone again and repeat the request, streaming uploads included.
+#[test]
+fn keystone_token_refused_by_swift_logs_in_again() {
+    let _one = EXPIRING_USER.lock().unwrap_or_else(|p| p.into_inner());
+    let server = SwiftServer::shared();
+    server.create_container("walg-ks-token");
+    let ks = Keystone::start(KS, server.port, (swift_server::EXPIRING, swift_server::EXPIRING_KEY));
+    let cfg = Config::from_settings(&keystone_settings(&ks, "swift://walg-ks-token/p", &[])).unwrap();
+    let StorageConfig::Swift(sw) = cfg.storage else { panic!() };
+    // Without the retry decorator: the new login itself must make these pass.
+    let s = SwiftStorage::new(sw);
+    ks.bad_token_next();
+    s.put("a", b"1").unwrap();
+    assert_eq!(ks.logins(), 2, "the bad token was refused and a new one fetched");
+    server.expire_token();
+    assert_eq!(get_bytes(&s, "a").unwrap().unwrap(), b"1");
+    assert_eq!(ks.logins(), 3, "the expired token was replaced");
+    assert!(s.exists("a").unwrap());
+    assert_eq!(ks.logins(), 3, "a valid token is kept");
+    server.expire_token();
+    let mut w = s.writer("b").unwrap();
+    w.write_all(&[2u8; 3 << 20]).unwrap();
+    assert_eq!(w.finish().unwrap(), 3 << 20);
+    assert_eq!(ks.logins(), 4);
+    assert_eq!(get_bytes(&s, "b").unwrap().unwrap().len(), 3 << 20);
+}
+
+/// Keystone refusing the login (401) is an error naming the settings to fix, not retried, never
+/// showing the password; so is a catalog without the configured region's endpoint.
+#[test]
+fn keystone_refusal_names_the_settings_to_fix() {
+    let server = SwiftServer::shared();
+    let ks = Keystone::start(KS, server.port, (swift_server::USER, swift_server::KEY));
+    let wrong = "not-the-ks-password";
+    for (what, extra) in [
+        ("wrong password", [("OS_PASSWORD", wrong)]),
+        ("wrong user", [("OS_USERNAME", "someone")]),
+        ("wrong project", [("OS_PROJECT_NAME", "other")]),
+        ("wrong user domain", [("OS_USER_DOMAIN_NAME", "Default")]),
+    ] {
+        let before = ks.logins();
+        let mut all = vec![("WALG_SWIFT_MAX_RETRIES", "3")];
+        all.extend_from_slice(&extra);
+        let s = Config::from_settings(&keystone_settings(&ks, "swift://walg-ks/p", &all)).unwrap().open_storage().unwrap();
+        let started = Instant::now();
+        let e = s.exists("x").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unreachable, "{what}: {e}");
+        assert!(!e.is_transient(), "{what}: {e}");
+        let m = e.to_string();
+        for needle in ["refused the credentials (401)", "OS_USERNAME / OS_PASSWORD", "OS_PROJECT_NAME", "OS_USER_DOMAIN_NAME"] {
+            assert!(m.contains(needle), "{what}: {m:?} lacks {needle:?}");
+        }
+        for shown in [m, format!("{e:?}")] {
+            assert!(!shown.contains(wrong) && !shown.contains(KS.password), "{what}: the error shows a password: {shown}");
+        }
+        assert_eq!(ks.logins(), before + 1, "{what}: a refused login is not retried");
+        assert!(started.elapsed().as_secs() < 5, "{what}: {:?}", started.elapsed());
+    }
+    let s = Config::from_settings(&keystone_settings(&ks, "swift://walg-ks/p", &[("OS_REGION_NAME", "RegionThree")])).unwrap().open_storage().unwrap();
+    let e = s.exists("x").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
+    assert!(e.to_string().contains("no public object-store endpoint in region RegionThree") && e.to_string().contains("OS_REGION_NAME"), "{e}");
 }
 
 #[test]
