@@ -9,6 +9,8 @@
 //! Unreachable.
 
 pub mod azure;
+mod dal;
+mod http;
 mod direct;
 mod fs;
 pub mod gcs;

@@ -1,7 +1,8 @@
-//! Streaming reads with resume: one GET for the rest of the blob, and after a broken body a new
-//! one from the byte where it broke, pinned to the blob's ETag (a blob replaced meanwhile is an
-//! error, never a mix of two versions). Requests are retried through retry.rs; when the retries
-//! are used up the read fails (kind Unreachable) instead of ending early.
+//! Streaming reads with resume, for the OpenDAL backends: one GET for the rest of the object, and
+//! after a broken body a new one from the byte where it broke, pinned to the version `stat` saw
+//! (`Pin`: an object replaced meanwhile is an error, never a mix of two versions). Requests are
+//! retried through retry.rs; when the retries are used up the read fails (kind Unreachable)
+//! instead of ending early.
 
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -10,15 +11,15 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use opendal::FuturesBytesStream;
 
-use super::{DalErr, Inner};
+use super::{DalBackend, DalErr, Pin};
 use crate::error::Result;
 use crate::storage::retry;
 use crate::storage::s3::wait;
 
-pub(crate) struct AzureReader {
-    inner: Arc<Inner>,
+pub(crate) struct DalReader<B: DalBackend> {
+    inner: Arc<B>,
     key: String,
-    etag: Option<String>,
+    pin: Option<Pin>,
     stream: Option<FuturesBytesStream>,
     chunk: Bytes,
     pos: u64,
@@ -26,27 +27,30 @@ pub(crate) struct AzureReader {
     reconnects_left: u32,
 }
 
-async fn open_at(op: &opendal::Operator, key: &str, etag: Option<&str>, pos: u64, size: u64) -> std::result::Result<FuturesBytesStream, DalErr> {
+async fn open_at(op: &opendal::Operator, key: &str, pin: Option<&Pin>, pos: u64, size: u64) -> std::result::Result<FuturesBytesStream, DalErr> {
     let mut r = op.reader_with(key);
-    if let Some(t) = etag {
-        r = r.if_match(t);
+    match pin {
+        Some(Pin::ETag(t)) => r = r.if_match(t),
+        Some(Pin::Version(v)) => r = r.if_version_match(v),
+        None => {}
     }
     let reader = r.await.map_err(DalErr)?;
     reader.into_bytes_stream(pos..size).await.map_err(DalErr)
 }
 
-pub(crate) fn open(inner: Arc<Inner>, key: &str) -> Result<Option<Box<dyn Read + Send>>> {
-    let op = inner.op("get", key)?;
+/// The object as a stream, or None when the service says it is not there.
+pub(crate) fn open<B: DalBackend>(inner: Arc<B>, key: &str) -> Result<Option<Box<dyn Read + Send>>> {
+    let op = inner.operator("get", key)?;
     // Not retried here: `storage::open`'s decorator retries the whole `get`.
     let meta = match wait(op.stat(key)) {
         Ok(m) => m,
-        Err(e) if Inner::is_not_found(&e) => return Ok(None),
+        Err(e) if inner.is_not_found(&e) => return Ok(None),
         Err(e) => return Err(inner.error("get", key, &e)),
     };
     let size = meta.content_length();
-    let etag = meta.etag().map(str::to_string);
-    let reconnects_left = inner.cfg.max_retries;
-    Ok(Some(Box::new(AzureReader { inner, key: key.to_string(), etag, stream: None, chunk: Bytes::new(), pos: 0, size, reconnects_left })))
+    let pin = inner.pin(&meta);
+    let reconnects_left = inner.max_retries();
+    Ok(Some(Box::new(DalReader { inner, key: key.to_string(), pin, stream: None, chunk: Bytes::new(), pos: 0, size, reconnects_left })))
 }
 
 /// A transport failure after the retries: its kind must stay Unreachable (ConnectionAborted),
@@ -56,7 +60,7 @@ fn lost(e: crate::Error) -> io::Error {
     io::Error::new(kind, e.to_string())
 }
 
-impl AzureReader {
+impl<B: DalBackend> DalReader<B> {
     /// (Re)open the body from `pos`.
     fn connect(&mut self, why: Option<String>) -> io::Result<()> {
         if let Some(why) = &why {
@@ -66,25 +70,24 @@ impl AzureReader {
             }
             self.reconnects_left -= 1;
         }
-        let op = self.inner.op("get", &self.key).map_err(lost)?;
+        let op = self.inner.operator("get", &self.key).map_err(lost)?;
         let what = format!("get {} from byte {}", self.inner.url(&self.key), self.pos);
-        let (key, etag, pos, size) = (self.key.as_str(), self.etag.as_deref(), self.pos, self.size);
-        let r = wait(retry::run_async(&self.inner.policy(), &what, || open_at(&op, key, etag, pos, size)));
+        let (key, pin, pos, size) = (self.key.as_str(), self.pin.as_ref(), self.pos, self.size);
+        let r = wait(retry::run_async(&self.inner.policy(), &what, || open_at(&op, key, pin, pos, size)));
         match r {
             Ok(s) => {
                 self.stream = Some(s);
                 Ok(())
             }
-            Err((e, _)) if e.0.kind() == opendal::ErrorKind::ConditionNotMatch => Err(io::Error::other(format!(
-                "{}: the blob was replaced while it was read (ETag changed): read it again",
-                self.inner.url(&self.key)
-            ))),
-            Err((e, _)) => Err(lost(self.inner.error("get", &self.key, &e.0))),
+            Err((e, _)) => match self.inner.replaced(&e.0) {
+                Some(why) => Err(io::Error::other(format!("{}: {why}: read it again", self.inner.url(&self.key)))),
+                None => Err(lost(self.inner.error("get", &self.key, &e.0))),
+            },
         }
     }
 }
 
-impl Read for AzureReader {
+impl<B: DalBackend> Read for DalReader<B> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if out.is_empty() {
             return Ok(0);
