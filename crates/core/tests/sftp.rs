@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use sshd::Sshd;
 use sshd_password::PwSshd;
 use walg_core::config::{Config, Settings, StorageConfig};
-use walg_core::error::ErrorKind;
 use walg_core::storage::{get_bytes, Storage, FS_TMP_PREFIX};
 
 fn settings(port: u16, prefix: &str, extra: &[(&str, &str)]) -> Settings {
@@ -97,15 +96,6 @@ fn killed_writers_temp_files_are_pending_uploads() {
     assert_eq!(get_bytes(s.as_ref(), "wal_005/a").unwrap().unwrap(), b"whole");
 }
 
-fn assert_unreachable(what: &str, r: walg_core::Result<impl std::fmt::Debug>, needles: &[&str]) {
-    let e = r.expect_err(what);
-    assert_eq!(e.kind(), ErrorKind::Unreachable, "{what}: {e}");
-    let m = e.to_string();
-    for n in needles {
-        assert!(m.contains(n), "{what}: {m:?} lacks {n:?}");
-    }
-}
-
 #[test]
 fn missing_prefix_wrong_key_and_closed_port_are_errors_not_missing() {
     let server = Sshd::shared();
@@ -113,11 +103,11 @@ fn missing_prefix_wrong_key_and_closed_port_are_errors_not_missing() {
     // No such directory: every read is an error saying so, never "missing".
     let s = open(server.port, &format!("{}/nope", prefix(&dir)), &[("WALG_SSH_MAX_RETRIES", "1")]);
     let started = Instant::now();
-    assert_unreachable("get", s.get("wal_005/x").map(|o| o.is_some()), &["does not exist", "WALG_SSH_PREFIX"]);
-    assert_unreachable("exists", s.exists("wal_005/x"), &["does not exist"]);
-    assert_unreachable("list", s.list("wal_005/"), &["does not exist"]);
-    assert_unreachable("has_dir", s.has_dir("wal_005/"), &["does not exist"]);
-    assert_unreachable("delete", s.delete("wal_005/x"), &["does not exist"]);
+    conformance::assert_denied("get", s.get("wal_005/x").map(|o| o.is_some()), &["does not exist", "WALG_SSH_PREFIX"]);
+    conformance::assert_denied("exists", s.exists("wal_005/x"), &["does not exist"]);
+    conformance::assert_denied("list", s.list("wal_005/"), &["does not exist"]);
+    conformance::assert_denied("has_dir", s.has_dir("wal_005/"), &["does not exist"]);
+    conformance::assert_denied("delete", s.delete("wal_005/x"), &["does not exist"]);
     assert!(started.elapsed() < Duration::from_secs(5), "permanent errors are not retried: {:?}", started.elapsed());
     // A writer creates it (as file storage does).
     s.prepare_write().unwrap();
@@ -130,21 +120,18 @@ fn missing_prefix_wrong_key_and_closed_port_are_errors_not_missing() {
     assert!(out.status.success());
     let s = open(server.port, &prefix(&dir), &[("SSH_PRIVATE_KEY_PATH", wrong.to_str().unwrap()), ("WALG_SSH_MAX_RETRIES", "3")]);
     let started = Instant::now();
-    assert_unreachable("get with a wrong key", s.get("x").map(|o| o.is_some()), &["SSH_PRIVATE_KEY_PATH", "root"]);
-    assert!(!s.exists("x").unwrap_err().is_transient());
+    conformance::assert_denied("get with a wrong key", s.get("x").map(|o| o.is_some()), &["SSH_PRIVATE_KEY_PATH", "root"]);
+    conformance::assert_denied("exists with a wrong key", s.exists("x"), &["SSH_PRIVATE_KEY_PATH"]);
     assert!(started.elapsed() < Duration::from_secs(5), "a refused login is not retried: {:?}", started.elapsed());
     // A key file that is not there.
     let s = open(server.port, &prefix(&dir), &[("SSH_PRIVATE_KEY_PATH", "/nonexistent/key")]);
-    assert_unreachable("missing key file", s.exists("x"), &["/nonexistent/key", "SSH_PRIVATE_KEY_PATH"]);
+    conformance::assert_denied("missing key file", s.exists("x"), &["/nonexistent/key", "SSH_PRIVATE_KEY_PATH"]);
 
     // Nobody listening: transient, retried, then reported.
     let relay = server.relay();
     relay.stop();
     let s = open(relay.port, &prefix(&dir), &[("WALG_SSH_MAX_RETRIES", "1")]);
-    let e = s.exists("x").unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
-    assert!(e.is_transient(), "{e}");
-    assert!(e.to_string().contains("cannot reach"), "{e}");
+    conformance::assert_unreachable("exists, nobody listening", s.exists("x"), &["SSH_PORT"]);
 }
 
 #[test]
@@ -222,18 +209,11 @@ fn password_login_works_and_a_wrong_password_says_what_to_fix() {
     let wrong = "not the pw 9137";
     let s = open_pw(&[("SSH_PASSWORD", wrong)]);
     let started = Instant::now();
+    let says = ["refused the login", sshd_password::USER, "tried: password", "SSH_PASSWORD", "PasswordAuthentication"];
     for (what, r) in [("get", s.get("wal_005/a").map(|o| o.is_some())), ("exists", s.exists("wal_005/a"))] {
-        let e = r.expect_err(what);
-        assert_eq!(e.kind(), ErrorKind::Unreachable, "{what}: {e}");
-        assert!(!e.is_transient(), "{what}: a refused login is not retried: {e}");
-        let m = e.to_string();
-        for needle in ["refused the login", sshd_password::USER, "tried: password", "SSH_PASSWORD", "PasswordAuthentication"] {
-            assert!(m.contains(needle), "{what}: {m:?} lacks {needle:?}");
-        }
-        assert!(!m.contains("SSH_PRIVATE_KEY_PATH"), "{what}: no key was set, so the key is not what to fix: {m}");
-        for shown in [m, format!("{e:?}")] {
-            assert!(!shown.contains(wrong) && !shown.contains(sshd_password::PASSWORD), "{what}: the error shows a password: {shown}");
-        }
+        let e = conformance::assert_denied(what, r, &says);
+        assert!(!e.to_string().contains("SSH_PRIVATE_KEY_PATH"), "{what}: no key was set, so the key is not what to fix: {e}");
+        conformance::assert_hides(what, &e, &[wrong, sshd_password::PASSWORD]);
     }
     assert!(started.elapsed() < Duration::from_secs(10), "a refused login is not retried: {:?}", started.elapsed());
 }
