@@ -3,23 +3,26 @@
 //! Password login needs an account whose password sshd can check (with `UsePAM no`, sshd reads
 //! the hash from /etc/shadow itself). The machine's accounts and its own sshd must stay as they
 //! are, so this sshd runs in a mount namespace of its own (`unshare --mount`, we are root) in
-//! which /etc/passwd and /etc/shadow are bind-mounted copies with the test user `USER` added.
+//! which /etc/passwd is a bind-mounted copy with the test user `USER` added, and /etc/shadow a
+//! file holding only that user's hash.
 //! Outside that namespace the user does not exist, so nothing on the machine learns a password;
 //! starting it again is harmless (every start makes fresh copies in its own temp directory).
 //!
 //! The server answers the `password` method only (`PubkeyAuthentication no`,
-//! `KbdInteractiveAuthentication no`): a login that works went through SSH_PASSWORD. A watchdog
-//! shell stops sshd and removes the directory when the test process is gone (as sshd.rs does).
+//! `KbdInteractiveAuthentication no`): a login that works went through SSH_PASSWORD. Its files
+//! live in a directory of the key-only test sshd (sshd.rs), whose watchdog removes them; so do
+//! the data directories (`Sshd::dir`: both servers see the same file system). A watchdog shell
+//! of its own stops this sshd when the test process is gone.
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::s3server::{free_port, wait_for_port};
-use super::sshd::SSHD;
+use super::sshd::{Sshd, SSHD};
 
 /// The account that exists only inside the server's namespace.
 pub const USER: &str = "walgpw";
@@ -30,12 +33,7 @@ pub const PASSWORD: &str = "pw Sekr3t:#walg";
 
 pub struct PwSshd {
     pub port: u16,
-    home: PathBuf,
     log: PathBuf,
-}
-
-fn chmod(p: &Path, mode: u32) {
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap_or_else(|e| panic!("chmod {}: {e}", p.display()));
 }
 
 /// A SHA-512 crypt hash of PASSWORD (what /etc/shadow holds); the password goes through stdin,
@@ -74,20 +72,17 @@ impl PwSshd {
 
     fn start() -> PwSshd {
         assert!(Path::new(SSHD).is_file(), "{SSHD} is missing: run `make setup` (scripts/setup.sh installs openssh-server)");
-        let port = free_port();
-        let pid = std::process::id();
-        let home = std::env::temp_dir().join(format!("walg-sshd-pw-{pid}-{port}"));
-        std::fs::create_dir_all(home.join("data")).expect("sshd dir");
-        chmod(&home, 0o755);
-        chmod(&home.join("data"), 0o777);
+        let (port, pid) = (free_port(), std::process::id());
+        let home = Sshd::shared().dir(&format!("password-sshd-{port}"));
         let host_key = home.join("host_key");
         let out = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&host_key).output().expect("run ssh-keygen");
         assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
         let (passwd, shadow) = (home.join("passwd"), home.join("shadow"));
         std::fs::write(&passwd, with_user("/etc/passwd", format!("{USER}:x:{UID}:65534:walg password test:{}:/bin/sh", home.display()))).unwrap();
-        std::fs::write(&shadow, with_user("/etc/shadow", format!("{USER}:{}:19000:0:99999:7:::", hash_password()))).unwrap();
-        chmod(&shadow, 0o600);
-        std::fs::create_dir_all("/run/sshd").expect("create /run/sshd");
+        // Only the test user: sshd in the namespace looks up no one else, and the machine's
+        // password hashes are not copied anywhere. Created 0600, so never readable by others.
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&shadow).expect("create the shadow copy");
+        writeln!(f, "{USER}:{}:19000:0:99999:7:::", hash_password()).unwrap();
         let config = home.join("sshd_config");
         std::fs::write(
             &config,
@@ -105,12 +100,11 @@ impl PwSshd {
         let script = format!(
             "unshare --mount --propagation private sh -c \"mount --bind '{passwd}' /etc/passwd && mount --bind '{shadow}' /etc/shadow && exec {SSHD} -D -e -f '{config}'\" > '{log}' 2>&1 & child=$!; \
              while kill -0 {pid} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 1; done; \
-             kill $child 2>/dev/null; wait $child 2>/dev/null; rm -rf '{home}'",
+             kill $child 2>/dev/null; wait $child 2>/dev/null",
             passwd = passwd.display(),
             shadow = shadow.display(),
             config = config.display(),
             log = log.display(),
-            home = home.display(),
         );
         Command::new("sh")
             .arg("-c")
@@ -120,24 +114,15 @@ impl PwSshd {
             .stderr(Stdio::null())
             .spawn()
             .expect("start the sshd watchdog shell");
-        let server = PwSshd { port, home, log };
+        let server = PwSshd { port, log };
         if !wait_for_port(port, Duration::from_secs(30)) {
-            panic!("the password sshd did not listen on port {port} within 30 s (needs root and `unshare --mount`)\n{}", server.log_tail());
+            panic!("the password sshd did not listen on port {port} within 30 s (needs root and `unshare --mount`)\n{}", server.log());
         }
         server
     }
 
-    /// A fresh directory `name` on the server (absolute path), writable by everyone.
-    pub fn dir(&self, name: &str) -> PathBuf {
-        let d = self.home.join("data").join(name);
-        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("create {}: {e}", d.display()));
-        chmod(&d, 0o777);
-        d
-    }
-
-    pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+    /// The server's log (for a failed test's message; sshd logs no passwords).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }

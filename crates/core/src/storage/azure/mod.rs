@@ -53,14 +53,6 @@ fn build_operator(cfg: &AzureConfig) -> std::result::Result<Operator, String> {
 }
 
 impl DalBackend for Inner {
-    fn base(&self) -> &Base {
-        &self.base
-    }
-
-    fn build(&self) -> std::result::Result<Operator, String> {
-        build_operator(&self.cfg)
-    }
-
     /// Azure answered that the blob does not exist: only its `BlobNotFound` code says so.
     fn is_not_found(&self, e: &opendal::Error) -> bool {
         e.kind() == DalKind::NotFound && e.to_string().contains("BlobNotFound")
@@ -105,6 +97,10 @@ impl DalBackend for Inner {
         Error::storage(op, key, io::Error::new(kind, msg))
     }
 
+    fn base(&self) -> &Base {
+        &self.base
+    }
+
     fn writer(self: &Arc<Self>, key: &str) -> Result<Box<dyn ObjectWriter>> {
         Ok(Box::new(writer::AzureWriter::new(self.clone(), key)?))
     }
@@ -121,7 +117,8 @@ impl DalBackend for Inner {
 impl AzureStorage {
     /// Cheap: the client is built on first use.
     pub fn new(cfg: AzureConfig) -> AzureStorage {
-        let base = Base::new(cfg.describe(), cfg.url(), cfg.max_retries, cfg.buffer_size);
+        let settings = cfg.clone();
+        let base = Base::new(cfg.describe(), cfg.url(), cfg.max_retries, cfg.buffer_size, move || build_operator(&settings));
         DalStorage { inner: Arc::new(Inner { cfg, base }) }
     }
 

@@ -34,6 +34,8 @@ pub enum Pin {
 /// What every OpenDAL-backed storage keeps: its operator and what its settings say.
 pub struct Base {
     op: LazyOperator,
+    /// Builds the operator from the backend's settings (once, on first use).
+    build: Box<dyn Fn() -> std::result::Result<Operator, String> + Send + Sync>,
     /// `DalBackend::describe`.
     describe: String,
     /// The storage's URL, objects below it.
@@ -44,16 +46,20 @@ pub struct Base {
 }
 
 impl Base {
-    pub(crate) fn new(describe: String, url: String, max_retries: u32, one_shot_max: usize) -> Base {
-        Base { op: LazyOperator::default(), describe, url, max_retries, one_shot_max }
+    pub(crate) fn new(
+        describe: String,
+        url: String,
+        max_retries: u32,
+        one_shot_max: usize,
+        build: impl Fn() -> std::result::Result<Operator, String> + Send + Sync + 'static,
+    ) -> Base {
+        Base { op: LazyOperator::default(), build: Box::new(build), describe, url, max_retries, one_shot_max }
     }
 }
 
 /// One OpenDAL-backed service: what differs between them.
 pub trait DalBackend: Send + Sync + Sized + 'static {
     fn base(&self) -> &Base;
-    /// The operator, from the settings (called once, on first use).
-    fn build(&self) -> std::result::Result<Operator, String>;
     /// The service answered that the object does not exist (and nothing else did).
     fn is_not_found(&self, e: &opendal::Error) -> bool;
     /// An OpenDAL error as ours: the io kind carries `kind()` and `is_transient()`, the message
@@ -66,7 +72,8 @@ pub trait DalBackend: Send + Sync + Sized + 'static {
     fn writer(self: &Arc<Self>, key: &str) -> Result<Box<dyn ObjectWriter>>;
 
     fn operator(&self, op: &'static str, key: &str) -> Result<Operator> {
-        self.base().op.get(op, key, || self.base().describe.clone(), || self.build())
+        let base = self.base();
+        base.op.get(op, key, || base.describe.clone(), || (base.build)())
     }
 
     fn max_retries(&self) -> u32 {

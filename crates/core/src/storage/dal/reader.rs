@@ -13,6 +13,7 @@ use opendal::FuturesBytesStream;
 
 use super::{DalBackend, DalErr, Pin};
 use crate::error::Result;
+use crate::storage::body::{Body, BodyReader};
 use crate::storage::retry;
 use crate::storage::s3::wait;
 
@@ -21,7 +22,7 @@ pub(crate) struct DalReader<B: DalBackend> {
     key: String,
     pin: Option<Pin>,
     stream: Option<FuturesBytesStream>,
-    chunk: Bytes,
+    /// Where the next request starts (BodyReader's count).
     pos: u64,
     size: u64,
     reconnects_left: u32,
@@ -50,7 +51,7 @@ pub(crate) fn open<B: DalBackend>(inner: Arc<B>, key: &str) -> Result<Option<Box
     let size = meta.content_length();
     let pin = inner.pin(&meta);
     let reconnects_left = inner.max_retries();
-    Ok(Some(Box::new(DalReader { inner, key: key.to_string(), pin, stream: None, chunk: Bytes::new(), pos: 0, size, reconnects_left })))
+    Ok(Some(Box::new(BodyReader::new(DalReader { inner, key: key.to_string(), pin, stream: None, pos: 0, size, reconnects_left }))))
 }
 
 /// A transport failure after the retries: its kind must stay Unreachable (ConnectionAborted),
@@ -87,33 +88,24 @@ impl<B: DalBackend> DalReader<B> {
     }
 }
 
-impl<B: DalBackend> Read for DalReader<B> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if out.is_empty() {
-            return Ok(0);
-        }
+impl<B: DalBackend> Body for DalReader<B> {
+    fn next_piece(&mut self, pos: u64) -> io::Result<Option<Bytes>> {
+        self.pos = pos;
         loop {
-            if let Some(n) = crate::storage::serve_chunk(&mut self.chunk, out, &mut self.pos) {
-                return Ok(n);
-            }
             if self.pos >= self.size {
-                return Ok(0);
+                return Ok(None);
             }
             if self.stream.is_none() {
                 self.connect(None)?;
             }
             let stream = self.stream.as_mut().expect("connected");
-            match wait(stream.try_next()) {
-                Ok(Some(b)) => self.chunk = b,
-                Ok(None) => {
-                    self.stream = None;
-                    self.connect(Some("the body ended early".into()))?;
-                }
-                Err(e) => {
-                    self.stream = None;
-                    self.connect(Some(e.to_string()))?;
-                }
-            }
+            let why = match wait(stream.try_next()) {
+                Ok(Some(b)) => return Ok(Some(b)),
+                Ok(None) => "the body ended early".to_string(),
+                Err(e) => e.to_string(),
+            };
+            self.stream = None;
+            self.connect(Some(why))?;
         }
     }
 }

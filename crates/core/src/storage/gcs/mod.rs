@@ -84,14 +84,6 @@ impl Inner {
 }
 
 impl DalBackend for Inner {
-    fn base(&self) -> &Base {
-        &self.base
-    }
-
-    fn build(&self) -> std::result::Result<Operator, String> {
-        build_operator(&self.cfg)
-    }
-
     /// Whether a 404 for an object means "no such object": GCS says "No such object"; an
     /// emulator that answers a bare "Not Found" is believed once a listing of the bucket worked
     /// (a missing bucket lists as 404 too).
@@ -156,6 +148,10 @@ impl DalBackend for Inner {
         Error::storage(op, key, io::Error::new(kind, msg))
     }
 
+    fn base(&self) -> &Base {
+        &self.base
+    }
+
     fn writer(self: &Arc<Self>, key: &str) -> Result<Box<dyn ObjectWriter>> {
         Ok(Box::new(writer::GcsWriter::new(self.clone(), key)))
     }
@@ -175,7 +171,8 @@ impl DalBackend for Inner {
 impl GcsStorage {
     /// Cheap: the client is built on first use.
     pub fn new(cfg: GcsConfig) -> GcsStorage {
-        let base = Base::new(cfg.describe(), cfg.url(), cfg.max_retries, cfg.max_chunk_size);
+        let settings = cfg.clone();
+        let base = Base::new(cfg.describe(), cfg.url(), cfg.max_retries, cfg.max_chunk_size, move || build_operator(&settings));
         DalStorage { inner: Arc::new(Inner { cfg, base, bucket_seen: AtomicBool::new(false) }) }
     }
 
