@@ -192,7 +192,7 @@ fn password_login_works_and_a_wrong_password_says_what_to_fix() {
 
     let s = open_pw(&[("SSH_PASSWORD", sshd_password::PASSWORD)]);
     s.prepare_write().unwrap();
-    s.put("wal_005/a", b"by password").unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+    s.put("wal_005/a", b"by password").unwrap_or_else(|e| panic!("{e}\n{}", server.log_tail()));
     assert_eq!(get_bytes(s.as_ref(), "wal_005/a").unwrap().unwrap(), b"by password");
     assert_eq!(s.list("wal_005/").unwrap().into_iter().map(|o| o.key).collect::<Vec<_>>(), vec!["wal_005/a"]);
     let owner = std::fs::metadata(dir.join("wal_005/a")).unwrap().uid();
@@ -203,7 +203,7 @@ fn password_login_works_and_a_wrong_password_says_what_to_fix() {
     let out = std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).output().unwrap();
     assert!(out.status.success());
     let s = open_pw(&[("SSH_PASSWORD", sshd_password::PASSWORD), ("SSH_PRIVATE_KEY_PATH", key.to_str().unwrap())]);
-    assert!(s.exists("wal_005/a").unwrap_or_else(|e| panic!("{e}\n{}", server.log())));
+    assert!(s.exists("wal_005/a").unwrap_or_else(|e| panic!("{e}\n{}", server.log_tail())));
 
     // A wrong password: refused, saying to fix SSH_PASSWORD; no retry; no password shown.
     let wrong = "not the pw 9137";

@@ -12,16 +12,16 @@
 //! `KbdInteractiveAuthentication no`): a login that works went through SSH_PASSWORD. Its files
 //! live in a directory of the key-only test sshd (sshd.rs), whose watchdog removes them; so do
 //! the data directories (`Sshd::dir`: both servers see the same file system). A watchdog shell
-//! of its own stops this sshd when the test process is gone.
+//! of its own (s3server.rs `start_watched`) stops this sshd when the test process is gone.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::s3server::{free_port, wait_for_port};
+use super::s3server::{free_port, log_tail, start_watched};
 use super::sshd::{Sshd, SSHD};
 
 /// The account that exists only inside the server's namespace.
@@ -71,9 +71,9 @@ impl PwSshd {
     }
 
     fn start() -> PwSshd {
-        assert!(Path::new(SSHD).is_file(), "{SSHD} is missing: run `make setup` (scripts/setup.sh installs openssh-server)");
-        let (port, pid) = (free_port(), std::process::id());
-        let home = Sshd::shared().dir(&format!("password-sshd-{port}"));
+        // The key sshd first: it checks that sshd is installed and makes /run/sshd.
+        let home = Sshd::shared().dir("password-sshd");
+        let port = free_port();
         let host_key = home.join("host_key");
         let out = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&host_key).output().expect("run ssh-keygen");
         assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
@@ -96,33 +96,19 @@ impl PwSshd {
         )
         .expect("write sshd_config");
         let log = home.join("sshd.log");
-        // sshd in a private mount namespace that sees the copies; `exec` keeps $child = sshd.
-        let script = format!(
-            "unshare --mount --propagation private sh -c \"mount --bind '{passwd}' /etc/passwd && mount --bind '{shadow}' /etc/shadow && exec {SSHD} -D -e -f '{config}'\" > '{log}' 2>&1 & child=$!; \
-             while kill -0 {pid} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 1; done; \
-             kill $child 2>/dev/null; wait $child 2>/dev/null",
-            passwd = passwd.display(),
-            shadow = shadow.display(),
-            config = config.display(),
-            log = log.display(),
+        // sshd in a private mount namespace that sees the copies, in the foreground (-D).
+        let command = format!(
+            "unshare --mount --propagation private sh -c \"mount --bind '{}' /etc/passwd && mount --bind '{}' /etc/shadow && exec {SSHD} -D -e -f '{}'\"",
+            passwd.display(),
+            shadow.display(),
+            config.display(),
         );
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the sshd watchdog shell");
-        let server = PwSshd { port, log };
-        if !wait_for_port(port, Duration::from_secs(30)) {
-            panic!("the password sshd did not listen on port {port} within 30 s (needs root and `unshare --mount`)\n{}", server.log());
-        }
-        server
+        start_watched("the password sshd (needs root and `unshare --mount`)", &command, &log, &[], port, Duration::from_secs(30));
+        PwSshd { port, log }
     }
 
-    /// The server's log (for a failed test's message; sshd logs no passwords).
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+    /// The end of the server's log, for a failed test's message (sshd logs no passwords).
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.log)
     }
 }
