@@ -7,13 +7,14 @@ mod s3server;
 #[path = "../../../pgrx-tests/src/sshd.rs"]
 mod sshd;
 mod conformance;
+mod sshd_password;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sshd::Sshd;
+use sshd_password::PwSshd;
 use walg_core::config::{Config, Settings, StorageConfig};
-use walg_core::error::ErrorKind;
 use walg_core::storage::{get_bytes, Storage, FS_TMP_PREFIX};
 
 fn settings(port: u16, prefix: &str, extra: &[(&str, &str)]) -> Settings {
@@ -95,15 +96,6 @@ fn killed_writers_temp_files_are_pending_uploads() {
     assert_eq!(get_bytes(s.as_ref(), "wal_005/a").unwrap().unwrap(), b"whole");
 }
 
-fn assert_unreachable(what: &str, r: walg_core::Result<impl std::fmt::Debug>, needles: &[&str]) {
-    let e = r.expect_err(what);
-    assert_eq!(e.kind(), ErrorKind::Unreachable, "{what}: {e}");
-    let m = e.to_string();
-    for n in needles {
-        assert!(m.contains(n), "{what}: {m:?} lacks {n:?}");
-    }
-}
-
 #[test]
 fn missing_prefix_wrong_key_and_closed_port_are_errors_not_missing() {
     let server = Sshd::shared();
@@ -111,11 +103,11 @@ fn missing_prefix_wrong_key_and_closed_port_are_errors_not_missing() {
     // No such directory: every read is an error saying so, never "missing".
     let s = open(server.port, &format!("{}/nope", prefix(&dir)), &[("WALG_SSH_MAX_RETRIES", "1")]);
     let started = Instant::now();
-    assert_unreachable("get", s.get("wal_005/x").map(|o| o.is_some()), &["does not exist", "WALG_SSH_PREFIX"]);
-    assert_unreachable("exists", s.exists("wal_005/x"), &["does not exist"]);
-    assert_unreachable("list", s.list("wal_005/"), &["does not exist"]);
-    assert_unreachable("has_dir", s.has_dir("wal_005/"), &["does not exist"]);
-    assert_unreachable("delete", s.delete("wal_005/x"), &["does not exist"]);
+    conformance::assert_denied("get", s.get("wal_005/x").map(|o| o.is_some()), &["does not exist", "WALG_SSH_PREFIX"]);
+    conformance::assert_denied("exists", s.exists("wal_005/x"), &["does not exist"]);
+    conformance::assert_denied("list", s.list("wal_005/"), &["does not exist"]);
+    conformance::assert_denied("has_dir", s.has_dir("wal_005/"), &["does not exist"]);
+    conformance::assert_denied("delete", s.delete("wal_005/x"), &["does not exist"]);
     assert!(started.elapsed() < Duration::from_secs(5), "permanent errors are not retried: {:?}", started.elapsed());
     // A writer creates it (as file storage does).
     s.prepare_write().unwrap();
@@ -128,21 +120,18 @@ fn missing_prefix_wrong_key_and_closed_port_are_errors_not_missing() {
     assert!(out.status.success());
     let s = open(server.port, &prefix(&dir), &[("SSH_PRIVATE_KEY_PATH", wrong.to_str().unwrap()), ("WALG_SSH_MAX_RETRIES", "3")]);
     let started = Instant::now();
-    assert_unreachable("get with a wrong key", s.get("x").map(|o| o.is_some()), &["SSH_PRIVATE_KEY_PATH", "root"]);
-    assert!(!s.exists("x").unwrap_err().is_transient());
+    conformance::assert_denied("get with a wrong key", s.get("x").map(|o| o.is_some()), &["SSH_PRIVATE_KEY_PATH", "root"]);
+    conformance::assert_denied("exists with a wrong key", s.exists("x"), &["SSH_PRIVATE_KEY_PATH"]);
     assert!(started.elapsed() < Duration::from_secs(5), "a refused login is not retried: {:?}", started.elapsed());
     // A key file that is not there.
     let s = open(server.port, &prefix(&dir), &[("SSH_PRIVATE_KEY_PATH", "/nonexistent/key")]);
-    assert_unreachable("missing key file", s.exists("x"), &["/nonexistent/key", "SSH_PRIVATE_KEY_PATH"]);
+    conformance::assert_denied("missing key file", s.exists("x"), &["/nonexistent/key", "SSH_PRIVATE_KEY_PATH"]);
 
     // Nobody listening: transient, retried, then reported.
     let relay = server.relay();
     relay.stop();
     let s = open(relay.port, &prefix(&dir), &[("WALG_SSH_MAX_RETRIES", "1")]);
-    let e = s.exists("x").unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
-    assert!(e.is_transient(), "{e}");
-    assert!(e.to_string().contains("cannot reach"), "{e}");
+    conformance::assert_unreachable("exists, nobody listening", s.exists("x"), &["SSH_PORT"]);
 }
 
 #[test]
@@ -176,4 +165,55 @@ fn server_down_is_retried_then_recovers() {
     relay.stop();
     relay.start();
     s.put("after", b"3").unwrap();
+}
+
+/// SSH_PASSWORD against an sshd that takes nothing but a password (sshd_password/mod.rs): the
+/// right one logs in (with and without a key the server turns down first, as WAL-G offers
+/// both); a wrong one is a refusal that names SSH_PASSWORD, is not retried, and never shows
+/// either password.
+#[test]
+fn password_login_works_and_a_wrong_password_says_what_to_fix() {
+    use std::os::unix::fs::MetadataExt;
+    let server = PwSshd::shared();
+    let dir = Sshd::shared().dir("password");
+    let open_pw = |extra: &[(&str, &str)]| {
+        let mut s = Settings::new();
+        s.set("WALG_SSH_PREFIX", prefix(&dir));
+        s.set("SSH_PORT", server.port.to_string());
+        s.set("SSH_USERNAME", sshd_password::USER);
+        s.set("WALG_SSH_MAX_RETRIES", "3");
+        for (k, v) in extra {
+            s.set(*k, *v);
+        }
+        let cfg = Config::from_settings(&s).unwrap();
+        assert!(!format!("{cfg:?}").contains(sshd_password::PASSWORD), "Config's Debug shows the password");
+        cfg.open_storage().unwrap()
+    };
+
+    let s = open_pw(&[("SSH_PASSWORD", sshd_password::PASSWORD)]);
+    s.prepare_write().unwrap();
+    s.put("wal_005/a", b"by password").unwrap_or_else(|e| panic!("{e}\n{}", server.log_tail()));
+    assert_eq!(get_bytes(s.as_ref(), "wal_005/a").unwrap().unwrap(), b"by password");
+    assert_eq!(s.list("wal_005/").unwrap().into_iter().map(|o| o.key).collect::<Vec<_>>(), vec!["wal_005/a"]);
+    let owner = std::fs::metadata(dir.join("wal_005/a")).unwrap().uid();
+    assert_eq!(owner, sshd_password::UID, "written by the password user");
+
+    // A key this server does not take is offered first; the password still logs in.
+    let key = dir.join("unused_key");
+    let out = std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).output().unwrap();
+    assert!(out.status.success());
+    let s = open_pw(&[("SSH_PASSWORD", sshd_password::PASSWORD), ("SSH_PRIVATE_KEY_PATH", key.to_str().unwrap())]);
+    assert!(s.exists("wal_005/a").unwrap_or_else(|e| panic!("{e}\n{}", server.log_tail())));
+
+    // A wrong password: refused, saying to fix SSH_PASSWORD; no retry; no password shown.
+    let wrong = "not the pw 9137";
+    let s = open_pw(&[("SSH_PASSWORD", wrong)]);
+    let started = Instant::now();
+    let says = ["refused the login", sshd_password::USER, "tried: password", "SSH_PASSWORD", "PasswordAuthentication"];
+    for (what, r) in [("get", s.get("wal_005/a").map(|o| o.is_some())), ("exists", s.exists("wal_005/a"))] {
+        let e = conformance::assert_denied(what, r, &says);
+        assert!(!e.to_string().contains("SSH_PRIVATE_KEY_PATH"), "{what}: no key was set, so the key is not what to fix: {e}");
+        conformance::assert_hides(what, &e, &[wrong, sshd_password::PASSWORD]);
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "a refused login is not retried: {:?}", started.elapsed());
 }

@@ -9,6 +9,9 @@
 //! Unreachable.
 
 pub mod azure;
+mod body;
+mod dal;
+mod http;
 mod direct;
 mod fs;
 pub mod gcs;
@@ -130,18 +133,6 @@ pub(crate) fn check_key(op: &'static str, key: &str) -> Result<()> {
         return Err(crate::Error::storage(op, key, io::Error::new(io::ErrorKind::InvalidInput, "invalid object key")));
     }
     Ok(())
-}
-
-/// The first step of every streaming reader's `read` (s3, azure, gcs, swift): serve `out` from
-/// the body chunk already received, advancing `pos` (the resume offset); None once it is used up.
-pub(crate) fn serve_chunk(chunk: &mut bytes::Bytes, out: &mut [u8], pos: &mut u64) -> Option<usize> {
-    if chunk.is_empty() {
-        return None;
-    }
-    let n = out.len().min(chunk.len());
-    out[..n].copy_from_slice(&chunk.split_to(n));
-    *pos += n as u64;
-    Some(n)
 }
 
 /// Read a whole (small) object; `None` when missing.

@@ -7,12 +7,17 @@
 //! before `finish` leaves no visible object; a listing of thousands of keys is whole and sorted;
 //! concurrent writers of one key leave one whole version, never a mix; and a fault in the middle
 //! of a read is an error, never a short read.
+//!
+//! Also the two checks every remote backend's own tests make on its failures:
+//! `assert_unreachable` (nobody answers: worth retrying) and `assert_denied` (the storage answered
+//! no: not worth retrying); both say what to fix, and neither is ever "missing".
 
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::time::Instant;
 
+use walg_core::error::ErrorKind;
 use walg_core::storage::{get_bytes, Storage};
 
 /// A backend under test and how to break it.
@@ -23,6 +28,46 @@ pub struct Target<'a> {
     pub cut: &'a dyn Fn(&str),
     /// Undo `cut(key)`: the object reads whole again.
     pub heal: &'a dyn Fn(&str),
+}
+
+fn failure(what: &str, r: walg_core::Result<impl std::fmt::Debug>, needles: &[&str]) -> walg_core::Error {
+    let e = match r {
+        Ok(v) => panic!("{what}: expected an error, got {v:?}"),
+        Err(e) => e,
+    };
+    assert_eq!(e.kind(), ErrorKind::Unreachable, "{what}: {e}");
+    let m = e.to_string();
+    for n in needles {
+        assert!(m.contains(n), "{what}: {m:?} lacks {n:?}");
+    }
+    e
+}
+
+/// The storage does not answer (nobody listening, the connection cut): kind Unreachable,
+/// transient (the caller may try again later), the message saying "cannot reach" and `needles`.
+pub fn assert_unreachable(what: &str, r: walg_core::Result<impl std::fmt::Debug>, needles: &[&str]) -> walg_core::Error {
+    let e = failure(what, r, needles);
+    assert!(e.is_transient(), "{what}: a storage that does not answer is worth retrying later: {e}");
+    assert!(e.to_string().contains("cannot reach"), "{what}: {e}");
+    e
+}
+
+/// The storage answered no (denied access, refused credentials, a missing container, bucket or
+/// directory, an endpoint that is not this service): kind Unreachable, never "missing", not
+/// transient (retrying cannot help), the message naming `needles` (the settings to fix).
+pub fn assert_denied(what: &str, r: walg_core::Result<impl std::fmt::Debug>, needles: &[&str]) -> walg_core::Error {
+    let e = failure(what, r, needles);
+    assert!(!e.is_transient(), "{what}: retrying cannot fix this, so it is not transient: {e}");
+    e
+}
+
+/// Neither the error's message nor its Debug form shows any of `secrets`.
+pub fn assert_hides(what: &str, e: &walg_core::Error, secrets: &[&str]) {
+    for shown in [e.to_string(), format!("{e:?}")] {
+        for secret in secrets {
+            assert!(!shown.contains(secret), "{what}: the error shows a secret: {}", shown.replace(secret, "<the secret>"));
+        }
+    }
 }
 
 /// Deterministic incompressible-looking bytes.

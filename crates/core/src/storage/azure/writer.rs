@@ -8,6 +8,7 @@ use std::io::{self, Write};
 use std::sync::Arc;
 
 use super::Inner;
+use crate::storage::dal::DalBackend;
 use crate::error::{Error, Result};
 use crate::storage::s3::wait;
 use crate::storage::ObjectWriter;
@@ -22,7 +23,7 @@ pub(crate) struct AzureWriter {
 
 impl AzureWriter {
     pub(crate) fn new(inner: Arc<Inner>, key: &str) -> Result<AzureWriter> {
-        let op = inner.op("write", key)?;
+        let op = inner.operator("write", key)?;
         let (chunk, concurrent) = (inner.cfg.buffer_size, inner.cfg.max_buffers);
         let w = wait(async { op.writer_with(key).chunk(chunk).concurrent(concurrent).await })
             .map_err(|e| inner.error("write", key, &e))?;

@@ -20,7 +20,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{DalErr, Inner};
+use super::Inner;
+use crate::storage::dal::{DalBackend, DalErr};
 use crate::error::{Error, Result};
 use crate::storage::retry;
 use crate::storage::s3::wait;
@@ -56,7 +57,7 @@ impl GcsWriter {
 
     /// Start the resumable upload, with the precondition the module comment explains.
     fn start_resumable(&self) -> Result<opendal::Writer> {
-        let op = self.inner.op("write", &self.key)?;
+        let op = self.inner.operator("write", &self.key)?;
         let key = self.key.as_str();
         let what = format!("stat {} before a resumable upload", self.inner.url(key));
         // A bare 404 counts as "no object yet" here: were the bucket missing, the upload's
@@ -132,7 +133,7 @@ impl ObjectWriter for GcsWriter {
     fn finish(mut self: Box<Self>) -> Result<u64> {
         let Some(_) = self.w else {
             // One request: the whole object or nothing.
-            let op = self.inner.op("write", &self.key)?;
+            let op = self.inner.operator("write", &self.key)?;
             let body = Bytes::from(std::mem::take(&mut self.buf));
             wait(op.write(&self.key, body)).map_err(|e| self.inner.error("write", &self.key, &e))?;
             return Ok(self.written);

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::retry::{retrying, Failure};
 use super::{wait, Inner};
 use crate::error::Result;
+use crate::storage::body::{Body, BodyReader};
 
 pub(super) struct S3Reader {
     inner: Arc<Inner>,
@@ -19,8 +20,7 @@ pub(super) struct S3Reader {
     key: String,
     full_key: String,
     body: ByteStream,
-    chunk: Bytes,
-    /// Bytes handed to the caller so far.
+    /// Where the next request starts (BodyReader's count).
     pos: u64,
     size: Option<u64>,
     etag: Option<String>,
@@ -66,18 +66,17 @@ pub(super) fn open(inner: Arc<Inner>, key: &str) -> Result<Option<Box<dyn Read +
         Err(f) => return Err(inner.error("get", key, f)),
     };
     let reconnects_left = inner.cfg.max_retries;
-    Ok(Some(Box::new(S3Reader {
+    Ok(Some(Box::new(BodyReader::new(S3Reader {
         inner,
         client,
         key: key.to_string(),
         full_key,
         body: opened.body,
-        chunk: Bytes::new(),
         pos: 0,
         size: opened.size,
         etag: opened.etag,
         reconnects_left,
-    })))
+    }))))
 }
 
 /// The download could not be completed (after the retries): a transport failure, so its kind
@@ -108,24 +107,19 @@ impl S3Reader {
     }
 }
 
-impl Read for S3Reader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if out.is_empty() {
-            return Ok(0);
-        }
+impl Body for S3Reader {
+    fn next_piece(&mut self, pos: u64) -> io::Result<Option<Bytes>> {
+        self.pos = pos;
         loop {
-            if let Some(n) = crate::storage::serve_chunk(&mut self.chunk, out, &mut self.pos) {
-                return Ok(n);
-            }
             match wait(self.body.next()) {
-                Some(Ok(b)) => self.chunk = b,
+                Some(Ok(b)) => return Ok(Some(b)),
                 Some(Err(e)) => self.reconnect(Failure::body(&e))?,
                 None => {
                     if self.size.is_some_and(|s| self.pos < s) {
                         let short = io::Error::new(io::ErrorKind::UnexpectedEof, "body ended early");
                         self.reconnect(Failure::body(&short))?;
                     } else {
-                        return Ok(0);
+                        return Ok(None);
                     }
                 }
             }

@@ -154,14 +154,31 @@ impl Inner {
                 self.cfg.key_path.as_deref().unwrap_or("")
             )),
             ConnectError::Denied(tried) => (std::io::ErrorKind::PermissionDenied, format!(
-                "the SSH server {addr} refused the login of user {user} (tried: {tried}): fix SSH_USERNAME, SSH_PRIVATE_KEY_PATH or SSH_PASSWORD \
-                 (config file or environment), or authorize the key for {user} on the host"
+                "the SSH server {addr} refused the login of user {user} (tried: {tried}): {}",
+                self.denied_hint()
             )),
             ConnectError::Sftp(e) => (std::io::ErrorKind::Other, format!(
                 "logged in to {addr} as {user}, but cannot start SFTP ({e}): does the server have the sftp subsystem?"
             )),
         };
         Error::storage(op, key.to_string(), std::io::Error::new(kind, msg))
+    }
+
+    /// What to fix after a refused login: the settings of the ways that were offered (never
+    /// their values: the password is a secret).
+    fn denied_hint(&self) -> String {
+        let user = &self.cfg.user;
+        match (&self.cfg.key_path, &self.cfg.password) {
+            (Some(_), None) => format!(
+                "fix SSH_USERNAME (walg.ssh_username) or SSH_PRIVATE_KEY_PATH (walg.ssh_private_key_path), or authorize the key for {user} on the host"
+            ),
+            (None, _) => format!(
+                "fix SSH_PASSWORD (config file or environment) or SSH_USERNAME (walg.ssh_username); the server must also allow password login (sshd: PasswordAuthentication yes) for {user}"
+            ),
+            (Some(_), Some(_)) => format!(
+                "fix SSH_USERNAME (walg.ssh_username), SSH_PRIVATE_KEY_PATH (walg.ssh_private_key_path) or SSH_PASSWORD (config file or environment), or authorize the key for {user} on the host"
+            ),
+        }
     }
 
     /// libssh2's error as ours: the io kind carries `kind()` and `is_transient()`, the message

@@ -117,7 +117,7 @@ impl Inner {
     }
 
     fn client(&self, op: &'static str, key: &str) -> Result<reqwest::Client> {
-        match self.client.get_or_init(super::azure::http_client) {
+        match self.client.get_or_init(|| super::http::http_client(None)) {
             Ok(c) => Ok(c.clone()),
             Err(m) => Err(Error::storage(op, key, io::Error::other(format!("{}: {m}", self.cfg.describe())))),
         }

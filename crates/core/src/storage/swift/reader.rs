@@ -12,6 +12,7 @@ use reqwest::Response;
 
 use super::{header, Inner};
 use crate::error::{Error, Result};
+use crate::storage::body::{Body, BodyReader};
 use crate::storage::retry;
 use crate::storage::s3::wait;
 
@@ -21,7 +22,7 @@ pub(crate) struct SwiftReader {
     name: String,
     etag: Option<String>,
     resp: Option<Response>,
-    chunk: Bytes,
+    /// Where the next request starts (BodyReader's count).
     pos: u64,
     size: u64,
     reconnects_left: u32,
@@ -44,7 +45,7 @@ pub(crate) fn open(inner: Arc<Inner>, key: &str) -> Result<Option<Box<dyn Read +
     })?;
     let etag = header(&resp, "etag");
     let reconnects_left = inner.cfg.max_retries;
-    Ok(Some(Box::new(SwiftReader { inner, key: key.to_string(), name, etag, resp: Some(resp), chunk: Bytes::new(), pos: 0, size, reconnects_left })))
+    Ok(Some(Box::new(BodyReader::new(SwiftReader { inner, key: key.to_string(), name, etag, resp: Some(resp), pos: 0, size, reconnects_left }))))
 }
 
 /// A transport failure after the retries: its kind must stay Unreachable (ConnectionAborted),
@@ -103,17 +104,12 @@ impl SwiftReader {
     }
 }
 
-impl Read for SwiftReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if out.is_empty() {
-            return Ok(0);
-        }
+impl Body for SwiftReader {
+    fn next_piece(&mut self, pos: u64) -> io::Result<Option<Bytes>> {
+        self.pos = pos;
         loop {
-            if let Some(n) = crate::storage::serve_chunk(&mut self.chunk, out, &mut self.pos) {
-                return Ok(n);
-            }
             if self.pos >= self.size {
-                return Ok(0);
+                return Ok(None);
             }
             let why = match self.resp.as_mut() {
                 None => "no connection".to_string(),
@@ -125,8 +121,7 @@ impl Read for SwiftReader {
                                 "{}: Swift sent more than the {} bytes it announced", self.inner.url(&self.key), self.size
                             )));
                         }
-                        self.chunk = b;
-                        continue;
+                        return Ok(Some(b));
                     }
                     Ok(None) => "the body ended early".to_string(),
                     Err(e) => e.to_string(),
