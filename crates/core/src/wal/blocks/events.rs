@@ -6,6 +6,7 @@
 use super::page::u32_at;
 use super::RelFileNode;
 
+const RM_XLOG: u8 = 0;
 const RM_XACT: u8 = 1;
 const RM_SMGR: u8 = 2;
 const RM_DBASE: u8 = 4;
@@ -34,6 +35,10 @@ pub enum FileEvent {
     RelMapUpdate { db: u32, spc: u32 },
     /// A transaction's commit or abort (prepared or not) removes the relation's files (all forks).
     Drop { rel: RelFileNode, commit: bool },
+    /// `XLOG_PARAMETER_CHANGE` with the new `wal_level` (0 minimal, 1 replica, 2 logical). Under
+    /// `minimal`, relations created or rewritten in a transaction are fsynced at commit instead of
+    /// WAL-logged page by page, so a map covering such a stretch must not be trusted.
+    WalLevel { level: u32 },
     /// `XLOG_HEAP2_REWRITE`: a logical rewrite mapping file under `pg_logical/mappings` (not a
     /// relation file).
     LogicalRewriteMapping,
@@ -92,6 +97,11 @@ pub fn decode(rmid: u8, info: u8, main: &[u8], out: &mut dyn FnMut(FileEvent)) -
             out(FileEvent::RelMapUpdate { db: u32_at(main, 0), spc: u32_at(main, 4) });
         }
         RM_HEAP2 if kind == 0x00 => out(FileEvent::LogicalRewriteMapping),
+        RM_XLOG if kind == 0x60 => {
+            // xl_parameter_change: five ints, then wal_level.
+            need(24)?;
+            out(FileEvent::WalLevel { level: u32_at(main, 20) });
+        }
         RM_XACT => xact(info, main, out)?,
         _ => {}
     }

@@ -127,8 +127,19 @@ impl SegmentMap {
     pub fn build(segment: &[u8]) -> SegmentMap {
         let mut blocks = Vec::new();
         let mut events = Vec::new();
+        // Most references repeat a block touched just before (rows added to the same page, the
+        // same index pages): a small direct-mapped cache of recent blocks drops most repeats
+        // before they reach the sort, which was a third of the time of a map.
+        let mut recent = vec![None::<BlockRef>; 4096];
         let scan = scan_segment(segment, &mut |lsn, change| match change {
-            Change::Block { block, .. } => blocks.push(block),
+            Change::Block { block, .. } => {
+                let h = (block.rel.rel ^ block.block.wrapping_mul(0x9E37_79B9) ^ (block.fork as u32) << 7) as usize;
+                let slot = &mut recent[(h ^ (h >> 12)) & 4095];
+                if *slot != Some(block) {
+                    *slot = Some(block);
+                    blocks.push(block);
+                }
+            }
             Change::File(ev) => events.push((lsn, ev)),
         });
         blocks.sort_unstable();

@@ -130,8 +130,8 @@ pub fn scan_segment(segment: &[u8], out: &mut dyn FnMut(u64, Change)) -> Scan {
     if seg_size != segment.len()
         || !blcksz.is_power_of_two()
         || !(1024..=65536).contains(&blcksz)
-        || seg_size % blcksz != 0
-        || seg_lsn % seg_size as u64 != 0
+        || !seg_size.is_multiple_of(blcksz)
+        || !seg_lsn.is_multiple_of(seg_size as u64)
     {
         scan.end = invalid(
             seg_lsn,
@@ -148,16 +148,17 @@ pub fn scan_segment(segment: &[u8], out: &mut dyn FnMut(u64, Change)) -> Scan {
         let rem = first.rem_len as usize;
         match w.gather(pos, rem, &mut buf) {
             Ok(p) => {
-                scan.start = Start::MidRecord(piece(&buf).then(|| Head {
+                let bytes = std::mem::take(&mut buf);
+                scan.start = Start::MidRecord(piece(&bytes).then_some(Head {
                     segment_lsn: seg_lsn,
                     segment_end: seg_end,
                     rem_len: first.rem_len,
-                    bytes: std::mem::take(&mut buf),
+                    bytes,
                 }));
                 pos = align8(p);
             }
             Err(Cut::SegmentEnd) => {
-                scan.start = Start::MidRecord(piece(&buf).then(|| Head {
+                scan.start = Start::MidRecord(piece(&buf).then_some(Head {
                     segment_lsn: seg_lsn,
                     segment_end: seg_end,
                     rem_len: first.rem_len,

@@ -48,7 +48,7 @@ fn record(prev: u64, rmid: u8, info: u8, blocks: &[B], main: &[u8]) -> Vec<u8> {
             if compressed {
                 hdrs.extend(2000u16.to_le_bytes()); // hole length
             }
-            data.extend(std::iter::repeat(0xAB).take(len));
+            data.extend(std::iter::repeat_n(0xAB, len));
         }
         if last != Some(b.rel) {
             for x in [b.rel.spc, b.rel.db, b.rel.rel] {
@@ -57,7 +57,7 @@ fn record(prev: u64, rmid: u8, info: u8, blocks: &[B], main: &[u8]) -> Vec<u8> {
         }
         last = Some(b.rel);
         hdrs.extend(b.block.to_le_bytes());
-        data.extend(std::iter::repeat(0xCD).take(b.data));
+        data.extend(std::iter::repeat_n(0xCD, b.data));
     }
     if !main.is_empty() {
         if main.len() < 256 {
@@ -155,7 +155,7 @@ impl Writer {
     fn enter_page(&mut self, rem: usize) {
         if self.pos == SEG {
             self.new_segment(rem);
-        } else if self.pos % PAGE == 0 {
+        } else if self.pos.is_multiple_of(PAGE) {
             let (pos, lsn) = (self.pos, self.seg_lsn());
             Self::page_header(self.segs.last_mut().unwrap(), pos, lsn, rem, false);
             self.pos += 24;
