@@ -207,6 +207,10 @@ pub fn scan_segment(segment: &[u8], out: &mut dyn FnMut(u64, Change)) -> Scan {
             scan.end = invalid(lsn, "no record here (zero length): end of WAL".into());
             return scan;
         }
+        if tot_len < HEADER_LEN {
+            scan.end = invalid(lsn, format!("record length {tot_len} is below the header's {HEADER_LEN}"));
+            return scan;
+        }
         let page_end = (pos / blcksz + 1) * blcksz;
         if page_end - pos >= HEADER_LEN {
             if let Err(e) = check_header(&segment[pos..pos + HEADER_LEN], prev) {
@@ -294,14 +298,14 @@ pub fn join(tail: &Tail, heads: &[&Head], out: &mut dyn FnMut(u64, Change)) -> R
         if h.segment_lsn != at {
             return Err(format!("piece at {:X} where {at:X} follows", h.segment_lsn));
         }
-        if h.rem_len as usize != tot - rec.len() {
+        if rec.len() > tot || h.rem_len as usize != tot - rec.len() {
             return Err(format!("piece at {:X} continues {} bytes, {} are missing", at, h.rem_len, tot - rec.len()));
         }
         let take = h.bytes.len().min(tot - rec.len());
         rec.extend_from_slice(&h.bytes[..take]);
         at = h.segment_end;
     }
-    if rec.len() != tot {
+    if rec.len() != tot || tot < HEADER_LEN {
         return Err(format!("pieces hold {} of the record's {tot} bytes", rec.len()));
     }
     check_header(&rec, None)?;

@@ -323,3 +323,54 @@ fn records_across_segments_are_joined_from_their_pieces() {
     bad.bytes[3] ^= 0xFF;
     assert!(join(t0, &[&bad], &mut |_, _| {}).is_err());
 }
+
+#[test]
+fn any_damaged_byte_stops_the_scan_never_changes_what_came_before() {
+    let w = full_segment();
+    let (_, all) = collect(&w.segs[0]);
+    let used = (w.lsns.last().unwrap() - SEG_LSN) as usize + 64;
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for _ in 0..3000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let off = (x as usize >> 8) % used;
+        let mut seg = w.segs[0].clone();
+        seg[off] ^= 1 << (x % 8);
+        let (scan, got) = collect(&seg);
+        // Whatever the damage, what is reported is a prefix of the undamaged segment's changes,
+        // and a segment that lost any record says it is incomplete.
+        assert_eq!(&all[..got.len()], &got[..], "flip at {off}");
+        if got.len() < all.len() {
+            assert!(!scan.is_complete(), "flip at {off}: {:?}", scan.end);
+        }
+    }
+}
+
+#[test]
+fn a_record_aborted_by_a_crash_is_skipped_where_the_page_says_so() {
+    let mut w = Writer::new();
+    for i in 0..3 {
+        w.push(|p| heap(p, 800, i, 40));
+    }
+    // A record cut at the end of page 0 (the server crashed before writing the rest); after
+    // recovery the next page starts with XLP_FIRST_IS_OVERWRITE_CONTRECORD and new records.
+    let rec = heap(w.prev, 801, 0, 9000);
+    let pos = w.pos;
+    w.segs[0][pos..PAGE].copy_from_slice(&rec[..PAGE - pos]);
+    Writer::page_header(&mut w.segs[0], PAGE, SEG_LSN, 0, false);
+    w.segs[0][PAGE + 2] |= 0x08;
+    w.pos = PAGE + 24;
+    let after = w.push(|p| heap(p, 802, 5, 40));
+    w.push(|p| record(p, 0, 0x40, &[], &[]));
+    let (scan, v) = collect(&w.segs[0]);
+    assert!(scan.is_complete(), "{:?}", scan.end);
+    let b = blocks(&v);
+    assert_eq!(b.len(), 4);
+    assert!(b.iter().all(|x| x.2 != 801));
+    assert_eq!(b[3], (after, 0, 802, 0, 5));
+    // The same flag on a segment's first page: the previous segment's tail was aborted.
+    let mut seg = full_segment().segs.remove(0);
+    seg[2] |= 0x08;
+    assert_eq!(collect(&seg).0.start, Start::AfterAbortedRecord);
+}
