@@ -23,6 +23,28 @@
 //! the segment's valid WAL there: [`End::Invalid`] says where and why, and the map is incomplete
 //! from that LSN on. It is never read as "no changes".
 
+//! What the delta planner must add to the map, because PostgreSQL 15 changes these files without
+//! a block reference for each page (found while writing this parser, checked by the workload of
+//! tests/walparse.rs):
+//! - a new relation file ([`FileEvent::Create`]; also every relation of a database created with
+//!   `STRATEGY FILE_COPY` or moved by `ALTER DATABASE SET TABLESPACE`, logged only as
+//!   [`FileEvent::CreateDatabaseCopy`]): copy the whole file;
+//! - a truncated one ([`FileEvent::Truncate`]): the new length comes from the file at backup time;
+//! - dropped files ([`FileEvent::Drop`] at commit or abort, [`FileEvent::DropDatabase`]): absent
+//!   from the new backup;
+//! - pages added by relation extension are zero-filled and not WAL-logged until first used: pages
+//!   past the base's length that no map names are new pages, to be copied (as the full scan does);
+//! - unlogged relations (those with an init fork): only the init fork is WAL-logged, the other
+//!   forks change with no WAL at all; skip them (as pg_basebackup does) or copy them whole;
+//! - `wal_level = minimal` ([`FileEvent::WalLevel`] 0): relations created or rewritten in a
+//!   transaction are fsynced at commit instead of logged, so such a stretch is not mapped;
+//! - files that are not relation files (pg_xact, pg_multixact, pg_commit_ts, pg_filenode.map,
+//!   pg_twophase, pg_logical, PG_VERSION, pg_control) are copied whole by every backup;
+//!   [`FileEvent::RelMapUpdate`] and [`FileEvent::LogicalRewriteMapping`] are reported only so
+//!   the map is a full account of the WAL;
+//! - hint-bit-only changes without `wal_log_hints` or checksums are neither logged nor visible to
+//!   the full scan (the page LSN does not move): not needed for a correct restore.
+
 mod events;
 mod page;
 mod record;
