@@ -8,8 +8,13 @@ use std::time::{Duration, Instant};
 use walg_core::wal::blocks::{scan_segment, SegmentMap};
 
 fn main() {
-    let dir = std::env::args().nth(1).expect("usage: wal_blocks_speed DIR");
-    let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let dir = std::env::args()
+        .nth(1)
+        .expect("usage: wal_blocks_speed DIR");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     names.sort();
     let segs: Vec<Vec<u8>> = names.iter().map(|p| std::fs::read(p).unwrap()).collect();
     let bytes: usize = segs.iter().map(|s| s.len()).sum();
@@ -21,8 +26,16 @@ fn main() {
             rounds += 1;
         }
         let mbs = (bytes * rounds) as f64 / 1e6 / t.elapsed().as_secs_f64();
-        println!("{what}: {mbs:.0} MB/s ({} per round, {} segments)", n / rounds, segs.len());
+        println!(
+            "{what}: {mbs:.0} MB/s ({} per round, {} segments)",
+            n / rounds,
+            segs.len()
+        );
     };
-    run("scan (records)", &|s| scan_segment(s, &mut |_, _| {}).records as usize);
-    run("map (distinct blocks)", &|s| SegmentMap::build(s).blocks.len());
+    run("scan (records)", &|s| {
+        scan_segment(s, &mut |_, _| {}).records as usize
+    });
+    run("map (distinct blocks)", &|s| {
+        SegmentMap::build(s).blocks.len()
+    });
 }

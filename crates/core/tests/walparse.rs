@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use walg_core::wal::blocks::{join, scan_segment, Change, End, FileEvent, Head, SegmentMap, Start, Tail};
+use walg_core::wal::blocks::{
+    join, scan_segment, Change, End, FileEvent, Head, SegmentMap, Start, Tail,
+};
 
 const BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -53,8 +55,20 @@ impl Cluster {
         std::fs::write(&file, sql).unwrap();
         let port = self.port.to_string();
         let mut args = self.conn(db, &port);
-        args.extend(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", file.to_str().unwrap()]);
-        String::from_utf8(self.as_postgres("psql", &args).stdout).unwrap().trim().to_string()
+        args.extend([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-f",
+            file.to_str().unwrap(),
+        ]);
+        String::from_utf8(self.as_postgres("psql", &args).stdout)
+            .unwrap()
+            .trim()
+            .to_string()
     }
     fn pgbench(&self, extra: &[&str]) {
         let port = self.port.to_string();
@@ -68,25 +82,62 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--", &format!("{BIN}/pg_ctl"), "stop", "-m", "immediate", "-D"])
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                &format!("{BIN}/pg_ctl"),
+                "stop",
+                "-m",
+                "immediate",
+                "-D",
+            ])
             .arg(self.data())
             .output();
     }
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start_cluster(dir: &Path) -> Cluster {
-    assert!(Path::new(&format!("{BIN}/initdb")).exists(), "PostgreSQL 15 is not installed in {BIN}");
+    assert!(
+        Path::new(&format!("{BIN}/initdb")).exists(),
+        "PostgreSQL 15 is not installed in {BIN}"
+    );
     for sub in ["archive", "ts1"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
-    let st = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir).status().unwrap();
-    assert!(st.success(), "chown to postgres failed (this test runs as root)");
-    let c = Cluster { dir: dir.to_path_buf(), port: free_port() };
-    c.as_postgres("initdb", &["-D", c.data().to_str().unwrap(), "-A", "trust", "-U", "postgres", "--no-sync"]);
+    let st = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "chown to postgres failed (this test runs as root)"
+    );
+    let c = Cluster {
+        dir: dir.to_path_buf(),
+        port: free_port(),
+    };
+    c.as_postgres(
+        "initdb",
+        &[
+            "-D",
+            c.data().to_str().unwrap(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ],
+    );
     let conf = format!(
         "port = {}\nlisten_addresses = ''\nunix_socket_directories = '{}'\narchive_mode = on\n\
          archive_command = 'cp %p {}/%f'\nwal_level = replica\nwal_log_hints = on\n\
@@ -99,12 +150,25 @@ fn start_cluster(dir: &Path) -> Cluster {
     all.push_str(&conf);
     std::fs::write(c.data().join("postgresql.conf"), all).unwrap();
     let log = dir.join("server.log");
-    c.as_postgres("pg_ctl", &["start", "-w", "-D", c.data().to_str().unwrap(), "-l", log.to_str().unwrap()]);
+    c.as_postgres(
+        "pg_ctl",
+        &[
+            "start",
+            "-w",
+            "-D",
+            c.data().to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+        ],
+    );
     c
 }
 
 fn set_compression(c: &Cluster, method: &str) {
-    c.psql("postgres", &format!("ALTER SYSTEM SET wal_compression = '{method}';\nSELECT pg_reload_conf();\n"));
+    c.psql(
+        "postgres",
+        &format!("ALTER SYSTEM SET wal_compression = '{method}';\nSELECT pg_reload_conf();\n"),
+    );
 }
 
 fn workload(c: &Cluster) {
@@ -172,15 +236,33 @@ fn workload(c: &Cluster) {
     // A restart with a changed PGC_POSTMASTER setting writes XLOG_PARAMETER_CHANGE.
     c.psql("postgres", "ALTER SYSTEM SET max_connections = 50;");
     let log = c.dir.join("server.log");
-    c.as_postgres("pg_ctl", &["restart", "-w", "-m", "fast", "-D", c.data().to_str().unwrap(), "-l", log.to_str().unwrap()]);
-    c.psql("db_wal", "CREATE TABLE w AS SELECT g FROM generate_series(1, 1000) g; VACUUM w;");
+    c.as_postgres(
+        "pg_ctl",
+        &[
+            "restart",
+            "-w",
+            "-m",
+            "fast",
+            "-D",
+            c.data().to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+        ],
+    );
+    c.psql(
+        "db_wal",
+        "CREATE TABLE w AS SELECT g FROM generate_series(1, 1000) g; VACUUM w;",
+    );
     c.pgbench(&["-c", "2", "-t", "500"]);
     // The segment being written now is the last to check: switch away from it and wait for it.
     let last = c.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn());");
     c.psql("postgres", "SELECT pg_switch_wal();");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !c.archive().join(&last).exists() {
-        assert!(Instant::now() < deadline, "segment {last} was not archived within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "segment {last} was not archived within 60 s"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -202,7 +284,11 @@ fn lsn(s: &str) -> u64 {
 
 /// pg_waldump -b's records and block references: (record LSNs, refs).
 fn waldump(args: &[&str]) -> (Vec<u64>, Vec<Ref>) {
-    let out = Command::new(format!("{BIN}/pg_waldump")).arg("-b").args(args).output().unwrap();
+    let out = Command::new(format!("{BIN}/pg_waldump"))
+        .arg("-b")
+        .args(args)
+        .output()
+        .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     let (mut recs, mut refs) = (Vec::new(), Vec::new());
     let mut cur = 0;
@@ -214,28 +300,46 @@ fn waldump(args: &[&str]) -> (Vec<u64>, Vec<Ref>) {
         } else if let Some(rest) = line.trim_start().strip_prefix("blkref #") {
             // "N: rel S/D/R fork F blk B ..."
             let w: Vec<&str> = rest.split_whitespace().collect();
-            assert_eq!((w[1], w[3], w[5]), ("rel", "fork", "blk"), "unexpected pg_waldump line {line:?}");
+            assert_eq!(
+                (w[1], w[3], w[5]),
+                ("rel", "fork", "blk"),
+                "unexpected pg_waldump line {line:?}"
+            );
             let id: u8 = w[0].trim_end_matches(':').parse().unwrap();
             let n: Vec<u32> = w[2].split('/').map(|x| x.parse().unwrap()).collect();
             refs.push((cur, id, n[0], n[1], n[2], fork(w[4]), w[6].parse().unwrap()));
         }
     }
-    assert!(!recs.is_empty() || !out.stderr.is_empty(), "pg_waldump {args:?} printed nothing");
+    assert!(
+        !recs.is_empty() || !out.stderr.is_empty(),
+        "pg_waldump {args:?} printed nothing"
+    );
     (recs, refs)
 }
 
 fn to_ref(lsn: u64, c: &Change) -> Option<Ref> {
     match c {
-        Change::Block { block_id, block, .. } => {
-            Some((lsn, *block_id, block.rel.spc, block.rel.db, block.rel.rel, block.fork, block.block))
-        }
+        Change::Block {
+            block_id, block, ..
+        } => Some((
+            lsn,
+            *block_id,
+            block.rel.spc,
+            block.rel.db,
+            block.rel.rel,
+            block.fork,
+            block.block,
+        )),
         Change::File(_) => None,
     }
 }
 
 #[test]
 fn block_references_match_pg_waldump_segment_by_segment() {
-    let tmp = tempfile::Builder::new().prefix("walparse-").tempdir_in("/tmp").unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("walparse-")
+        .tempdir_in("/tmp")
+        .unwrap();
     let c = start_cluster(tmp.path());
     workload(&c);
     let mut names: Vec<String> = std::fs::read_dir(c.archive())
@@ -277,29 +381,57 @@ fn block_references_match_pg_waldump_segment_by_segment() {
                 End::Invalid { .. } => "invalid",
             })
             .or_default() += 1;
-        assert_eq!(scan.records as usize, dump_recs.len(), "{name}: record count");
+        assert_eq!(
+            scan.records as usize,
+            dump_recs.len(),
+            "{name}: record count"
+        );
         refs.sort();
         dump_refs.sort();
-        assert_eq!(refs.len(), dump_refs.len(), "{name}: number of block references");
-        assert_eq!(refs, dump_refs, "{name}: block references differ from pg_waldump's");
+        assert_eq!(
+            refs.len(),
+            dump_refs.len(),
+            "{name}: number of block references"
+        );
+        assert_eq!(
+            refs, dump_refs,
+            "{name}: block references differ from pg_waldump's"
+        );
         let mut distinct: Vec<_> = refs.iter().map(|r| (r.2, r.3, r.4, r.5, r.6)).collect();
         distinct.sort();
         distinct.dedup();
         let map = SegmentMap::build(&bytes);
-        let mapped: Vec<_> = map.blocks.iter().map(|b| (b.rel.spc, b.rel.db, b.rel.rel, b.fork, b.block)).collect();
-        assert_eq!(mapped, distinct, "{name}: SegmentMap::build's distinct blocks");
+        let mapped: Vec<_> = map
+            .blocks
+            .iter()
+            .map(|b| (b.rel.spc, b.rel.db, b.rel.rel, b.fork, b.block))
+            .collect();
+        assert_eq!(
+            mapped, distinct,
+            "{name}: SegmentMap::build's distinct blocks"
+        );
         all_refs.extend(refs);
         segments.push(bytes);
     }
 
     // Records across segment boundaries: join the pieces, compare with pg_waldump over the range.
-    let scans: Vec<_> = segments.iter().map(|b| scan_segment(b, &mut |_, _| {})).collect();
+    let scans: Vec<_> = segments
+        .iter()
+        .map(|b| scan_segment(b, &mut |_, _| {}))
+        .collect();
     let mut joined = 0;
     for (i, s) in scans.iter().enumerate() {
-        let End::MidRecord { tail: Some(tail), .. } = &s.end else { continue };
+        let End::MidRecord {
+            tail: Some(tail), ..
+        } = &s.end
+        else {
+            continue;
+        };
         let mut heads: Vec<&Head> = Vec::new();
         for next in &scans[i + 1..] {
-            let Start::MidRecord(Some(h)) = &next.start else { panic!("no head after {tail:?}") };
+            let Start::MidRecord(Some(h)) = &next.start else {
+                panic!("no head after {tail:?}")
+            };
             heads.push(h);
             if next.end != End::InsideRecord {
                 break;
@@ -313,22 +445,62 @@ fn block_references_match_pg_waldump_segment_by_segment() {
     let (_, mut dump_all) = waldump(&[first.to_str().unwrap(), last.to_str().unwrap()]);
     all_refs.sort();
     dump_all.sort();
-    assert_eq!(all_refs.len(), dump_all.len(), "whole range: number of block references");
-    assert_eq!(all_refs, dump_all, "whole range: block references differ from pg_waldump's");
+    assert_eq!(
+        all_refs.len(),
+        dump_all.len(),
+        "whole range: number of block references"
+    );
+    assert_eq!(
+        all_refs, dump_all,
+        "whole range: block references differ from pg_waldump's"
+    );
 
     // The file-level events of the workload are all seen.
     let has = |f: &dyn Fn(&FileEvent) -> bool| events.iter().any(f);
-    assert!(has(&|e| matches!(e, FileEvent::Create { fork: 0, .. })), "smgr create");
-    assert!(has(&|e| matches!(e, FileEvent::Create { fork: 3, .. })), "init fork create (unlogged table)");
-    assert!(has(&|e| matches!(e, FileEvent::Truncate { .. })), "smgr truncate");
-    assert!(has(&|e| matches!(e, FileEvent::CreateDatabaseWalLog { .. })), "CREATE DATABASE WAL_LOG");
-    assert!(has(&|e| matches!(e, FileEvent::CreateDatabaseCopy { .. })), "CREATE DATABASE FILE_COPY");
-    assert!(has(&|e| matches!(e, FileEvent::DropDatabase { .. })), "DROP DATABASE");
-    assert!(has(&|e| matches!(e, FileEvent::CreateTablespace { .. })), "CREATE TABLESPACE");
-    assert!(has(&|e| matches!(e, FileEvent::RelMapUpdate { .. })), "relation map update");
-    assert!(has(&|e| matches!(e, FileEvent::Drop { commit: true, .. })), "relation dropped at commit");
-    assert!(has(&|e| matches!(e, FileEvent::Drop { commit: false, .. })), "relation dropped at abort");
-    assert!(has(&|e| matches!(e, FileEvent::WalLevel { level: 1 })), "parameter change (wal_level replica)");
+    assert!(
+        has(&|e| matches!(e, FileEvent::Create { fork: 0, .. })),
+        "smgr create"
+    );
+    assert!(
+        has(&|e| matches!(e, FileEvent::Create { fork: 3, .. })),
+        "init fork create (unlogged table)"
+    );
+    assert!(
+        has(&|e| matches!(e, FileEvent::Truncate { .. })),
+        "smgr truncate"
+    );
+    assert!(
+        has(&|e| matches!(e, FileEvent::CreateDatabaseWalLog { .. })),
+        "CREATE DATABASE WAL_LOG"
+    );
+    assert!(
+        has(&|e| matches!(e, FileEvent::CreateDatabaseCopy { .. })),
+        "CREATE DATABASE FILE_COPY"
+    );
+    assert!(
+        has(&|e| matches!(e, FileEvent::DropDatabase { .. })),
+        "DROP DATABASE"
+    );
+    assert!(
+        has(&|e| matches!(e, FileEvent::CreateTablespace { .. })),
+        "CREATE TABLESPACE"
+    );
+    assert!(
+        has(&|e| matches!(e, FileEvent::RelMapUpdate { .. })),
+        "relation map update"
+    );
+    assert!(
+        has(&|e| matches!(e, FileEvent::Drop { commit: true, .. })),
+        "relation dropped at commit"
+    );
+    assert!(
+        has(&|e| matches!(e, FileEvent::Drop { commit: false, .. })),
+        "relation dropped at abort"
+    );
+    assert!(
+        has(&|e| matches!(e, FileEvent::WalLevel { level: 1 })),
+        "parameter change (wal_level replica)"
+    );
 
     // Speed of the parse alone (segments in memory), for the archiver's budget: the scan with
     // nothing collected, then the whole map (collect, sort, dedup).

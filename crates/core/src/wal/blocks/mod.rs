@@ -78,7 +78,11 @@ pub struct BlockRef {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     /// Block reference `block_id` (the `#N` of pg_waldump's `blkref #N`) of the record.
-    Block { block_id: u8, block: BlockRef, image: bool },
+    Block {
+        block_id: u8,
+        block: BlockRef,
+        image: bool,
+    },
     File(FileEvent),
 }
 
@@ -155,7 +159,9 @@ impl SegmentMap {
         let mut recent = vec![None::<BlockRef>; 4096];
         let scan = scan_segment(segment, &mut |lsn, change| match change {
             Change::Block { block, .. } => {
-                let h = (block.rel.rel ^ block.block.wrapping_mul(0x9E37_79B9) ^ (block.fork as u32) << 7) as usize;
+                let h = (block.rel.rel
+                    ^ block.block.wrapping_mul(0x9E37_79B9)
+                    ^ (block.fork as u32) << 7) as usize;
                 let slot = &mut recent[(h ^ (h >> 12)) & 4095];
                 if *slot != Some(block) {
                     *slot = Some(block);
@@ -166,7 +172,11 @@ impl SegmentMap {
         });
         blocks.sort_unstable();
         blocks.dedup();
-        SegmentMap { scan, blocks, events }
+        SegmentMap {
+            scan,
+            blocks,
+            events,
+        }
     }
 
     /// True when every record that ends in this segment was read and the boundary pieces needed

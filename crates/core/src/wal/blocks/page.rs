@@ -30,7 +30,9 @@ pub struct PageHeader {
 pub fn read_header(page: &[u8], addr: u64, long: bool) -> Result<PageHeader, String> {
     let magic = u16_at(page, 0);
     if magic != PAGE_MAGIC {
-        return Err(format!("page {addr:X}: magic {magic:#06X}, not PostgreSQL 15's {PAGE_MAGIC:#06X}"));
+        return Err(format!(
+            "page {addr:X}: magic {magic:#06X}, not PostgreSQL 15's {PAGE_MAGIC:#06X}"
+        ));
     }
     let info = u16_at(page, 2);
     if info & !ALL_FLAGS != 0 {
@@ -38,15 +40,24 @@ pub fn read_header(page: &[u8], addr: u64, long: bool) -> Result<PageHeader, Str
     }
     let pageaddr = u64_at(page, 8);
     if pageaddr != addr {
-        return Err(format!("page {addr:X}: header says address {pageaddr:X} (recycled or foreign page)"));
+        return Err(format!(
+            "page {addr:X}: header says address {pageaddr:X} (recycled or foreign page)"
+        ));
     }
     if long != (info & LONG_HEADER != 0) {
-        return Err(format!("page {addr:X}: long header flag {} where {} expected", !long, long));
+        return Err(format!(
+            "page {addr:X}: long header flag {} where {} expected",
+            !long, long
+        ));
     }
     Ok(PageHeader {
         info,
         tli: u32_at(page, 4),
         rem_len: u32_at(page, 16),
-        len: if long { LONG_HEADER_LEN } else { SHORT_HEADER_LEN },
+        len: if long {
+            LONG_HEADER_LEN
+        } else {
+            SHORT_HEADER_LEN
+        },
     })
 }

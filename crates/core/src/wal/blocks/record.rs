@@ -31,9 +31,17 @@ pub struct Header {
 
 /// The fixed header's checks that do not need the rest of the record (ValidXLogRecordHeader).
 pub fn header(h: &[u8]) -> Result<Header, String> {
-    let hd = Header { tot_len: u32_at(h, 0), prev: u64_at(h, 8), info: h[16], rmid: h[17] };
+    let hd = Header {
+        tot_len: u32_at(h, 0),
+        prev: u64_at(h, 8),
+        info: h[16],
+        rmid: h[17],
+    };
     if (hd.tot_len as usize) < HEADER_LEN {
-        return Err(format!("record length {} is below the header's {HEADER_LEN}", hd.tot_len));
+        return Err(format!(
+            "record length {} is below the header's {HEADER_LEN}",
+            hd.tot_len
+        ));
     }
     if hd.rmid > RM_MAX_BUILTIN && hd.rmid < RM_MIN_CUSTOM {
         return Err(format!("invalid resource manager id {}", hd.rmid));
@@ -58,7 +66,10 @@ struct Cursor<'a> {
 impl Cursor<'_> {
     fn take(&mut self, n: usize) -> Result<usize, String> {
         if self.b.len() - self.at < n {
-            return Err(format!("block headers run past the record's end at byte {}", self.at));
+            return Err(format!(
+                "block headers run past the record's end at byte {}",
+                self.at
+            ));
         }
         self.at += n;
         Ok(self.at - n)
@@ -78,7 +89,10 @@ impl Cursor<'_> {
 /// event to `out`. Any inconsistency in the layout is an error (the caller ends valid WAL there).
 pub fn decode(rec: &[u8], out: &mut dyn FnMut(Change)) -> Result<(), String> {
     let hd = header(rec)?;
-    let mut c = Cursor { b: rec, at: HEADER_LEN };
+    let mut c = Cursor {
+        b: rec,
+        at: HEADER_LEN,
+    };
     let mut datatotal: usize = 0;
     let mut main_len: usize = 0;
     let mut next_id: u32 = 0;
@@ -114,7 +128,9 @@ pub fn decode(rec: &[u8], out: &mut dyn FnMut(Change)) -> Result<(), String> {
                 let fork_flags = c.u8()?;
                 let data_len = c.u16()? as usize;
                 if (fork_flags & HAS_DATA != 0) != (data_len != 0) {
-                    return Err(format!("block {id}: data flag and data length {data_len} disagree"));
+                    return Err(format!(
+                        "block {id}: data flag and data length {data_len} disagree"
+                    ));
                 }
                 datatotal += data_len;
                 let image = fork_flags & HAS_IMAGE != 0;
@@ -141,14 +157,27 @@ pub fn decode(rec: &[u8], out: &mut dyn FnMut(Change)) -> Result<(), String> {
                 }
                 let rel = if fork_flags & SAME_REL == 0 {
                     let at = c.take(12)?;
-                    let r = RelFileNode { spc: u32_at(rec, at), db: u32_at(rec, at + 4), rel: u32_at(rec, at + 8) };
+                    let r = RelFileNode {
+                        spc: u32_at(rec, at),
+                        db: u32_at(rec, at + 4),
+                        rel: u32_at(rec, at + 8),
+                    };
                     last_rel = Some(r);
                     r
                 } else {
-                    last_rel.ok_or_else(|| format!("block {id}: SAME_REL with no previous relation"))?
+                    last_rel
+                        .ok_or_else(|| format!("block {id}: SAME_REL with no previous relation"))?
                 };
                 let block = c.u32()?;
-                out(Change::Block { block_id: id, block: BlockRef { rel, fork: fork_flags & 0x0F, block }, image });
+                out(Change::Block {
+                    block_id: id,
+                    block: BlockRef {
+                        rel,
+                        fork: fork_flags & 0x0F,
+                        block,
+                    },
+                    image,
+                });
             }
             _ => return Err(format!("invalid block id {id}")),
         }

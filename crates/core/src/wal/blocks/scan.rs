@@ -53,7 +53,12 @@ impl Walker<'_> {
     fn page(&mut self, off: usize) -> Result<page::PageHeader, String> {
         let hdr = read_header(&self.seg[off..], self.lsn + off as u64, false)?;
         if hdr.tli < self.tli {
-            return Err(format!("page {:X}: timeline {} after {}", self.lsn + off as u64, hdr.tli, self.tli));
+            return Err(format!(
+                "page {:X}: timeline {} after {}",
+                self.lsn + off as u64,
+                hdr.tli,
+                self.tli
+            ));
         }
         self.tli = hdr.tli;
         Ok(hdr)
@@ -80,7 +85,10 @@ impl Walker<'_> {
                 if hdr.info & page::FIRST_IS_OVERWRITE_CONTRECORD != 0 {
                     return Err(Cut::Aborted(pos + hdr.len));
                 }
-                return Err(Cut::Invalid(format!("page {:X} does not continue the record", self.lsn + pos as u64)));
+                return Err(Cut::Invalid(format!(
+                    "page {:X} does not continue the record",
+                    self.lsn + pos as u64
+                )));
             }
             if hdr.rem_len as usize != missing {
                 return Err(Cut::Invalid(format!(
@@ -139,7 +147,12 @@ pub fn scan_segment(segment: &[u8], out: &mut dyn FnMut(u64, Change)) -> Scan {
         );
         return scan;
     }
-    let mut w = Walker { seg: segment, lsn: seg_lsn, blcksz, tli: first.tli };
+    let mut w = Walker {
+        seg: segment,
+        lsn: seg_lsn,
+        blcksz,
+        tli: first.tli,
+    };
     let seg_end = seg_lsn + seg_size as u64;
     let mut pos = first.len;
     let mut buf = Vec::new();
@@ -191,7 +204,10 @@ pub fn scan_segment(segment: &[u8], out: &mut dyn FnMut(u64, Change)) -> Scan {
         if pos % blcksz == 0 {
             match w.page(pos) {
                 Ok(h) if h.info & page::FIRST_IS_CONTRECORD != 0 => {
-                    scan.end = invalid(seg_lsn + pos as u64, "page continues a record where a new one starts".into());
+                    scan.end = invalid(
+                        seg_lsn + pos as u64,
+                        "page continues a record where a new one starts".into(),
+                    );
                     return scan;
                 }
                 Ok(h) => pos += h.len,
@@ -208,7 +224,10 @@ pub fn scan_segment(segment: &[u8], out: &mut dyn FnMut(u64, Change)) -> Scan {
             return scan;
         }
         if tot_len < HEADER_LEN {
-            scan.end = invalid(lsn, format!("record length {tot_len} is below the header's {HEADER_LEN}"));
+            scan.end = invalid(
+                lsn,
+                format!("record length {tot_len} is below the header's {HEADER_LEN}"),
+            );
             return scan;
         }
         let page_end = (pos / blcksz + 1) * blcksz;
@@ -273,7 +292,10 @@ fn check_header(h: &[u8], prev: Option<u64>) -> Result<record::Header, String> {
     let hd = record::header(h)?;
     if let Some(p) = prev {
         if hd.prev != p {
-            return Err(format!("xl_prev {:X} where the previous record is at {p:X}", hd.prev));
+            return Err(format!(
+                "xl_prev {:X} where the previous record is at {p:X}",
+                hd.prev
+            ));
         }
     }
     Ok(hd)
@@ -299,14 +321,22 @@ pub fn join(tail: &Tail, heads: &[&Head], out: &mut dyn FnMut(u64, Change)) -> R
             return Err(format!("piece at {:X} where {at:X} follows", h.segment_lsn));
         }
         if rec.len() > tot || h.rem_len as usize != tot - rec.len() {
-            return Err(format!("piece at {:X} continues {} bytes, {} are missing", at, h.rem_len, tot - rec.len()));
+            return Err(format!(
+                "piece at {:X} continues {} bytes, {} are missing",
+                at,
+                h.rem_len,
+                tot - rec.len()
+            ));
         }
         let take = h.bytes.len().min(tot - rec.len());
         rec.extend_from_slice(&h.bytes[..take]);
         at = h.segment_end;
     }
     if rec.len() != tot || tot < HEADER_LEN {
-        return Err(format!("pieces hold {} of the record's {tot} bytes", rec.len()));
+        return Err(format!(
+            "pieces hold {} of the record's {tot} bytes",
+            rec.len()
+        ));
     }
     check_header(&rec, None)?;
     whole(&rec, tail.lsn, out)

@@ -9,7 +9,11 @@ const PAGE: usize = 8192;
 const SEG_LSN: u64 = 3 * SEG as u64;
 
 fn rel(r: u32) -> RelFileNode {
-    RelFileNode { spc: 1663, db: 5, rel: r }
+    RelFileNode {
+        spc: 1663,
+        db: 5,
+        rel: r,
+    }
 }
 
 /// A block for [`record`]: id, relation, fork, block, image (with a hole, compressed or not).
@@ -98,7 +102,12 @@ struct Writer {
 
 impl Writer {
     fn new() -> Writer {
-        let mut w = Writer { segs: vec![], pos: 0, prev: 0, lsns: vec![] };
+        let mut w = Writer {
+            segs: vec![],
+            pos: 0,
+            prev: 0,
+            lsns: vec![],
+        };
         w.new_segment(0);
         w
     }
@@ -164,15 +173,43 @@ impl Writer {
 }
 
 fn heap(prev: u64, r: u32, block: u32, main_len: usize) -> Vec<u8> {
-    let b = B { id: 0, rel: rel(r), fork: 0, block, image: None, data: 30 };
+    let b = B {
+        id: 0,
+        rel: rel(r),
+        fork: 0,
+        block,
+        image: None,
+        data: 30,
+    };
     record(prev, 10, 0x00, &[b], &vec![1u8; main_len])
 }
 
 fn fpi(prev: u64) -> Vec<u8> {
     let blocks = [
-        B { id: 0, rel: rel(900), fork: 0, block: 1, image: Some((false, 8192 - 2000)), data: 0 },
-        B { id: 1, rel: rel(900), fork: 0, block: 2, image: Some((true, 700)), data: 0 },
-        B { id: 3, rel: rel(901), fork: 1, block: 9, image: None, data: 12 },
+        B {
+            id: 0,
+            rel: rel(900),
+            fork: 0,
+            block: 1,
+            image: Some((false, 8192 - 2000)),
+            data: 0,
+        },
+        B {
+            id: 1,
+            rel: rel(900),
+            fork: 0,
+            block: 2,
+            image: Some((true, 700)),
+            data: 0,
+        },
+        B {
+            id: 3,
+            rel: rel(901),
+            fork: 1,
+            block: 9,
+            image: None,
+            data: 12,
+        },
     ];
     record(prev, 0, 0xB0, &blocks, &[])
 }
@@ -194,7 +231,9 @@ fn collect(seg: &[u8]) -> (Scan, Vec<(u64, Change)>) {
 fn blocks(v: &[(u64, Change)]) -> Vec<(u64, u8, u32, u8, u32)> {
     v.iter()
         .filter_map(|(lsn, c)| match c {
-            Change::Block { block_id, block, .. } => Some((*lsn, *block_id, block.rel.rel, block.fork, block.block)),
+            Change::Block {
+                block_id, block, ..
+            } => Some((*lsn, *block_id, block.rel.rel, block.fork, block.block)),
             _ => None,
         })
         .collect()
@@ -219,7 +258,12 @@ fn reads_records_across_pages_up_to_the_switch() {
     let w = full_segment();
     let (scan, v) = collect(&w.segs[0]);
     assert_eq!(scan.start, Start::AtRecord);
-    assert_eq!(scan.end, End::Switch { lsn: *w.lsns.last().unwrap() });
+    assert_eq!(
+        scan.end,
+        End::Switch {
+            lsn: *w.lsns.last().unwrap()
+        }
+    );
     assert_eq!(scan.records as usize, w.lsns.len());
     assert!(scan.is_complete());
     assert_eq!(scan.segment_lsn, SEG_LSN);
@@ -228,8 +272,24 @@ fn reads_records_across_pages_up_to_the_switch() {
     assert_eq!(b.len(), 200 + 4 * 3);
     assert_eq!(b[0], (w.lsns[1], 0, 500, 0, 0));
     // The FPI record: SAME_REL for its second block, a compressed image with a hole, a gap in ids.
-    assert_eq!(&b[1..4], &[(w.lsns[2], 0, 900, 0, 1), (w.lsns[2], 1, 900, 0, 2), (w.lsns[2], 3, 901, 1, 9)]);
-    assert_eq!(v[0], (w.lsns[0], Change::File(FileEvent::Create { rel: rel(500), fork: 0 })));
+    assert_eq!(
+        &b[1..4],
+        &[
+            (w.lsns[2], 0, 900, 0, 1),
+            (w.lsns[2], 1, 900, 0, 2),
+            (w.lsns[2], 3, 901, 1, 9)
+        ]
+    );
+    assert_eq!(
+        v[0],
+        (
+            w.lsns[0],
+            Change::File(FileEvent::Create {
+                rel: rel(500),
+                fork: 0
+            })
+        )
+    );
     let map = SegmentMap::build(&w.segs[0]);
     assert_eq!(map.blocks.len(), 200 + 3);
     assert_eq!(map.events.len(), 1);
@@ -243,15 +303,29 @@ fn zeroed_tail_ends_valid_wal_where_the_records_stop() {
     }
     let next = w.seg_lsn() + ((w.pos + 7) & !7) as u64;
     let (scan, v) = collect(&w.segs[0]);
-    assert!(matches!(&scan.end, End::Invalid { lsn, .. } if *lsn == next), "{:?}", scan.end);
+    assert!(
+        matches!(&scan.end, End::Invalid { lsn, .. } if *lsn == next),
+        "{:?}",
+        scan.end
+    );
     assert!(!scan.is_complete());
-    assert_eq!(blocks(&v).len(), 50, "records before the end are still reported");
+    assert_eq!(
+        blocks(&v).len(),
+        50,
+        "records before the end are still reported"
+    );
     // Zeroing from a page boundary inside the records: valid WAL ends at the record cut there.
     let mut seg = w.segs[0].clone();
     seg[5 * PAGE..].fill(0);
     let (scan, v) = collect(&seg);
-    let End::Invalid { lsn, .. } = scan.end else { panic!("{:?}", scan.end) };
-    let cut = w.lsns.iter().position(|&l| l == lsn).expect("ends at a record start");
+    let End::Invalid { lsn, .. } = scan.end else {
+        panic!("{:?}", scan.end)
+    };
+    let cut = w
+        .lsns
+        .iter()
+        .position(|&l| l == lsn)
+        .expect("ends at a record start");
     assert!(lsn < SEG_LSN + 5 * PAGE as u64);
     assert_eq!(blocks(&v).len(), cut);
 }
@@ -264,15 +338,26 @@ fn flipped_byte_fails_the_crc_and_ends_valid_wal_there() {
     let mut seg = w.segs[0].clone();
     seg[off] ^= 0x01;
     let (scan, v) = collect(&seg);
-    assert_eq!(scan.end, End::Invalid { lsn: w.lsns[k], reason: "record CRC mismatch".into() });
+    assert_eq!(
+        scan.end,
+        End::Invalid {
+            lsn: w.lsns[k],
+            reason: "record CRC mismatch".into()
+        }
+    );
     assert!(!scan.is_complete());
     assert!(v.iter().all(|(lsn, _)| *lsn < w.lsns[k]));
     // A flipped byte in a page header (its address) ends valid WAL at that page's record.
     let mut seg = w.segs[0].clone();
     seg[7 * PAGE + 9] ^= 0x10;
     let (scan, _) = collect(&seg);
-    let End::Invalid { lsn, reason } = scan.end else { panic!() };
-    assert!(lsn <= SEG_LSN + 7 * PAGE as u64 && reason.contains("address"), "{lsn:X} {reason}");
+    let End::Invalid { lsn, reason } = scan.end else {
+        panic!()
+    };
+    assert!(
+        lsn <= SEG_LSN + 7 * PAGE as u64 && reason.contains("address"),
+        "{lsn:X} {reason}"
+    );
 }
 
 #[test]
@@ -280,7 +365,11 @@ fn cut_segment_is_not_read_as_empty() {
     let w = full_segment();
     for len in [0, 39, 8192, SEG - 8192] {
         let (scan, v) = collect(&w.segs[0][..len]);
-        assert!(matches!(scan.end, End::Invalid { .. }), "{len}: {:?}", scan.end);
+        assert!(
+            matches!(scan.end, End::Invalid { .. }),
+            "{len}: {:?}",
+            scan.end
+        );
         assert!(!scan.is_complete());
         assert!(v.is_empty());
     }
@@ -297,25 +386,59 @@ fn records_across_segments_are_joined_from_their_pieces() {
         i += 1;
     }
     let crossing = *w.lsns.last().unwrap();
-    w.push(|p| record(p, 21, 0x00, &[B { id: 0, rel: rel(701), fork: 0, block: 1, image: None, data: 8 }], &vec![3u8; SEG + 5000]));
+    w.push(|p| {
+        record(
+            p,
+            21,
+            0x00,
+            &[B {
+                id: 0,
+                rel: rel(701),
+                fork: 0,
+                block: 1,
+                image: None,
+                data: 8,
+            }],
+            &vec![3u8; SEG + 5000],
+        )
+    });
     let huge = *w.lsns.last().unwrap();
     w.push(|p| heap(p, 702, 1, 10));
     w.push(|p| record(p, 0, 0x40, &[], &[]));
     assert_eq!(w.segs.len(), 3);
     let scans: Vec<_> = w.segs.iter().map(|s| collect(s)).collect();
-    let End::MidRecord { lsn, tail: Some(t0) } = &scans[0].0.end else { panic!("{:?}", scans[0].0.end) };
+    let End::MidRecord {
+        lsn,
+        tail: Some(t0),
+    } = &scans[0].0.end
+    else {
+        panic!("{:?}", scans[0].0.end)
+    };
     assert_eq!(*lsn, crossing);
-    let Start::MidRecord(Some(h1)) = &scans[1].0.start else { panic!() };
+    let Start::MidRecord(Some(h1)) = &scans[1].0.start else {
+        panic!()
+    };
     // The record larger than a segment: its piece in segment 1 is over MAX_PIECE, not kept, so
     // that segment's map is incomplete (the next segment, holding only its end, is not).
-    assert_eq!(scans[1].0.end, End::MidRecord { lsn: huge, tail: None });
+    assert_eq!(
+        scans[1].0.end,
+        End::MidRecord {
+            lsn: huge,
+            tail: None
+        }
+    );
     assert!(!scans[1].0.is_complete());
-    let Start::MidRecord(Some(h2)) = &scans[2].0.start else { panic!() };
+    let Start::MidRecord(Some(h2)) = &scans[2].0.start else {
+        panic!()
+    };
     assert!(scans[0].0.is_complete() && scans[2].0.is_complete());
     let mut got = Vec::new();
     join(t0, &[h1], &mut |lsn, c| got.push((lsn, c))).unwrap();
     assert_eq!(blocks(&got), vec![(crossing, 0, 700, 0, i - 1)]);
-    assert_eq!(blocks(&scans[2].1), vec![(w.lsns[w.lsns.len() - 2], 0, 702, 0, 1)]);
+    assert_eq!(
+        blocks(&scans[2].1),
+        vec![(w.lsns[w.lsns.len() - 2], 0, 702, 0, 1)]
+    );
     // Wrong neighbours or a damaged piece are refused, never decoded as nothing.
     assert!(join(t0, &[h2], &mut |_, _| {}).is_err());
     assert!(join(t0, &[], &mut |_, _| {}).is_err());
