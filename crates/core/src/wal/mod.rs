@@ -2,6 +2,7 @@
 //! prefetch of the next segments).
 
 mod ahead;
+pub mod blocks;
 pub mod check;
 mod fetch;
 pub mod prefetch;
