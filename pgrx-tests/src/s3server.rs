@@ -87,7 +87,7 @@ pub fn start_watched(what: &str, command: &str, log: &Path, remove: &[&Path], po
         log = log.display(),
         remove = remove.join(" "),
     );
-    Command::new("sh")
+    let mut watchdog = Command::new("sh")
         .arg("-c")
         .arg(script)
         .stdin(Stdio::null())
@@ -95,6 +95,8 @@ pub fn start_watched(what: &str, command: &str, log: &Path, remove: &[&Path], po
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("start the watchdog shell of {what}: {e}"));
+    // Reaped when it ends (if the server dies early), so it never lingers as a zombie.
+    std::thread::spawn(move || watchdog.wait());
     if !wait_for_port(port, timeout) {
         panic!("{what} did not listen on port {port} within {timeout:?}\n{}", log_tail(log));
     }
