@@ -639,50 +639,61 @@ repo2-retention-full=100
 
 
 # ---------------------------------------------------------------------------------------------
+def start_backend(name):
+    """walg-test-storage for `name`: the process and the WAL-G config file it printed."""
+    srv_log = BENCH_DIR / f"storage-{name}.log"
+    with open(srv_log, "w") as err:
+        srv = subprocess.Popen([STORAGE_BIN, name, "zstd"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=err, text=True)
+    cfg = srv.stdout.readline().strip()
+    if not cfg:
+        srv.stdin.close()
+        srv.wait()
+        sys.exit(f"bench: {STORAGE_BIN} {name} started no storage:\n{srv_log.read_text()[-3000:]}")
+    return srv, cfg
+
+
 def bench_backends(c):
     """Full backup and restore of the bench data on each backend's test server (the e2e tests'
     servers, started by walg-test-storage with production part and chunk sizes), all on this
-    machine, so that a slow client library shows next to S3. The server is pointed at the
-    backend through walg.config_file alone (walg.file_prefix cleared: one storage at a time)."""
-    res = {}
+    machine, so that a slow client library shows next to S3. The server is pointed at a
+    backend through walg.config_file alone (walg.file_prefix cleared: one storage at a time).
+    All servers stay up for the whole step and the runs go round the backends, so a slower
+    spell of the shared machine falls on every backend rather than on one."""
+    res, servers = {}, {}
     target = BENCH_DIR / "restore"
-    for name in BACKENDS:
-        runs = int(BACKEND_RUNS.get(name, RUNS))
-        srv_log = BENCH_DIR / f"storage-{name}.log"
-        with open(srv_log, "w") as err:
-            srv = subprocess.Popen([STORAGE_BIN, name, "zstd"], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, stderr=err, text=True)
-        cfg = srv.stdout.readline().strip()
-        if not cfg:
-            srv.stdin.close()
-            srv.wait()
-            sys.exit(f"bench: {STORAGE_BIN} {name} started no storage:\n{srv_log.read_text()[-3000:]}")
-        # A clean environment for the CLI: only the config file names the storage.
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("WALG_", "AWS_", "AZURE_", "GCS_", "OS_", "SSH_", "STORAGE_"))}
-        r = {"runs": runs, "backup_s": [], "restore_s": []}
-        try:
-            c.reload_with(**{"walg.file_prefix": "", "walg.config_file": cfg})
-            for i in range(runs):
-                log(f"{name}: full backup and restore, run {i + 1}/{runs}")
+    # A clean environment for the CLI: only the config file names the storage.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("WALG_", "AWS_", "AZURE_", "GCS_", "OS_", "SSH_", "STORAGE_"))}
+    try:
+        for name in BACKENDS:
+            servers[name] = start_backend(name)
+            res[name] = {"runs": int(BACKEND_RUNS.get(name, RUNS)), "backup_s": [], "restore_s": []}
+        for i in range(max(r["runs"] for r in res.values())):
+            for name, r in res.items():
+                if i >= r["runs"]:
+                    continue
+                cfg = servers[name][1]
+                c.reload_with(**{"walg.file_prefix": "", "walg.config_file": cfg})
+                log(f"{name}: full backup and restore, run {i + 1}/{r['runs']}")
                 names = []
                 r["backup_s"].append(timed(lambda: names.append(c.psql("SELECT walg_backup_push(full => true)"))))
                 rm(target)
                 r["restore_s"].append(timed(lambda: as_pg(
                     [WALG_EXT, "--config", cfg, "backup-fetch", target, "LATEST"], env=env)))
                 rm(target)
-            sizes = c.psql("SELECT compressed_size, uncompressed_size FROM walg_backup_list() "
-                           f"WHERE backup_name = '{names[-1]}'")
-            r["stored_bytes"], r["data_bytes"] = (int(x) for x in sizes.split("|"))
-            # The backup's last WAL goes to this storage, before it is switched away.
-            wait_drained(c)
-        finally:
-            c.psql("ALTER SYSTEM RESET walg.file_prefix")
-            c.psql("ALTER SYSTEM RESET walg.config_file")
-            c.psql("SELECT pg_reload_conf()")
+                sizes = c.psql("SELECT compressed_size, uncompressed_size FROM walg_backup_list() "
+                               f"WHERE backup_name = '{names[-1]}'")
+                r["stored_bytes"], r["data_bytes"] = (int(x) for x in sizes.split("|"))
+                # The backup's last WAL goes to this storage, before it is switched away.
+                wait_drained(c)
+    finally:
+        c.psql("ALTER SYSTEM RESET walg.file_prefix")
+        c.psql("ALTER SYSTEM RESET walg.config_file")
+        c.psql("SELECT pg_reload_conf()")
+        for srv, _ in servers.values():
             srv.stdin.close()
             srv.wait(timeout=120)
-        res[name] = r
     return res
 
 
