@@ -639,6 +639,34 @@ repo2-retention-full=100
 
 
 # ---------------------------------------------------------------------------------------------
+def tree_cpu_s(root):
+    """CPU seconds used so far by process `root` and all its descendants, with the children they
+    have already reaped (cutime/cstime): sshd's per-connection processes, a finished backup
+    worker. Read from /proc, so sampling costs the measured processes nothing."""
+    parent, cpu = {}, {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            # After the command: state, ppid, ..., utime stime cutime cstime at 12-15.
+            parent[int(d)], cpu[int(d)] = int(f[1]), sum(int(x) for x in f[11:15])
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += cpu.get(pid, 0)
+        todo += [p for p, pp in parent.items() if pp == pid]
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s():
+    """CPU seconds of this process's waited-for children (walg-ext under runuser, psql)."""
+    import resource
+    u = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return u.ru_utime + u.ru_stime
+
+
 def start_backend(name):
     """walg-test-storage for `name`: the process and the WAL-G config file it printed."""
     srv_log = BENCH_DIR / f"storage-{name}.log"
@@ -651,6 +679,10 @@ def start_backend(name):
         srv.wait()
         sys.exit(f"bench: {STORAGE_BIN} {name} started no storage:\n{srv_log.read_text()[-3000:]}")
     return srv, cfg
+
+
+def postmaster_pid(c):
+    return int((Path(c.data) / "postmaster.pid").read_text().split()[0])
 
 
 def bench_backends(c):
@@ -676,11 +708,24 @@ def bench_backends(c):
                 cfg = servers[name][1]
                 c.reload_with(**{"walg.file_prefix": "", "walg.config_file": cfg})
                 log(f"{name}: full backup and restore, run {i + 1}/{r['runs']}")
+                # The machine is shared: its load next to each run says how much to trust it.
+                r.setdefault("loadavg_1m", []).append(round(os.getloadavg()[0], 1))
+                # CPU seconds next to the wall clock: the client's (the PostgreSQL side: the
+                # backup worker and the archiver; walg-ext for the restore) and the test
+                # server's (with the helper, which runs S3's relay), so that a slow row says
+                # which side spent the time.
+                srv_pid, pm_pid = servers[name][0].pid, postmaster_pid(c)
                 names = []
+                cpu0 = (tree_cpu_s(pm_pid), tree_cpu_s(srv_pid))
                 r["backup_s"].append(timed(lambda: names.append(c.psql("SELECT walg_backup_push(full => true)"))))
+                r.setdefault("backup_client_cpu_s", []).append(round(tree_cpu_s(pm_pid) - cpu0[0], 2))
+                r.setdefault("backup_server_cpu_s", []).append(round(tree_cpu_s(srv_pid) - cpu0[1], 2))
                 rm(target)
+                cpu0 = (children_cpu_s(), tree_cpu_s(srv_pid))
                 r["restore_s"].append(timed(lambda: as_pg(
                     [WALG_EXT, "--config", cfg, "backup-fetch", target, "LATEST"], env=env)))
+                r.setdefault("restore_client_cpu_s", []).append(round(children_cpu_s() - cpu0[0], 2))
+                r.setdefault("restore_server_cpu_s", []).append(round(tree_cpu_s(srv_pid) - cpu0[1], 2))
                 rm(target)
                 sizes = c.psql("SELECT compressed_size, uncompressed_size FROM walg_backup_list() "
                                f"WHERE backup_name = '{names[-1]}'")
@@ -847,16 +892,19 @@ def report_backups(r):
 def report_backends(res):
     """One row per backend; times relative to the first backend (S3 by default)."""
     print()
-    print("full backup and restore per backend (test servers on this machine; MB/s of stored bytes)")
-    print(f"{'backend':<8}{'runs':>5}{'stored MB':>11}{'backup s':>10}{'MB/s':>7}{'x first':>8}"
-          f"{'restore s':>11}{'MB/s':>7}{'x first':>8}")
+    print("full backup and restore per backend (test servers on this machine; medians; MB/s of stored "
+          "bytes; cpu: CPU seconds of the client side / of the test server)")
+    print(f"{'backend':<8}{'runs':>5}{'stored MB':>10}{'backup s':>10}{'MB/s':>7}{'x first':>8}{'cpu c/s':>12}"
+          f"{'restore s':>11}{'MB/s':>7}{'x first':>8}{'cpu c/s':>12}   load")
     first = None
     for name, x in res.items():
         bk, rs = median(x["backup_s"]), median(x["restore_s"])
         first = first or (bk, rs)
         mb = x["stored_bytes"] / 1e6
-        print(f"{name:<8}{x['runs']:>5}{mb:>11.1f}{bk:>10.2f}{mb / bk:>7.1f}{bk / first[0]:>8.2f}"
-              f"{rs:>11.2f}{mb / rs:>7.1f}{rs / first[1]:>8.2f}")
+        bcpu = f"{median(x['backup_client_cpu_s']):.1f}/{median(x['backup_server_cpu_s']):.1f}"
+        rcpu = f"{median(x['restore_client_cpu_s']):.1f}/{median(x['restore_server_cpu_s']):.1f}"
+        print(f"{name:<8}{x['runs']:>5}{mb:>10.1f}{bk:>10.2f}{mb / bk:>7.1f}{bk / first[0]:>8.2f}{bcpu:>12}"
+              f"{rs:>11.2f}{mb / rs:>7.1f}{rs / first[1]:>8.2f}{rcpu:>12}   {x['loadavg_1m']}")
     print(f"backend runs (s): {json.dumps(res)}")
 
 
