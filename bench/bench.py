@@ -174,7 +174,31 @@ def timed(fn):
 
 
 # ---------------------------------------------------------------------------------------------
+def stop_leftover_servers():
+    """Stops servers that an earlier, interrupted run left listening in BENCH_DIR (the bench
+    cluster, the replay server) before the directory is wiped: a server whose directory is
+    deleted under it runs on until it notices, and one that then exits cleanly unlinks its
+    socket path, which by then may be the new cluster's (suspected, not shown, cause of a
+    smoke run's "connection to server on socket ... failed: No such file or directory")."""
+    for lock in BENCH_DIR.glob(".s.PGSQL.*.lock"):
+        try:
+            pid = int(lock.read_text().split()[0])
+            # Only a postmaster: a stale lock file's pid may belong to anything by now.
+            if not open(f"/proc/{pid}/cmdline", "rb").read().startswith(f"{PGBIN}/postgres".encode()):
+                continue
+            os.kill(pid, 3)  # SIGQUIT: immediate shutdown
+        except (OSError, ValueError, IndexError):
+            continue
+        log(f"stopped a server left running by an earlier run (pid {pid})")
+        for _ in range(300):
+            if not Path(f"/proc/{pid}").exists():
+                break
+            time.sleep(0.1)
+
+
 def setup_cluster():
+    if BENCH_DIR.exists():
+        stop_leftover_servers()
     rm(BENCH_DIR)
     mkdir_pg(BENCH_DIR)
     data = BENCH_DIR / "data"
