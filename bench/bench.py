@@ -908,9 +908,9 @@ def report_backups(r):
     print(f"peak RSS: backup worker {r['backup_worker_peak_rss_mb']:.1f} MB (target < 256)")
     print(f"backup runs (s): {json.dumps(b)}")
     print(f"restore runs (s): {json.dumps(rs)}")
-    for key in ("delta", "cold_restore", "replay"):
+    for key, label in (("delta", "delta"), ("cold_restore", "cold restore"), ("replay", "replay")):
         if key in r:
-            print(f"{key} runs: {json.dumps(r[key])}")
+            print(f"{label} runs: {json.dumps(r[key])}")
 
 
 def report_backends(res):
