@@ -43,6 +43,8 @@ demo: install
 # Side by side with pgBackRest and pg_basebackup (BENCH_* settings: see bench/bench.py).
 bench: install
 	bash scripts/setup-bench.sh
+	# The helper that starts each backend's test server for the per-backend rows.
+	$(CARGO) build --release -p walg-e2e --bin walg-test-storage
 	/usr/bin/python3 bench/bench.py
 
 # Codec pipeline throughput per method next to the Debian zstd/lz4 tools (bench/codec.sh).

@@ -11,6 +11,15 @@ the postgres user. Settings (environment):
   BENCH_LOAD_MB  WAL written by the bulk-load archiving test, MB (default 3000)
   BENCH_REPLAY_MB  WAL replayed by the point-in-time restore test, MB (default 2048)
   BENCH_S3_DELAY_MS  latency added to each request to the S3 test server (default 10)
+  BENCH_STEPS    comma-separated steps to run (default all): backups (full backup, restore, cold
+                 restore), deltas (needs backups), replay, archiving, backends; e.g.
+                 BENCH_STEPS=backends measures only the per-backend rows
+  BENCH_BACKENDS backends of the backends step, in order (default s3,azure,gcs,swift,sftp: S3
+                 first, so each row sits next to it)
+  BENCH_BACKEND_RUNS  per-backend run counts overriding BENCH_RUNS, e.g. "gcs=1" (default: gcs=1,
+                 as fake-gcs-server takes resumable uploads at about 9 MB/s)
+  WALG_TEST_STORAGE_BIN  the helper that starts each backend's test server (default
+                 target/release/walg-test-storage, built by `make bench`)
 Output: a table on the terminal, BENCH_DIR/results.json and BENCH_DIR/results.png (also copied
 to bench/results/).
 """
@@ -41,6 +50,13 @@ CORES = os.cpu_count() or 1
 PORT = 5460
 WALG_EXT = os.environ.get("WALG_EXT_BIN", "/usr/local/bin/walg-ext")
 SEG = 16 * 1024 * 1024
+ALL_STEPS = ("backups", "deltas", "replay", "archiving", "backends")
+STEPS = ALL_STEPS if os.environ.get("BENCH_STEPS", "all") == "all" else tuple(
+    x.strip() for x in os.environ["BENCH_STEPS"].split(",") if x.strip())
+BACKENDS = [b.strip() for b in os.environ.get("BENCH_BACKENDS", "s3,azure,gcs,swift,sftp").split(",") if b.strip()]
+BACKEND_RUNS = dict(kv.split("=") for kv in os.environ.get("BENCH_BACKEND_RUNS", "gcs=1").split(",") if kv)
+STORAGE_BIN = os.environ.get("WALG_TEST_STORAGE_BIN", str(
+    Path(__file__).resolve().parent.parent / "target/release/walg-test-storage"))
 WALG_STORE = BENCH_DIR / "walg-store"
 BASEBACKUPS = WALG_STORE / "basebackups_005"
 SENTINEL = "_backup_stop_sentinel.json"
@@ -158,7 +174,31 @@ def timed(fn):
 
 
 # ---------------------------------------------------------------------------------------------
+def stop_leftover_servers():
+    """Stops servers that an earlier, interrupted run left listening in BENCH_DIR (the bench
+    cluster, the replay server) before the directory is wiped: a server whose directory is
+    deleted under it runs on until it notices, and one that then exits cleanly unlinks its
+    socket path, which by then may be the new cluster's (suspected, not shown, cause of a
+    smoke run's "connection to server on socket ... failed: No such file or directory")."""
+    for lock in BENCH_DIR.glob(".s.PGSQL.*.lock"):
+        try:
+            pid = int(lock.read_text().split()[0])
+            # Only a postmaster: a stale lock file's pid may belong to anything by now.
+            if not open(f"/proc/{pid}/cmdline", "rb").read().startswith(f"{PGBIN}/postgres".encode()):
+                continue
+            os.kill(pid, 3)  # SIGQUIT: immediate shutdown
+        except (OSError, ValueError, IndexError):
+            continue
+        log(f"stopped a server left running by an earlier run (pid {pid})")
+        for _ in range(300):
+            if not Path(f"/proc/{pid}").exists():
+                break
+            time.sleep(0.1)
+
+
 def setup_cluster():
+    if BENCH_DIR.exists():
+        stop_leftover_servers()
     rm(BENCH_DIR)
     mkdir_pg(BENCH_DIR)
     data = BENCH_DIR / "data"
@@ -187,7 +227,11 @@ walg.compression_level = 1
 
 def load_data(c):
     log(f"loading pgbench scale {SCALE} and {TEXT_MB} MB of random text")
-    as_pg([f"{PGBIN}/pgbench", "-h", c.sock, "-p", PORT, "-i", "-q", "-s", SCALE, "postgres"])
+    r = as_pg([f"{PGBIN}/pgbench", "-h", c.sock, "-p", PORT, "-i", "-q", "-s", SCALE, "postgres"], check=False)
+    if r.returncode != 0:
+        # The server's own account of why it is gone (a smoke run once lost its socket here).
+        log_tail = (BENCH_DIR / "server.log").read_text()[-3000:] if (BENCH_DIR / "server.log").exists() else "(no server.log)"
+        sys.exit(f"bench: pgbench -i failed:\n{r.stdout}\n{r.stderr}\nserver.log:\n{log_tail}")
     # Words drawn at random from a 1024-word vocabulary: text that zstd -1 shrinks about 3 times,
     # so the whole data directory compresses about 5:1 as the issue asks, not 40:1 as pgbench's
     # blank-padded rows (a 4096-word vocabulary, used until 2026-11-21, gave 4.3:1). Generated
@@ -619,6 +663,110 @@ repo2-retention-full=100
 
 
 # ---------------------------------------------------------------------------------------------
+def tree_cpu_s(root):
+    """CPU seconds used so far by process `root` and all its descendants, with the children they
+    have already reaped (cutime/cstime): sshd's per-connection processes, a finished backup
+    worker. Read from /proc, so sampling costs the measured processes nothing."""
+    parent, cpu = {}, {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            # After the command: state, ppid, ..., utime stime cutime cstime at 12-15.
+            parent[int(d)], cpu[int(d)] = int(f[1]), sum(int(x) for x in f[11:15])
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += cpu.get(pid, 0)
+        todo += [p for p, pp in parent.items() if pp == pid]
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s():
+    """CPU seconds of this process's waited-for children (walg-ext under runuser, psql)."""
+    import resource
+    u = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return u.ru_utime + u.ru_stime
+
+
+def start_backend(name):
+    """walg-test-storage for `name`: the process and the WAL-G config file it printed."""
+    srv_log = BENCH_DIR / f"storage-{name}.log"
+    with open(srv_log, "w") as err:
+        srv = subprocess.Popen([STORAGE_BIN, name, "zstd"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=err, text=True)
+    cfg = srv.stdout.readline().strip()
+    if not cfg:
+        srv.stdin.close()
+        srv.wait()
+        sys.exit(f"bench: {STORAGE_BIN} {name} started no storage:\n{srv_log.read_text()[-3000:]}")
+    return srv, cfg
+
+
+def postmaster_pid(c):
+    return int((Path(c.data) / "postmaster.pid").read_text().split()[0])
+
+
+def bench_backends(c):
+    """Full backup and restore of the bench data on each backend's test server (the e2e tests'
+    servers, started by walg-test-storage with production part and chunk sizes), all on this
+    machine, so that a slow client library shows next to S3. The server is pointed at a
+    backend through walg.config_file alone (walg.file_prefix cleared: one storage at a time).
+    All servers stay up for the whole step and the runs go round the backends, so a slower
+    spell of the shared machine falls on every backend rather than on one."""
+    res, servers = {}, {}
+    target = BENCH_DIR / "restore"
+    # A clean environment for the CLI: only the config file names the storage.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("WALG_", "AWS_", "AZURE_", "GCS_", "OS_", "SSH_", "STORAGE_"))}
+    try:
+        for name in BACKENDS:
+            servers[name] = start_backend(name)
+            res[name] = {"runs": int(BACKEND_RUNS.get(name, RUNS)), "backup_s": [], "restore_s": []}
+        for i in range(max(r["runs"] for r in res.values())):
+            for name, r in res.items():
+                if i >= r["runs"]:
+                    continue
+                cfg = servers[name][1]
+                c.reload_with(**{"walg.file_prefix": "", "walg.config_file": cfg})
+                log(f"{name}: full backup and restore, run {i + 1}/{r['runs']}")
+                # The machine is shared: its load next to each run says how much to trust it.
+                r.setdefault("loadavg_1m", []).append(round(os.getloadavg()[0], 1))
+                # CPU seconds next to the wall clock: the client's (the PostgreSQL side: the
+                # backup worker and the archiver; walg-ext for the restore) and the test
+                # server's (with the helper, which runs S3's relay), so that a slow row says
+                # which side spent the time.
+                srv_pid, pm_pid = servers[name][0].pid, postmaster_pid(c)
+                names = []
+                cpu0 = (tree_cpu_s(pm_pid), tree_cpu_s(srv_pid))
+                r["backup_s"].append(timed(lambda: names.append(c.psql("SELECT walg_backup_push(full => true)"))))
+                r.setdefault("backup_client_cpu_s", []).append(round(tree_cpu_s(pm_pid) - cpu0[0], 2))
+                r.setdefault("backup_server_cpu_s", []).append(round(tree_cpu_s(srv_pid) - cpu0[1], 2))
+                rm(target)
+                cpu0 = (children_cpu_s(), tree_cpu_s(srv_pid))
+                r["restore_s"].append(timed(lambda: as_pg(
+                    [WALG_EXT, "--config", cfg, "backup-fetch", target, "LATEST"], env=env)))
+                r.setdefault("restore_client_cpu_s", []).append(round(children_cpu_s() - cpu0[0], 2))
+                r.setdefault("restore_server_cpu_s", []).append(round(tree_cpu_s(srv_pid) - cpu0[1], 2))
+                rm(target)
+                sizes = c.psql("SELECT compressed_size, uncompressed_size FROM walg_backup_list() "
+                               f"WHERE backup_name = '{names[-1]}'")
+                r["stored_bytes"], r["data_bytes"] = (int(x) for x in sizes.split("|"))
+                # The backup's last WAL goes to this storage, before it is switched away.
+                wait_drained(c)
+    finally:
+        c.psql("ALTER SYSTEM RESET walg.file_prefix")
+        c.psql("ALTER SYSTEM RESET walg.config_file")
+        c.psql("SELECT pg_reload_conf()")
+        for srv, _ in servers.values():
+            srv.stdin.close()
+            srv.wait(timeout=120)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
 CP_DIR = BENCH_DIR / "cp-archive"
 
 ARCHIVERS = {
@@ -702,8 +850,23 @@ def report(r):
     print()
     print(f"data: {lim['data_bytes'] / 1e9:.2f} GB, {CORES} cores; zstd -1: "
           f"{lim['zstd1_mb_per_s_per_core']:.0f} MB/s per core, ratio {lim['zstd1_ratio_sample']:.1f}:1 "
-          f"on a sample; whole backup {lim['backup_ratio']:.1f}:1; "
-          f"compress-bound limit for a backup: {lim['compress_limit_s']:.2f} s")
+          f"on a sample; compress-bound limit for a backup: {lim['compress_limit_s']:.2f} s"
+          + (f"; whole backup {lim['backup_ratio']:.1f}:1" if "backup_ratio" in lim else ""))
+    print(f"steps: {', '.join(r['steps'])}")
+    if "backup_s" in r:
+        report_backups(r)
+    if "archiving" in r:
+        print()
+        print(f"{'archiver':<20}{'backlog':>8}{'seg/s':>8}{'max .ready':>12}{'final':>7}{'peak RSS MB':>13}")
+        for name, a in r["archiving"].items():
+            print(f"{name:<20}{a['backlog_segments']:>8}{a['segments_per_s']:>8.1f}{a['max_ready']:>12}"
+                  f"{a['final_ready']:>7}{a['archiver_peak_rss_mb']:>13.1f}")
+        print(f"peak RSS: walg_ext archiver {r['archiver_peak_rss_mb']:.1f} MB (target < 64)")
+    if "backends" in r:
+        report_backends(r["backends"])
+
+
+def report_backups(r):
     print()
     print(f"{'step':<34}{'walg_ext':>10}{'other':>10}{'ratio':>8}   target")
     b, rs = r["backup_s"], r["restore_s"]
@@ -711,47 +874,67 @@ def report(r):
         ("full backup vs pgBackRest (s)", median(b["walg_ext"]), median(b["pgbackrest"]), "<= 0.5"),
         ("full backup vs pg_basebackup (s)", median(b["walg_ext"]), median(b["pg_basebackup"]), "<= 0.7"),
         ("restore vs pgBackRest (s)", median(rs["walg_ext"]), median(rs["pgbackrest"]), "<= 0.6"),
-    ]
-    d = r["delta"]
-    rows += [
         ("checksums on vs off (s)", median(b["walg_ext"]), median(b["walg_ext_no_checksums"]), "<= 1.05"),
-        ("delta (full scan) vs full (s)", median(d["walg_ext"]), median(b["walg_ext"]), "<= 0.10 *"),
-        ("delta vs pgBackRest incr (s)", median(d["walg_ext"]), median(d["pgbackrest"]), "<= 0.25 *"),
-        ("delta vs reading data once (s)", median(d["walg_ext"]), median(d["read_once_s"]), "<= 1.0"),
-        ("restore full+deltas vs full (s)", median(d["restore_chain_s"]), median(rs["walg_ext"]), "<= 1.3"),
     ]
-    cold, rp = r["cold_restore"], r["replay"]
+    d = r.get("delta")
+    if d:
+        rows += [
+            ("delta (full scan) vs full (s)", median(d["walg_ext"]), median(b["walg_ext"]), "<= 0.10 *"),
+            ("delta vs pgBackRest incr (s)", median(d["walg_ext"]), median(d["pgbackrest"]), "<= 0.25 *"),
+            ("delta vs reading data once (s)", median(d["walg_ext"]), median(d["read_once_s"]), "<= 1.0"),
+            ("restore full+deltas vs full (s)", median(d["restore_chain_s"]), median(rs["walg_ext"]), "<= 1.3"),
+        ]
+    cold = r["cold_restore"]
     limit_s = max(median(cold["dd_fsync_write_s"]), median(cold["read_stored_s"]))
     rows += [
         ("cold restore vs pgBackRest (s)", median(cold["walg_ext"]), median(cold["pgbackrest"]), "<= 1.0"),
         ("cold restore vs disk limit (s)", median(cold["walg_ext"]), limit_s, "<= 1.1"),
-        ("replay, file: vs pgBackRest (s)", median(rp["file"]["walg_ext"]), median(rp["file"]["pgbackrest"]), "<= 0.7"),
-        (f"replay, S3+{rp['s3_delay_ms']:.0f}ms: vs pgBR (s)", median(rp["s3"]["walg_ext"]), median(rp["s3"]["pgbackrest"]), "<= 0.7"),
     ]
+    rp = r.get("replay")
+    if rp:
+        rows += [
+            ("replay, file: vs pgBackRest (s)", median(rp["file"]["walg_ext"]), median(rp["file"]["pgbackrest"]), "<= 0.7"),
+            (f"replay, S3+{rp['s3_delay_ms']:.0f}ms: vs pgBR (s)", median(rp["s3"]["walg_ext"]), median(rp["s3"]["pgbackrest"]), "<= 0.7"),
+        ]
     for label, ours, other, target in rows:
         print(f"{label:<34}{ours:>10.2f}{other:>10.2f}{ours / other:>8.2f}   {target}")
     print(f"cold restore: {cold['restored_bytes'] / 1e9:.2f} GB; dd with fsync "
-          f"{median(cold['dd_fsync_write_s']):.2f} s, reading the stored bytes {median(cold['read_stored_s']):.2f} s; "
-          f"replay: {rp['wal_bytes'] / 1e9:.2f} GB of WAL")
-    print(f"  * the targets for a delta with a complete changed-block map; deltas read every page today")
-    print(f"delta stored size: {[round(x / 1e6, 1) for x in d['walg_ext_bytes']]} MB "
-          f"(full: {d['full_bytes'] / 1e6:.1f} MB); chain {d['chain']}")
-    print()
-    print(f"{'archiver':<20}{'backlog':>8}{'seg/s':>8}{'max .ready':>12}{'final':>7}{'peak RSS MB':>13}")
-    for name, a in r["archiving"].items():
-        print(f"{name:<20}{a['backlog_segments']:>8}{a['segments_per_s']:>8.1f}{a['max_ready']:>12}"
-              f"{a['final_ready']:>7}{a['archiver_peak_rss_mb']:>13.1f}")
-    print()
-    print(f"peak RSS: walg_ext archiver {r['archiver_peak_rss_mb']:.1f} MB (target < 64), "
-          f"backup worker {r['backup_worker_peak_rss_mb']:.1f} MB (target < 256)")
+          f"{median(cold['dd_fsync_write_s']):.2f} s, reading the stored bytes {median(cold['read_stored_s']):.2f} s"
+          + (f"; replay: {rp['wal_bytes'] / 1e9:.2f} GB of WAL" if rp else ""))
+    if d:
+        print(f"  * the targets for a delta with a complete changed-block map; deltas read every page today")
+        print(f"delta stored size: {[round(x / 1e6, 1) for x in d['walg_ext_bytes']]} MB "
+              f"(full: {d['full_bytes'] / 1e6:.1f} MB); chain {d['chain']}")
+    print(f"peak RSS: backup worker {r['backup_worker_peak_rss_mb']:.1f} MB (target < 256)")
     print(f"backup runs (s): {json.dumps(b)}")
     print(f"restore runs (s): {json.dumps(rs)}")
-    print(f"delta runs: {json.dumps(d)}")
-    print(f"cold restore runs: {json.dumps(cold)}")
-    print(f"replay runs: {json.dumps(rp)}")
+    for key, label in (("delta", "delta"), ("cold_restore", "cold restore"), ("replay", "replay")):
+        if key in r:
+            print(f"{label} runs: {json.dumps(r[key])}")
+
+
+def report_backends(res):
+    """One row per backend; times relative to the first backend (S3 by default)."""
+    print()
+    print("full backup and restore per backend (test servers on this machine; medians; MB/s of stored "
+          "bytes; cpu: CPU seconds of the client side / of the test server)")
+    print(f"{'backend':<8}{'runs':>5}{'stored MB':>10}{'backup s':>10}{'MB/s':>7}{'x first':>8}{'cpu c/s':>12}"
+          f"{'restore s':>11}{'MB/s':>7}{'x first':>8}{'cpu c/s':>12}   load")
+    first = None
+    for name, x in res.items():
+        bk, rs = median(x["backup_s"]), median(x["restore_s"])
+        first = first or (bk, rs)
+        mb = x["stored_bytes"] / 1e6
+        bcpu = f"{median(x['backup_client_cpu_s']):.1f}/{median(x['backup_server_cpu_s']):.1f}"
+        rcpu = f"{median(x['restore_client_cpu_s']):.1f}/{median(x['restore_server_cpu_s']):.1f}"
+        print(f"{name:<8}{x['runs']:>5}{mb:>10.1f}{bk:>10.2f}{mb / bk:>7.1f}{bk / first[0]:>8.2f}{bcpu:>12}"
+              f"{rs:>11.2f}{mb / rs:>7.1f}{rs / first[1]:>8.2f}{rcpu:>12}   {x['loadavg_1m']}")
+    print(f"backend runs (s): {json.dumps(res)}")
 
 
 def chart(r, path):
+    if not {"backup_s", "archiving"} <= r.keys():
+        return
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -782,28 +965,42 @@ def chart(r, path):
 def main():
     if os.geteuid() != 0:
         sys.exit("bench: run as root (make bench); clusters run as postgres")
+    unknown = set(STEPS) - set(ALL_STEPS)
+    if unknown or ("deltas" in STEPS and "backups" not in STEPS):
+        sys.exit(f"bench: BENCH_STEPS={','.join(STEPS)}: steps are {', '.join(ALL_STEPS)}, "
+                 "and deltas needs backups")
+    if "backends" in STEPS and not os.access(STORAGE_BIN, os.X_OK):
+        sys.exit(f"bench: {STORAGE_BIN} is missing: cargo build --release -p walg-e2e --bin walg-test-storage")
     c = setup_cluster()
     try:
         load_data(c)
         limit = zstd_limit(c)
         log(f"data directory: {limit['data_bytes'] / 1e9:.2f} GB")
         pgbr_setup(c)
-        backups, worker_peak = bench_backups(c)
-        limit["backup_ratio"] = backup_ratio()
-        restores = bench_restores(c)
-        cold = bench_cold_restore()
-        deltas = bench_deltas(c)
-        replay = bench_replay(c)
-        archiving, archiver_peak = bench_archiving(c)
-        r = {"cores": CORES, "runs": RUNS, "scale": SCALE, "text_mb": TEXT_MB, "limit": limit,
-             "backup_s": backups, "restore_s": restores, "delta": deltas, "cold_restore": cold,
-             "replay": replay, "archiving": archiving,
-             "archiver_peak_rss_mb": archiver_peak, "backup_worker_peak_rss_mb": worker_peak}
-        (BENCH_DIR / "results.json").write_text(json.dumps(r, indent=2))
+        r = {"cores": CORES, "runs": RUNS, "scale": SCALE, "text_mb": TEXT_MB, "steps": list(STEPS),
+             "limit": limit}
+        if "backups" in STEPS:
+            r["backup_s"], r["backup_worker_peak_rss_mb"] = bench_backups(c)
+            limit["backup_ratio"] = backup_ratio()
+            r["restore_s"] = bench_restores(c)
+            r["cold_restore"] = bench_cold_restore()
+        if "deltas" in STEPS:
+            r["delta"] = bench_deltas(c)
+        if "replay" in STEPS:
+            r["replay"] = bench_replay(c)
+        if "archiving" in STEPS:
+            r["archiving"], r["archiver_peak_rss_mb"] = bench_archiving(c)
+        # Last: while a backend is in use the cluster archives its WAL there, not to the file
+        # storage the steps above read.
+        if "backends" in STEPS:
+            r["backends"] = bench_backends(c)
+        # A run of some steps only keeps its own file, next to the whole run's.
+        suffix = "" if STEPS == ALL_STEPS else "-" + "-".join(STEPS)
+        (BENCH_DIR / f"results{suffix}.json").write_text(json.dumps(r, indent=2))
         chart(r, BENCH_DIR / "results.png")
         out = Path(__file__).resolve().parent / "results"
         out.mkdir(exist_ok=True)
-        for f in ("results.json", "results.png"):
+        for f in (f"results{suffix}.json", "results.png"):
             if (BENCH_DIR / f).exists():
                 shutil.copy(BENCH_DIR / f, out / f)
         report(r)
