@@ -10,15 +10,15 @@ setup:
 	bash scripts/setup.sh
 
 build: setup
-	# With cargo-pgrx's rustflags, as in install: one set of compiled dependencies for both.
-	$(CARGO) --config scripts/cdylib-link.toml build --release -p walg-cli
+	$(CARGO) build --release -p walg-cli
 
 # Release build of the extension into the system PostgreSQL 15, and walg-ext into /usr/local/bin.
 install: setup
 	$(CARGO) pgrx install -p walg_ext --release --pg-config $(PG_CONFIG)
-	# The same rustflags as cargo-pgrx's build above, so the dependencies it compiled are reused
-	# (without them every one is compiled again: 9 of a fresh CI run's minutes).
-	$(CARGO) --config scripts/cdylib-link.toml build --release -p walg-cli
+	# Compiles most dependencies a second time (about 8 of CI's minutes): the features cargo
+	# unifies for walg-cli alone differ from those for the extension alone, and cargo-pgrx
+	# builds the extension alone. Giving walg-cli cargo-pgrx's rustflags did not change that.
+	$(CARGO) build --release -p walg-cli
 	install -m 0755 target/release/walg-ext /usr/local/bin/walg-ext
 
 test-core: setup
