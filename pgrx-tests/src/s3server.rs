@@ -73,6 +73,21 @@ pub fn log_tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
+/// Runs `script` in `sh`: a watchdog that starts a test server and stops it once this test
+/// process is gone (the script polls this process's pid).
+pub fn spawn_watchdog(what: &str, script: &str) {
+    let mut watchdog = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start the watchdog shell of {what}: {e}"));
+    // Reaped when it ends (if the server dies early), so it never lingers as a zombie.
+    std::thread::spawn(move || watchdog.wait());
+}
+
 /// Starts a shared test server: `command` (a shell command line running it in the foreground)
 /// under a watchdog shell, which stops it and deletes `remove` once this test process is gone,
 /// even after a panic or a kill of the test run. Panics with `log`'s tail when nothing listens
@@ -87,16 +102,7 @@ pub fn start_watched(what: &str, command: &str, log: &Path, remove: &[&Path], po
         log = log.display(),
         remove = remove.join(" "),
     );
-    let mut watchdog = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start the watchdog shell of {what}: {e}"));
-    // Reaped when it ends (if the server dies early), so it never lingers as a zombie.
-    std::thread::spawn(move || watchdog.wait());
+    spawn_watchdog(what, &script);
     if !wait_for_port(port, timeout) {
         panic!("{what} did not listen on port {port} within {timeout:?}\n{}", log_tail(log));
     }

@@ -16,11 +16,11 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::s3server::{free_port, wait_for_port, Relay};
+use super::s3server::{free_port, spawn_watchdog, wait_for_port, Relay};
 
 /// TempAuth's user (account `test`, user `tester`, an admin of the account) and key.
 pub const USER: &str = "test:tester";
@@ -143,14 +143,7 @@ impl SwiftServer {
              while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
              kill $pids 2>/dev/null; sleep 1; kill -9 $pids 2>/dev/null; cd /; rm -rf '{d}'"
         );
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the Swift watchdog shell");
+        spawn_watchdog("Swift", &script);
         let mut server = SwiftServer { port, memcached, dir, started_in: Duration::ZERO };
         assert!(wait_for_port(port, Duration::from_secs(120)), "Swift's proxy did not listen on port {port} within 120 s\n{}", server.log_tail());
         // Ready when a container can be made (account and container servers up) and an object

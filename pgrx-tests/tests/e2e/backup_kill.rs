@@ -157,11 +157,6 @@ fn backup_worker_killed_with_sigkill() {
 }
 
 #[test]
-fn backup_worker_terminated_s3() {
-    kill_backup(Backend::S3, Kill::Terminate);
-}
-
-#[test]
 fn backup_worker_killed_with_sigkill_s3() {
     kill_backup(Backend::S3, Kill::Sigkill);
 }

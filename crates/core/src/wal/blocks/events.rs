@@ -4,9 +4,9 @@
 //! access/xact.h, access/heapam_xlog.h of PostgreSQL 15).
 
 use super::page::u32_at;
+use super::record::RM_XLOG;
 use super::RelFileNode;
 
-const RM_XLOG: u8 = 0;
 const RM_XACT: u8 = 1;
 const RM_SMGR: u8 = 2;
 const RM_DBASE: u8 = 4;
