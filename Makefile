@@ -15,9 +15,9 @@ build: setup
 # Release build of the extension into the system PostgreSQL 15, and walg-ext into /usr/local/bin.
 install: setup
 	$(CARGO) pgrx install -p walg_ext --release --pg-config $(PG_CONFIG)
-	# Compiles most dependencies a second time (about 8 of CI's minutes): the features cargo
-	# unifies for walg-cli alone differ from those for the extension alone, and cargo-pgrx
-	# builds the extension alone. Giving walg-cli cargo-pgrx's rustflags did not change that.
+	# Compiles most dependencies a second time (about 8 of CI's minutes): cargo-pgrx builds the
+	# extension alone with rustflags of its own, and walg-cli's dependency features differ
+	# (proc-macro2's span-locations, at least). Giving walg-cli the same rustflags did not help.
 	$(CARGO) build --release -p walg-cli
 	install -m 0755 target/release/walg-ext /usr/local/bin/walg-ext
 
