@@ -444,6 +444,13 @@ impl Cluster {
     }
 
     /// `ALTER SYSTEM SET name = value` and `pg_reload_conf()`.
+    /// The pid of the running `walg_ext backup` worker, if one runs.
+    pub fn backup_worker_pid(&self) -> Option<i32> {
+        self.try_psql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'walg_ext backup'")
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
+    }
+
     pub fn set_and_reload(&self, name: &str, value: &str) {
         self.psql(&format!("ALTER SYSTEM SET {name} = {value}"));
         self.psql("SELECT pg_reload_conf()");

@@ -18,12 +18,6 @@ enum Kill {
     CallerCancel,
 }
 
-fn worker_pid(a: &Cluster) -> Option<i32> {
-    a.try_psql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'walg_ext backup'")
-        .ok()
-        .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
-}
-
 fn kill_backup(backend: Backend, how: Kill) {
     require_installed();
     let label = format!("kill-{backend:?}-{how:?}").to_lowercase();
@@ -48,7 +42,7 @@ fn kill_backup(backend: Backend, how: Kill) {
                 out.describe()
             );
         }
-        worker_pid(&a)
+        a.backup_worker_pid()
     });
     // Let it upload something: until a part object appears, or 5 s.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -60,7 +54,7 @@ fn kill_backup(backend: Backend, how: Kill) {
         "the backup finished within {:?}: too fast to kill; lower SLOW_RATE",
         started.elapsed()
     );
-    assert_eq!(worker_pid(&a), Some(pid), "the worker is still the same process");
+    assert_eq!(a.backup_worker_pid(), Some(pid), "the worker is still the same process");
 
     match how {
         Kill::Terminate => {
@@ -104,7 +98,7 @@ fn kill_backup(backend: Backend, how: Kill) {
         );
     }
     wait_until("the backup worker to be gone", Duration::from_secs(60), || {
-        worker_pid(&a).is_none().then_some(())
+        a.backup_worker_pid().is_none().then_some(())
     });
 
     assert_eq!(

@@ -26,12 +26,6 @@ fn ready_files(a: &Cluster) -> Vec<String> {
     v
 }
 
-fn worker_pid(a: &Cluster) -> Option<i32> {
-    a.try_psql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'walg_ext backup'")
-        .ok()
-        .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
-}
-
 /// walg.disk_rate_limit (as SHOW prints it) for the backup caught by the outage: pgbench scale 5
 /// (~110 MB of data files) takes ~25 s, so it is still running when the endpoint goes.
 const SLOW_RATE: &str = "4MB";
@@ -58,7 +52,7 @@ fn outage_story(backend: Backend) {
     a.set_and_reload("walg.disk_rate_limit", &format!("'{SLOW_RATE}'"));
     a.wait_for_value("SHOW walg.disk_rate_limit", SLOW_RATE, Duration::from_secs(30));
     let caller = a.psql_background("SELECT walg_backup_push()");
-    wait_until("the backup worker", Duration::from_secs(60), || worker_pid(&a));
+    wait_until("the backup worker", Duration::from_secs(60), || a.backup_worker_pid());
 
     let mut failed_segments = Vec::new();
     let backup_out = std::thread::scope(|scope| {
@@ -103,7 +97,7 @@ fn outage_story(backend: Backend) {
         "the SQL caller should get a clear error naming the unreachable endpoint {endpoint}\n{}",
         backup_out.describe()
     );
-    wait_until("the backup worker to be gone", Duration::from_secs(60), || worker_pid(&a).is_none().then_some(()));
+    wait_until("the backup worker to be gone", Duration::from_secs(60), || a.backup_worker_pid().is_none().then_some(()));
 
     // Archiving caught up, and its WARNING said what was wrong.
     let last = a.switch_wal();
