@@ -444,6 +444,29 @@ impl Cluster {
     }
 
     /// `ALTER SYSTEM SET name = value` and `pg_reload_conf()`.
+    /// WAL files waiting for the archiver (`archive_status/*.ready`), sorted.
+    pub fn ready_segments(&self) -> Vec<String> {
+        let mut v: Vec<String> = crate::storage::list_dir(&self.pg_wal().join("archive_status"))
+            .into_iter()
+            .filter_map(|n| n.strip_suffix(".ready").map(str::to_string))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// `walg_backup_push()` while pgbench (2 clients, `load_secs` seconds) writes all through
+    /// it; the backup starts `start_after` into the load. Returns the backup's name.
+    pub fn backup_under_pgbench(&self, load_secs: u32, start_after: Duration) -> String {
+        let secs = load_secs.to_string();
+        std::thread::scope(|scope| {
+            let load = scope.spawn(|| self.pgbench(&["-n", "-T", &secs, "-c", "2"]));
+            std::thread::sleep(start_after);
+            let name = self.psql("SELECT walg_backup_push()");
+            load.join().expect("pgbench thread");
+            name
+        })
+    }
+
     /// The pid of the running `walg_ext backup` worker, if one runs.
     pub fn backup_worker_pid(&self) -> Option<i32> {
         self.try_psql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'walg_ext backup'")

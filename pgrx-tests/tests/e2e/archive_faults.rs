@@ -8,16 +8,6 @@ use std::time::Duration;
 
 use walg_e2e::{require_installed, wait_until, Cluster, ScratchDir, Storage};
 
-fn ready_files(a: &Cluster) -> usize {
-    std::fs::read_dir(a.pg_wal().join("archive_status"))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".ready"))
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn unwritable_storage_keeps_wal_until_it_recovers() {
     require_installed();
@@ -40,7 +30,7 @@ fn unwritable_storage_keeps_wal_until_it_recovers() {
         let (_, _, failed, _) = a.archiver_stats().ok()?;
         (failed > 0).then_some(())
     });
-    assert!(ready_files(&a) >= 1, "WAL waiting for the archiver must stay .ready");
+    assert!(a.ready_segments().len() >= 1, "WAL waiting for the archiver must stay .ready");
     for seg in &switched {
         assert!(a.pg_wal().join(seg).is_file(), "{seg} must be kept in pg_wal while archiving fails");
         assert!(storage.wal_object(seg).is_none(), "{seg} cannot be in read-only storage");
@@ -77,7 +67,7 @@ fn unwritable_storage_keeps_wal_until_it_recovers() {
         }
         assert_eq!(fetched.len(), 16 * 1024 * 1024, "{seg} is a whole segment");
     }
-    wait_until("no .ready files left", Duration::from_secs(60), || (ready_files(&a) == 0).then_some(()));
+    wait_until("no .ready files left", Duration::from_secs(60), || (a.ready_segments().len() == 0).then_some(()));
     a.stop();
 }
 
@@ -102,7 +92,7 @@ fn unconfigured_storage_is_a_clear_error() {
         a.log_text().contains("walg_ext: WAL archiving is not configured").then_some(())
     });
     assert!(a.pg_wal().join(&seg).is_file(), "{seg} is kept while archiving is not configured");
-    assert!(ready_files(&a) >= 1, "{seg} stays .ready");
+    assert!(a.ready_segments().len() >= 1, "{seg} stays .ready");
     a.stop();
 }
 

@@ -7,24 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+use walg_core::format::parse_wal_file_name;
 use walg_e2e::{assert_dumps_equal, require_installed, wait_until, Backend, Cluster, Storage};
-
-/// (timeline, segment number) of a WAL file name (16 MiB segments).
-fn segno(name: &str) -> (u32, u64) {
-    let tli = u32::from_str_radix(&name[0..8], 16).unwrap();
-    let log = u64::from_str_radix(&name[8..16], 16).unwrap();
-    let seg = u64::from_str_radix(&name[16..24], 16).unwrap();
-    (tli, log * 0x100 + seg)
-}
-
-fn ready_files(a: &Cluster) -> Vec<String> {
-    let mut v: Vec<String> = walg_e2e::storage::list_dir(&a.pg_wal().join("archive_status"))
-        .into_iter()
-        .filter_map(|n| n.strip_suffix(".ready").map(str::to_string))
-        .collect();
-    v.sort();
-    v
-}
 
 /// walg.disk_rate_limit (as SHOW prints it) for the backup caught by the outage: pgbench scale 5
 /// (~110 MB of data files) takes ~25 s, so it is still running when the endpoint goes.
@@ -40,13 +24,7 @@ fn outage_story(backend: Backend) {
     a.pgbench_init(5);
     a.psql("CREATE EXTENSION walg_ext");
     // The first backup is taken under load (pgbench writing all through it).
-    let before = std::thread::scope(|scope| {
-        let load = scope.spawn(|| a.pgbench(&["-n", "-T", "6", "-c", "2"]));
-        std::thread::sleep(Duration::from_secs(1));
-        let name = a.psql("SELECT walg_backup_push()");
-        load.join().expect("pgbench thread");
-        name
-    });
+    let before = a.backup_under_pgbench(6, Duration::from_secs(1));
     let first_needed = before["base_".len()..].to_string();
 
     a.set_and_reload("walg.disk_rate_limit", &format!("'{SLOW_RATE}'"));
@@ -69,7 +47,7 @@ fn outage_story(backend: Backend) {
         });
         assert!(failed > 0);
         let ready = wait_until("segments waiting in pg_wal", Duration::from_secs(60), || {
-            let r = ready_files(&a);
+            let r = a.ready_segments();
             (!r.is_empty()).then_some(r)
         });
         for seg in &ready {
@@ -113,14 +91,10 @@ fn outage_story(backend: Backend) {
     );
 
     // Every segment from the first backup's first one to the last is stored: nothing was lost.
-    let stored: Vec<(u32, u64)> = storage
-        .wal_objects()
-        .iter()
-        .filter(|n| n.len() >= 24 && n[..24].chars().all(|c| c.is_ascii_hexdigit()))
-        .map(|n| segno(&n[..24]))
-        .collect();
-    let (tli, from) = segno(&first_needed);
-    let (_, to) = segno(&last);
+    let stored: Vec<(u32, u64)> =
+        storage.wal_objects().iter().filter_map(|n| n.get(..24).and_then(parse_wal_file_name)).collect();
+    let (tli, from) = parse_wal_file_name(&first_needed).expect("first backup's WAL name");
+    let (_, to) = parse_wal_file_name(&last).expect("last WAL name");
     let missing: Vec<u64> = (from..=to).filter(|s| !stored.contains(&(tli, *s))).collect();
     assert!(missing.is_empty(), "segments missing from storage: {missing:X?}; stored {}", stored.len());
     for seg in &failed_segments {

@@ -36,13 +36,7 @@ fn corrupt_page_is_found_recorded_and_can_fail_the_backup() {
     // A clean cluster, backed up while pgbench writes (pages change under the reads: torn reads
     // and pages newer than the start must not count): every page of every relation file verifies.
     a.pgbench_init(2);
-    let clean = std::thread::scope(|s| {
-        let bench = s.spawn(|| a.pgbench(&["-n", "-T", "8", "-c", "2"]));
-        std::thread::sleep(Duration::from_secs(2));
-        let name = a.psql("SELECT walg_backup_push()");
-        bench.join().expect("pgbench thread");
-        name
-    });
+    let clean = a.backup_under_pgbench(8, Duration::from_secs(2));
     assert_eq!(a.psql(&format!("SELECT corrupt_pages FROM walg_backup_list(true) WHERE backup_name = '{clean}'")), "0");
     assert!(!a.log_text().contains("page checksum verification failed"), "{}", a.log_tail(30));
     let fm = String::from_utf8(storage.read(&format!("basebackups_005/{clean}/files_metadata.json"))).unwrap();
