@@ -248,7 +248,12 @@ mod tests {
         assert!(spread.len() > 10, "jitter spreads the delays: {spread:?}");
     }
 
-    /// A storage that fails its first `fail` calls with `kind`, then answers.
+    /// The retry tests call only `exists`; any other call is a permanent error, not a panic.
+    fn only_exists(op: &'static str, key: &str) -> Error {
+        Error::storage(op, key, io::Error::new(io::ErrorKind::Unsupported, "the Flaky test storage answers only exists"))
+    }
+
+    /// A storage that fails its first `exists` calls `fail` times with `kind`, then answers.
     struct Flaky {
         calls: AtomicU32,
         fail: u32,
@@ -256,17 +261,17 @@ mod tests {
     }
 
     impl Storage for Flaky {
-        fn get(&self, _: &str) -> Result<Option<Box<dyn Read + Send>>> {
-            unimplemented!()
+        fn get(&self, key: &str) -> Result<Option<Box<dyn Read + Send>>> {
+            Err(only_exists("get", key))
         }
-        fn put(&self, _: &str, _: &[u8]) -> Result<()> {
-            unimplemented!()
+        fn put(&self, key: &str, _: &[u8]) -> Result<()> {
+            Err(only_exists("put", key))
         }
-        fn writer(&self, _: &str) -> Result<Box<dyn ObjectWriter>> {
-            unimplemented!()
+        fn writer(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
+            Err(only_exists("write", key))
         }
-        fn list(&self, _: &str) -> Result<Vec<ObjectInfo>> {
-            unimplemented!()
+        fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+            Err(only_exists("list", prefix))
         }
         fn exists(&self, key: &str) -> Result<bool> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
@@ -275,8 +280,8 @@ mod tests {
             }
             Ok(false)
         }
-        fn delete(&self, _: &str) -> Result<()> {
-            unimplemented!()
+        fn delete(&self, key: &str) -> Result<()> {
+            Err(only_exists("delete", key))
         }
         fn describe(&self) -> String {
             "flaky://".into()
