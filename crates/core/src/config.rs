@@ -197,6 +197,10 @@ pub struct Config {
     pub fail_on_corrupt_pages: bool,
     /// WALG_DELTA_ORIGIN: true for LATEST_FULL (deltas from the newest full), false for LATEST.
     pub delta_from_full: bool,
+    /// WALG_DELTA_WAL_MAPS: the archiver writes changed-block maps and deltas use them.
+    pub delta_wal_maps: bool,
+    /// WALG_DELTA_MAP_CHECK: a map-planned delta also runs the full scan and fails on a miss.
+    pub delta_map_check: bool,
     /// WALG_PREFETCH_DIR: where wal-fetch prefetches; None = beside restore_command's %p.
     pub prefetch_dir: Option<PathBuf>,
     /// WALG_DRILL_WORK_DIR: where a drill asked of the server makes its scratch copy; None =
@@ -401,6 +405,8 @@ impl Config {
         let store_all_corrupt_blocks = s.flag(&r::STORE_ALL_CORRUPT_BLOCKS)?;
         let fail_on_corrupt_pages = s.flag(&r::FAIL_ON_CORRUPT_PAGES)?;
         let delta_from_full = s.text(&r::DELTA_ORIGIN)?.is_some_and(|o| o == "LATEST_FULL");
+        let delta_wal_maps = s.flag(&r::DELTA_WAL_MAPS)?;
+        let delta_map_check = s.flag(&r::DELTA_MAP_CHECK)?;
         let prefetch_dir = s.text(&r::PREFETCH_DIR)?.filter(|d| !d.trim().is_empty()).map(PathBuf::from);
         let drill_work_dir = s.text(&r::DRILL_WORK_DIR)?.filter(|d| !d.trim().is_empty()).map(PathBuf::from);
         let cli_path = PathBuf::from(s.text(&r::CLI_PATH)?.unwrap_or_else(|| DEFAULT_CLI_PATH.into()));
@@ -420,6 +426,8 @@ impl Config {
             store_all_corrupt_blocks,
             fail_on_corrupt_pages,
             delta_from_full,
+            delta_wal_maps,
+            delta_map_check,
             prefetch_dir,
             drill_work_dir,
             cli_path,
@@ -444,6 +452,8 @@ impl Config {
             store_all_corrupt_blocks: false,
             fail_on_corrupt_pages: false,
             delta_from_full: false,
+            delta_wal_maps: true,
+            delta_map_check: false,
             prefetch_dir: None,
             drill_work_dir: None,
             cli_path: PathBuf::from(DEFAULT_CLI_PATH),

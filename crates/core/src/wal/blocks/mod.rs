@@ -139,7 +139,7 @@ pub struct Head {
 }
 
 /// One segment's map: the distinct blocks and the file events, with how complete it is.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentMap {
     pub scan: Scan,
     /// Sorted, without duplicates.
