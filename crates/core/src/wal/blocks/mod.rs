@@ -50,7 +50,7 @@ mod page;
 mod record;
 mod scan;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use events::FileEvent;
 pub use scan::{join, scan_segment, Scan};
