@@ -6,7 +6,8 @@
 //! only the blocks named by the maps of the segments covering `A..B`, plus whole files for the
 //! relations those maps create, truncate or that are not main forks, if and only if every map in
 //! the range is complete and the maps join without a gap; otherwise it falls back to the full scan
-//! (see issue 11). This module only parses; storing maps and planning deltas are later steps.
+//! (see issue 11). This module parses; [`stored`] keeps the maps in storage (the archiver writes
+//! them, see wal/ahead.rs); planning deltas from them is in backup/.
 //!
 //! PostgreSQL 15 format only (page magic 0xD110): the layout is from the server headers
 //! `access/xlogrecord.h` and `access/xlog_internal.h`, decoding follows the rules of `xlogreader.c`.
@@ -49,6 +50,7 @@ mod events;
 mod page;
 mod record;
 mod scan;
+pub mod stored;
 #[cfg(test)]
 pub(crate) mod tests;
 

@@ -497,3 +497,45 @@ fn a_record_aborted_by_a_crash_is_skipped_where_the_page_says_so() {
     seg[2] |= 0x08;
     assert_eq!(collect(&seg).0.start, Start::AfterAbortedRecord);
 }
+
+/// Three consecutive segments as the server writes them, for other modules' tests (the archiver,
+/// stored maps): `(name, bytes)` of 000000010000000000000003..05. The first ends inside a record
+/// (a kept tail), the second lies inside a record larger than a segment (incomplete: the piece is
+/// over MAX_PIECE), the third starts with that record's end and ends with an XLOG_SWITCH; file
+/// events of two kinds (an smgr create in the first, a truncate in the third).
+pub(crate) fn sample_segments() -> Vec<(String, Vec<u8>)> {
+    let mut w = Writer::new();
+    w.push(|p| smgr_create(p, 700));
+    let mut i = 0;
+    while w.pos < SEG - 6000 {
+        w.push(|p| heap(p, 700, i, 4000));
+        i += 1;
+    }
+    w.push(|p| heap(p, 700, i, 9000));
+    w.push(|p| {
+        let b = B { id: 0, rel: rel(701), fork: 0, block: 1, image: None, data: 8 };
+        record(p, 21, 0x00, &[b], &vec![3u8; SEG + 5000])
+    });
+    w.push(|p| heap(p, 702, 1, 10));
+    w.push(|p| {
+        let mut main = 7u32.to_le_bytes().to_vec();
+        for x in [1663u32, 5, 702, 1] {
+            main.extend(x.to_le_bytes());
+        }
+        record(p, 2, 0x20, &[], &main)
+    });
+    w.push(|p| record(p, 0, 0x40, &[], &[]));
+    assert_eq!(w.segs.len(), 3);
+    w.segs.into_iter().enumerate().map(|(k, s)| (format!("0000000100000000000000{:02X}", 3 + k), s)).collect()
+}
+
+#[test]
+fn sample_segments_are_what_they_say() {
+    let maps: Vec<SegmentMap> = sample_segments().iter().map(|(_, s)| SegmentMap::build(s)).collect();
+    assert!(matches!(maps[0].scan.end, End::MidRecord { tail: Some(_), .. }), "{:?}", maps[0].scan.end);
+    assert!(maps[0].is_complete() && !maps[1].is_complete() && maps[2].is_complete());
+    assert!(matches!(maps[2].scan.end, End::Switch { .. }));
+    assert!(matches!(maps[0].events[..], [(_, FileEvent::Create { .. })]));
+    assert!(matches!(maps[2].events[..], [(_, FileEvent::Truncate { blocks: 7, flags: 1, .. })]));
+    assert!(maps[0].blocks.len() > 1000);
+}
