@@ -669,7 +669,7 @@ repo2-retention-full=100
                 pgbr(f"--pg1-path={target}", "--repo=1", "restore")
                 res[store]["pgbackrest"].append(start_replay(target, get_s3 if store == "s3" else ""))
                 rm(target)
-        c.reload_with(**ARCHIVERS["walg_ext"])
+        c.reload_with(**{**ARCHIVERS["walg_ext"], "walg.delta_max_steps": "0"})
         c.psql("DROP TABLE IF EXISTS replay_load; CHECKPOINT")
         return res
     finally:
@@ -784,14 +784,16 @@ def bench_backends(c):
 # ---------------------------------------------------------------------------------------------
 CP_DIR = BENCH_DIR / "cp-archive"
 
+# walg_ext archives as a delta user's server does: walg.delta_max_steps > 0 makes the archiver
+# parse every segment and store its changed-block map beside the upload.
 ARCHIVERS = {
-    "walg_ext": {"archive_library": "walg_ext", "archive_command": ""},
-    "pgbackrest_async": {"archive_library": "",
+    "walg_ext": {"archive_library": "walg_ext", "archive_command": "", "walg.delta_max_steps": "3"},
+    "pgbackrest_async": {"archive_library": "", "walg.delta_max_steps": "0",
                          "archive_command": f"pgbackrest --config={PGBR_CONF} --stanza=bench archive-push %p"},
-    "cp_fsync": {"archive_library": "",
+    "cp_fsync": {"archive_library": "", "walg.delta_max_steps": "0",
                  "archive_command": f"cp %p {CP_DIR}/%f.tmp && sync {CP_DIR}/%f.tmp && mv {CP_DIR}/%f.tmp {CP_DIR}/%f"},
 }
-HOLD = {"archive_library": "", "archive_command": "/bin/false"}
+HOLD = {"archive_library": "", "archive_command": "/bin/false", "walg.delta_max_steps": "0"}
 
 
 def write_wal(c, mb, table):
