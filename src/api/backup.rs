@@ -67,7 +67,8 @@ fn walg_backup_push(
 /// One row per committed backup (one with a sentinel), oldest start time first. `detail` adds
 /// the host, data directory, version, system identifier, delta chain and user data columns
 /// (NULL without it), like WAL-G's `backup-list --detail`, and `corrupt_pages`: pages with a wrong
-/// checksum the backup found (NULL when it did not verify them). `last_drill` (always): the
+/// checksum the backup found (NULL when it did not verify them). `delta_pages` (deltas): how the
+/// pages were chosen, `wal-maps` or `full-scan`. `last_drill` (always): the
 /// backup's last restore drill (`walg-ext restore-drill`): passed, finished_at, failed_step,
 /// restore_seconds, recovery_seconds; NULL when never drilled.
 #[pg_extern(volatile, parallel_unsafe)]
@@ -92,6 +93,7 @@ fn walg_backup_list(
         name!(delta_from, Option<String>),
         name!(delta_full_name, Option<String>),
         name!(delta_count, Option<i64>),
+        name!(delta_pages, Option<String>),
         name!(hostname, Option<String>),
         name!(data_dir, Option<String>),
         name!(pg_version, Option<i32>),
@@ -124,6 +126,7 @@ fn walg_backup_list(
                 s.delta_from.clone(),
                 s.delta_full_name.clone(),
                 s.delta_count,
+                s.walg_ext_delta_pages.clone(),
                 d(s.hostname.clone()),
                 d(s.data_dir.clone()),
                 detail.then_some(s.pg_version),

@@ -21,6 +21,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use walg_core::backup::push::{self, BackupStart, BackupStop, Progress};
 use walg_core::backup::delta::{check_base_at_start, choose_base, delta_name, BaseChoice, DeltaRequest};
+use walg_core::backup::delta_map::{plan_for_backup, MapRange, PagePlan};
+use walg_core::wal::blocks::stored::get_map;
 use walg_core::backup::standby::{check_replay_timeline, label_start_timeline, refuse_standby_backup, ReplayPause, StandbyFacts};
 use walg_core::backup::{wait_for_wal, InProgress, WaitTiming, WalRange};
 use walg_core::format::names::{backup_name, parse_lsn};
@@ -464,6 +466,34 @@ fn take_backup(
         }
     }
 
+    // Which pages the delta reads: those the WAL maps name, or every page (delta_map.rs).
+    let delta_pages = delta.as_ref().map(|base| {
+        let plan = if !cfg.delta_wal_maps {
+            PagePlan::FullScan { reason: "walg.delta_wal_maps is off".into() }
+        } else {
+            let range = MapRange {
+                timeline: info.timeline as u32,
+                from: base.start_lsn,
+                to: start_lsn,
+                wal_segment_size: seg_size,
+                system_identifier: info.system_identifier as u64,
+            };
+            let pipeline = cfg.pipeline();
+            let pg_wal = settings::data_dir().join("pg_wal");
+            plan_for_backup(&range, &pg_wal, &mut |seg| get_map(&pipeline, storage.as_ref(), seg))
+        };
+        match &plan {
+            PagePlan::Maps(m) => log!(
+                "walg_ext: delta {name} reads the pages named by the WAL maps of {} segments ({} parsed from pg_wal): {} pages",
+                m.segments,
+                m.parsed_locally,
+                m.pages()
+            ),
+            PagePlan::FullScan { reason } => log!("walg_ext: delta {name} reads every page of its changed files: {reason}"),
+        }
+        plan
+    });
+
     let start = BackupStart {
         name: name.clone(),
         pgdata: settings::data_dir(),
@@ -477,6 +507,8 @@ fn take_backup(
         is_permanent: permanent,
         user_data,
         delta,
+        delta_pages,
+        delta_map_check: cfg.delta_map_check,
         data_checksums: info.checksum_version != 0,
         // Only the tablespaces the walk finds as pg_tblspc links are kept (push::finish).
         tablespace_names: serde_json::from_str(&info.tablespaces).unwrap_or_default(),

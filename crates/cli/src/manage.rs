@@ -37,7 +37,7 @@ pub fn backup_list(config: Option<&Path>, json: bool, detail: bool) -> Result<()
     if detail {
         header.extend([
             "start_time", "finish_time", "hostname", "data_dir", "pg_version", "start_lsn", "finish_lsn",
-            "is_permanent", "is_full", "delta_from", "delta_full_name", "delta_count", "user_data",
+            "is_permanent", "is_full", "delta_from", "delta_full_name", "delta_count", "delta_pages", "user_data",
             "corrupt_pages",
         ]);
     }
@@ -60,6 +60,7 @@ pub fn backup_list(config: Option<&Path>, json: bool, detail: bool) -> Result<()
                 s.delta_from.clone().unwrap_or_default(),
                 s.delta_full_name.clone().unwrap_or_default(),
                 s.delta_count.map(|c| c.to_string()).unwrap_or_default(),
+                s.walg_ext_delta_pages.clone().unwrap_or_default(),
                 b.user_data().map(|u| u.to_string()).unwrap_or_default(),
                 s.walg_ext_corrupt_pages.map(|n| n.to_string()).unwrap_or_default(),
             ]);

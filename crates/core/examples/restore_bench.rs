@@ -128,6 +128,8 @@ fn main() {
         is_permanent: false,
         user_data: None,
         delta: None,
+        delta_pages: None,
+        delta_map_check: false,
         data_checksums: false,
         tablespace_names: Default::default(),
     };

@@ -386,6 +386,8 @@ fn small_backup(cfg: &walg_core::Config, storage: &std::sync::Arc<dyn Storage>, 
         is_permanent: false,
         user_data: None,
         delta: None,
+        delta_pages: None,
+        delta_map_check: false,
         data_checksums: false,
         tablespace_names: Default::default(),
     };

@@ -1,4 +1,5 @@
-//! Delta backups on a real cluster (full-scan page choice): with `walg.delta_max_steps = 3`, a
+//! Delta backups on a real cluster (full-scan page choice, `walg.delta_wal_maps = off`; the maps
+//! are delta_maps.rs): with `walg.delta_max_steps = 3`, a
 //! full, a delta after pgbench, and a delta taken while pgbench runs; the chain restored with
 //! `walg-ext backup-fetch LATEST` replays to a `pg_dumpall` equal to the source. The list shows
 //! base, chain root and step; the files metadata marks increments and skipped files. A delta whose
@@ -12,7 +13,7 @@ use walg_e2e::{assert_dumps_equal, require_installed, Cluster, Storage};
 fn full_delta_delta_under_pgbench_restores_the_chain() {
     require_installed();
     let storage = Storage::new("delta", "lz4");
-    let conf = format!("{}walg.delta_max_steps = 3\n", storage.extension_conf());
+    let conf = format!("{}walg.delta_max_steps = 3\nwalg.delta_wal_maps = off\n", storage.extension_conf());
     let mut a = Cluster::init("delta-a", &conf);
     a.start();
     a.pgbench_init(2);

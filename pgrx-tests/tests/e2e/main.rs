@@ -9,6 +9,7 @@ mod backup_commit;
 mod backup_errors;
 mod backup_kill;
 mod delta;
+mod delta_maps;
 mod drill;
 mod drill_sql;
 mod harness;

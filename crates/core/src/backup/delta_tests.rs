@@ -348,3 +348,86 @@ fn base_choice_follows_walg_rules() {
     let e = crate::storage::FsStorage::new(&empty);
     assert!(matches!(choose_base(&cfg, &e, &req, false).unwrap(), BaseChoice::Full { reason } if reason.contains("no backup")));
 }
+
+/// A delta whose pages come from WAL maps naming `blocks` of database 5 (and `events`).
+fn mapped_delta(
+    ch: &Chain,
+    lsn: u64,
+    blocks: &[(u32, u32)],
+    events: Vec<(u64, crate::wal::blocks::FileEvent)>,
+    check: bool,
+) -> crate::error::Result<String> {
+    use super::delta_map::{plan, MapRange, MapSource, PagePlan};
+    use crate::wal::blocks::{BlockRef, End, RelFileNode, Scan, SegmentMap, Start};
+    let own = crate::format::names::backup_name(1, lsn, 16 << 20);
+    let mut st = start(&own, &ch.pg);
+    st.start_lsn = lsn;
+    let BaseChoice::Delta { base, .. } = choose_base(&ch.cfg, ch.storage.as_ref(), &DeltaRequest::default(), false).unwrap() else {
+        panic!("no delta")
+    };
+    let range = MapRange { timeline: 1, from: base.start_lsn, to: lsn, wal_segment_size: 16 << 20, system_identifier: st.system_identifier };
+    let mut blocks: Vec<BlockRef> =
+        blocks.iter().map(|&(rel, block)| BlockRef { rel: RelFileNode { spc: 1663, db: 5, rel }, fork: 0, block }).collect();
+    blocks.sort();
+    let mut first = true;
+    let pages = plan(&range, &mut |name: &str| {
+        let (_, segno) = crate::format::names::parse_wal_file_name(name).unwrap();
+        let scan = Scan {
+            segment_lsn: segno << 24,
+            system_id: st.system_identifier,
+            timeline: 1,
+            start: Start::AtRecord,
+            end: End::SegmentEnd,
+            records: 1,
+        };
+        let (blocks, events) = if std::mem::take(&mut first) { (blocks.clone(), events.clone()) } else { (vec![], vec![]) };
+        Ok(MapSource::Storage(SegmentMap { scan, blocks, events }))
+    });
+    assert!(matches!(pages, PagePlan::Maps(_)), "{pages:?}");
+    st.name = delta_name(&own, &base.name);
+    st.delta = Some(*base);
+    st.delta_pages = Some(pages);
+    st.delta_map_check = check;
+    let data = push_data(&ch.cfg, &ch.storage, &st, &Progress::default(), &mut || Ok(()))?;
+    finish(&ch.cfg, &ch.storage, &st, data, &stop_at(lsn))?;
+    Ok(st.name)
+}
+
+#[test]
+fn a_delta_from_wal_maps_reads_only_the_named_pages_and_the_proving_mode_catches_a_miss() {
+    use crate::wal::blocks::{FileEvent, RelFileNode};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let pg = pgdata(&root);
+    let mut cfg = cfg(&root.join("bucket"), Compression::Lz4);
+    cfg.delta_max_steps = 3;
+    let storage: Arc<dyn Storage> = cfg.open_storage().unwrap();
+    backup(&cfg, &storage, &pg, 0x0200_0028, &DeltaRequest::default());
+    let ch = Chain { _dir: dir, root, pg, cfg, storage, names: vec![] };
+
+    // Changed in the range: pages 3 and 30 of 16384, page 1 of 16385; 16386 is truncated; a
+    // page of 1259 changed long ago (its LSN is before the base), and the file's mtime too.
+    write_page(&ch.pg.join("base/5/16384"), 3, 0x0250_0000, 11);
+    write_page(&ch.pg.join("base/5/16384"), 30, 0x0250_0000, 12);
+    write_page(&ch.pg.join("base/5/16385"), 1, 0x0260_0000, 13);
+    fs::File::options().write(true).open(ch.pg.join("base/5/16386")).unwrap().set_len(2 * PAGE_SIZE as u64).unwrap();
+    let truncate = FileEvent::Truncate { rel: RelFileNode { spc: 1663, db: 5, rel: 16386 }, blocks: 2, flags: 1 };
+
+    // Maps that miss page 30: the proving mode stops the backup, naming the file and block.
+    let e = mapped_delta(&ch, 0x0300_0028, &[(16384, 3), (16385, 1)], vec![], true).unwrap_err().to_string();
+    assert!(e.contains("/base/5/16384") && e.contains("[30]") && e.contains("delta_map_check"), "{e}");
+
+    // Complete maps: only the named pages are stored, the truncated file whole, and the chain
+    // restores the newest state.
+    let named = [(16384, 3), (16384, 30), (16385, 1), (16384, 9999)];
+    let d = mapped_delta(&ch, 0x0300_0028, &named, vec![(0x0280_0000, truncate)], true).unwrap();
+    let f = fm(ch.storage.as_ref(), &d);
+    assert_eq!(f.files["/base/5/16384"].size, Some(crate::format::increment::encoded_len(2)), "pages 3 and 30 (9999 is past the end)");
+    assert_eq!(f.files["/base/5/16385"].size, Some(crate::format::increment::encoded_len(1)));
+    assert!(!f.files["/base/5/16386"].is_incremented && !f.files["/base/5/16386"].is_skipped, "truncated in the range: whole");
+    let s = crate::format::Sentinel::from_json(&get_bytes(ch.storage.as_ref(), &sentinel_key(&d)).unwrap().unwrap(), "s").unwrap();
+    assert_eq!(s.walg_ext_delta_pages.as_deref(), Some("wal-maps"));
+    let target = ch.root.join("restore");
+    fetch(&ch.cfg, &ch.storage, "LATEST", &target, &no_log).unwrap();
+    same_tree(&ch.pg, &target, FILES);
+}

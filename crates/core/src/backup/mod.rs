@@ -2,6 +2,7 @@
 
 pub mod chain;
 pub mod delta;
+pub mod delta_map;
 pub mod drill;
 pub mod drill_request;
 pub mod fetch;
@@ -92,6 +93,8 @@ pub(crate) mod tests {
             is_permanent: false,
             user_data: None,
             delta: None,
+            delta_pages: None,
+            delta_map_check: false,
             data_checksums: false,
             tablespace_names: Default::default(),
         }

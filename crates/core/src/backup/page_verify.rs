@@ -67,6 +67,13 @@ impl PageVerifier {
         self.next += 1;
     }
 
+    /// One whole page at block `block` of the file, read out of order (a delta reading only the
+    /// pages its WAL maps name).
+    pub fn feed_page(&mut self, block: u32, page: &[u8]) {
+        self.next = block;
+        self.check(page);
+    }
+
     /// The next bytes of the file, in order, cut anywhere. A last partial page is never checked.
     pub fn feed(&mut self, mut data: &[u8]) {
         if !self.partial.is_empty() {

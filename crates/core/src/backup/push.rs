@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::delta::{plan_file, DeltaBase, FilePlan};
+use super::delta_map::{changed_in_range, check_map_missed, FilePages, PagePlan};
 use super::page_verify::{corrupt_blocks_field, describe_corrupt, PageVerifier};
 use super::walk::{walk_pgdata, EntryKind, WalkEntry, PG_CONTROL_NAME};
 use crate::format::increment::{read_page, scan_pages, IncrementHeader, Selection, PAGE_SIZE};
@@ -43,6 +44,10 @@ pub struct BackupStart {
     pub user_data: Option<serde_json::Value>,
     /// The base when this is a delta backup (delta.rs); the name must then be the delta's.
     pub delta: Option<DeltaBase>,
+    /// How a delta chooses its pages (delta_map.rs); None means the full scan.
+    pub delta_pages: Option<PagePlan>,
+    /// `walg.delta_map_check`: a delta planned from maps also scans every page (delta_map.rs).
+    pub delta_map_check: bool,
     /// The cluster has data checksums (pg_control's data_page_checksum_version != 0): pages
     /// are verified when `verify_page_checksums` is on (page_verify.rs).
     pub data_checksums: bool,
@@ -158,9 +163,21 @@ struct Ctx<'a> {
     progress: &'a Progress,
     /// The base of a delta backup.
     delta: Option<&'a DeltaBase>,
+    /// The pages the WAL maps name, when a delta uses them.
+    mapped: Option<&'a super::delta_map::ChangedPages>,
+    /// Some((base start, backup start)): prove the maps against a full scan (delta_map.rs).
+    map_check: Option<(u64, u64)>,
     /// Some(backup start LSN) when page checksums are verified (page_verify.rs).
     verify_from: Option<u64>,
     store_all_corrupt_blocks: bool,
+}
+
+/// Which pages of a relation segment a delta stores.
+enum Choice {
+    /// Read every page and keep those at or after the base's start LSN (WAL-G's way).
+    Scan { base_lsn: u64 },
+    /// These blocks, named by the WAL maps.
+    Mapped(Vec<u32>),
 }
 
 /// How a file went into a part.
@@ -317,15 +334,16 @@ impl PartWriter {
         Ok(true)
     }
 
-    /// Store a relation segment as a "wi1" increment against a base that started at `base_lsn`:
-    /// scan every page (format/increment.rs chooses), then write the header and the chosen pages,
-    /// read again by offset. A page with an invalid header makes the whole file go in instead.
-    /// Every page scanned also goes through `verify`, when given.
+    /// Store a relation segment as a "wi1" increment: the pages `choice` names, read by offset.
+    /// `Scan` reads every page first (format/increment.rs chooses; a page with an invalid header
+    /// makes the whole file go in instead); `Mapped` has them from the WAL maps (delta_map.rs),
+    /// and with `map_check` proves them against a scan. Every page read also goes through
+    /// `verify`, when given.
     fn add_increment(
         &mut self,
         ctx: &Ctx,
         e: &WalkEntry,
-        base_lsn: u64,
+        choice: Choice,
         buf: &mut [u8],
         mut verify: Option<&mut PageVerifier>,
     ) -> Result<Stored> {
@@ -342,20 +360,34 @@ impl PartWriter {
             }
         };
         let mut src = Throttled { file, ctx };
-        let mut on_page = |chunk: &[u8]| {
-            if let Some(v) = verify.as_deref_mut() {
-                v.feed(chunk)
-            }
-        };
-        let blocks = match scan_pages(&mut src, e.size, base_lsn, &mut on_page).map_err(read_err)? {
-            Selection::Pages(b) => b,
-            Selection::WholeFile { .. } => {
-                // Counted again by the whole copy, and verified again from its first page.
-                let _ = ctx.progress.bytes_done.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(e.size)));
-                if let Some(v) = verify.as_deref_mut() {
-                    v.reset();
+        let (blocks, verify_pages) = match choice {
+            Choice::Scan { base_lsn } => {
+                let mut on_page = |chunk: &[u8]| {
+                    if let Some(v) = verify.as_deref_mut() {
+                        v.feed(chunk)
+                    }
+                };
+                match scan_pages(&mut src, e.size, base_lsn, &mut on_page).map_err(read_err)? {
+                    Selection::Pages(b) => (b, false),
+                    Selection::WholeFile { .. } => {
+                        // Counted again by the whole copy, and verified again from its first page.
+                        let _ = ctx.progress.bytes_done.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(e.size)));
+                        if let Some(v) = verify.as_deref_mut() {
+                            v.reset();
+                        }
+                        return Ok(if self.copy_file(ctx, e, buf, verify)? { Stored::Whole } else { Stored::Vanished });
+                    }
                 }
-                return Ok(if self.copy_file(ctx, e, buf, verify)? { Stored::Whole } else { Stored::Vanished });
+            }
+            Choice::Mapped(blocks) => {
+                if let Some((from, to)) = ctx.map_check {
+                    let changed = changed_in_range(&mut src, e.size, from, to).map_err(read_err)?;
+                    check_map_missed(&e.name, &blocks, &changed)?;
+                } else {
+                    // Only the pages read count as done; the rest was never read.
+                    ctx.progress.bytes_done.fetch_add(e.size - blocks.len() as u64 * PAGE_SIZE as u64, Ordering::Relaxed);
+                }
+                (blocks, true)
             }
         };
         let header = IncrementHeader { file_size: e.size, blocks };
@@ -369,6 +401,12 @@ impl PartWriter {
         let page = &mut buf[..PAGE_SIZE];
         for &b in &header.blocks {
             read_page(&src.file, b, page).map_err(read_err)?;
+            if verify_pages {
+                if let Some(v) = verify.as_deref_mut() {
+                    v.feed_page(b, page);
+                }
+                ctx.progress.bytes_done.fetch_add(PAGE_SIZE as u64, Ordering::Relaxed);
+            }
             out.write_all(page).map_err(werr)?;
         }
         out.write_all(tarfmt::padding(len)).map_err(werr)?;
@@ -405,6 +443,13 @@ impl Read for Throttled<'_> {
         self.ctx.progress.bytes_done.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
+}
+
+/// A relation's main fork whose `_init` fork exists belongs to an unlogged relation.
+fn has_init_fork(main: &std::path::Path) -> bool {
+    let Some(name) = main.file_name().and_then(|n| n.to_str()) else { return false };
+    let node = name.split('.').next().unwrap_or(name);
+    main.with_file_name(format!("{node}_init")).exists()
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -474,9 +519,18 @@ fn worker(ctx: &Ctx, queue: &Receiver<WalkEntry>) -> Result<WorkerOutput> {
             EntryKind::Dir => p.add_dir(&item)?,
             EntryKind::File => {
                 let mut verify = ctx.verify_from.and_then(|lsn| PageVerifier::for_entry(&item.name, lsn));
-                let stored = match (plan, ctx.delta) {
-                    (FilePlan::Increment, Some(base)) => p.add_increment(ctx, &item, base.start_lsn, &mut buf, verify.as_mut())?,
-                    _ => {
+                let choice = match (plan, ctx.delta, ctx.mapped) {
+                    (FilePlan::Increment, Some(_), Some(m)) => match m.for_file(&item.name, item.size) {
+                        // An unlogged relation changes without WAL: its maps say nothing.
+                        Some(FilePages::Blocks(b)) if !has_init_fork(&item.path) => Some(Choice::Mapped(b)),
+                        _ => None,
+                    },
+                    (FilePlan::Increment, Some(base), None) => Some(Choice::Scan { base_lsn: base.start_lsn }),
+                    _ => None,
+                };
+                let stored = match choice {
+                    Some(choice) => p.add_increment(ctx, &item, choice, &mut buf, verify.as_mut())?,
+                    None => {
                         if p.copy_file(ctx, &item, &mut buf, verify.as_mut())? {
                             Stored::Whole
                         } else {
@@ -586,6 +640,14 @@ pub fn push_data(
         limiter: cfg.disk_rate_limit.filter(|&r| r > 0).map(|r| RateLimiter { bytes_per_sec: r, next: Mutex::new(Instant::now()) }),
         progress,
         delta: start.delta.as_ref(),
+        mapped: match (&start.delta, &start.delta_pages) {
+            (Some(_), Some(PagePlan::Maps(m))) => Some(m),
+            _ => None,
+        },
+        map_check: match (&start.delta, &start.delta_pages) {
+            (Some(b), Some(PagePlan::Maps(_))) if start.delta_map_check => Some((b.start_lsn, start.start_lsn)),
+            _ => None,
+        },
         verify_from: (start.data_checksums && cfg.verify_page_checksums).then_some(start.start_lsn),
         store_all_corrupt_blocks: cfg.store_all_corrupt_blocks,
     };
@@ -769,6 +831,7 @@ pub fn finish(
         walg_ext_files_metadata: Some(ObjectRecord::of_bytes(&files_metadata)),
         walg_ext_corrupt_pages: data.corrupt_pages.as_ref().map(|c| c.iter().map(|(_, b)| b.len() as u64).sum()),
         walg_ext_tablespace_names: (!names.is_empty()).then_some(names),
+        walg_ext_delta_pages: d.map(|_| start.delta_pages.as_ref().map_or("full-scan", PagePlan::method).to_string()),
     };
     storage.put(&sentinel_key(&start.name), &sentinel.to_json())?;
     Ok(sentinel)
@@ -810,6 +873,8 @@ mod tests {
                 limiter: None,
                 progress: &progress,
                 delta: None,
+                mapped: None,
+                map_check: None,
                 verify_from: None,
                 store_all_corrupt_blocks: false,
             };

@@ -78,7 +78,8 @@ impl BackupInfo {
     }
 
     /// WAL-G's `backup-list --detail --json` fields, plus walg_ext's (is_full, delta_from,
-    /// delta_full_name, delta_count, user_data, last_drill, corrupt_pages: pages with a wrong
+    /// delta_full_name, delta_count, delta_pages (how a delta chose its pages: wal-maps or
+    /// full-scan), user_data, last_drill, corrupt_pages: pages with a wrong
     /// checksum the backup found, null when it did not verify them). The CLI prints exactly this.
     pub fn detail_json(&self) -> serde_json::Value {
         let s = &self.sentinel;
@@ -105,6 +106,7 @@ impl BackupInfo {
             "delta_from": s.delta_from,
             "delta_full_name": s.delta_full_name,
             "delta_count": s.delta_count,
+            "delta_pages": s.walg_ext_delta_pages,
             "user_data": self.user_data(),
             "last_drill": self.drill.as_ref().map(|d| d.list_json()),
             "corrupt_pages": s.walg_ext_corrupt_pages,

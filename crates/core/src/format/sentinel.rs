@@ -94,6 +94,10 @@ pub struct Sentinel {
     /// `--tablespace NAME=DIR`.
     #[serde(rename = "WalgExtTablespaceNames", skip_serializing_if = "Option::is_none")]
     pub walg_ext_tablespace_names: Option<BTreeMap<String, String>>,
+    /// Ours (WAL-G ignores it), deltas only: how the pages were chosen, `wal-maps` (from the WAL
+    /// block maps) or `full-scan` (every page read, WAL-G's way).
+    #[serde(rename = "WalgExtDeltaPages", skip_serializing_if = "Option::is_none")]
+    pub walg_ext_delta_pages: Option<String>,
 }
 
 /// Ours (WAL-G ignores it): XXH3-128 of the sentinel's own JSON without this key, written by

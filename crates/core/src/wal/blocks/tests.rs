@@ -4,11 +4,11 @@
 
 use super::*;
 
-const SEG: usize = 16 << 20;
+pub(crate) const SEG: usize = 16 << 20;
 const PAGE: usize = 8192;
-const SEG_LSN: u64 = 3 * SEG as u64;
+pub(crate) const SEG_LSN: u64 = 3 * SEG as u64;
 
-fn rel(r: u32) -> RelFileNode {
+pub(crate) fn rel(r: u32) -> RelFileNode {
     RelFileNode {
         spc: 1663,
         db: 5,
@@ -17,17 +17,17 @@ fn rel(r: u32) -> RelFileNode {
 }
 
 /// A block for [`record`]: id, relation, fork, block, image (with a hole, compressed or not).
-struct B {
-    id: u8,
-    rel: RelFileNode,
-    fork: u8,
-    block: u32,
-    image: Option<(bool, usize)>, // (compressed, image bytes)
-    data: usize,
+pub(crate) struct B {
+    pub(crate) id: u8,
+    pub(crate) rel: RelFileNode,
+    pub(crate) fork: u8,
+    pub(crate) block: u32,
+    pub(crate) image: Option<(bool, usize)>, // (compressed, image bytes)
+    pub(crate) data: usize,
 }
 
 /// A whole record with a correct CRC.
-fn record(prev: u64, rmid: u8, info: u8, blocks: &[B], main: &[u8]) -> Vec<u8> {
+pub(crate) fn record(prev: u64, rmid: u8, info: u8, blocks: &[B], main: &[u8]) -> Vec<u8> {
     let mut hdrs = Vec::new();
     let mut data = Vec::new();
     let mut last = None;
@@ -93,15 +93,15 @@ fn record(prev: u64, rmid: u8, info: u8, blocks: &[B], main: &[u8]) -> Vec<u8> {
 }
 
 /// Writes records into segments the way the server lays them out on pages.
-struct Writer {
-    segs: Vec<Vec<u8>>,
+pub(crate) struct Writer {
+    pub(crate) segs: Vec<Vec<u8>>,
     pos: usize, // offset in the last segment
     prev: u64,
-    lsns: Vec<u64>,
+    pub(crate) lsns: Vec<u64>,
 }
 
 impl Writer {
-    fn new() -> Writer {
+    pub(crate) fn new() -> Writer {
         let mut w = Writer {
             segs: vec![],
             pos: 0,
@@ -139,7 +139,7 @@ impl Writer {
         }
     }
     /// Appends the record made by `make(prev)`, crossing pages and segments as needed.
-    fn push(&mut self, make: impl FnOnce(u64) -> Vec<u8>) -> u64 {
+    pub(crate) fn push(&mut self, make: impl FnOnce(u64) -> Vec<u8>) -> u64 {
         let rec = make(self.prev);
         self.enter_page(0);
         let lsn = self.seg_lsn() + self.pos as u64;
@@ -172,7 +172,7 @@ impl Writer {
     }
 }
 
-fn heap(prev: u64, r: u32, block: u32, main_len: usize) -> Vec<u8> {
+pub(crate) fn heap(prev: u64, r: u32, block: u32, main_len: usize) -> Vec<u8> {
     let b = B {
         id: 0,
         rel: rel(r),
@@ -214,7 +214,7 @@ fn fpi(prev: u64) -> Vec<u8> {
     record(prev, 0, 0xB0, &blocks, &[])
 }
 
-fn smgr_create(prev: u64, r: u32) -> Vec<u8> {
+pub(crate) fn smgr_create(prev: u64, r: u32) -> Vec<u8> {
     let mut main = Vec::new();
     for x in [1663u32, 5, r, 0] {
         main.extend(x.to_le_bytes());
