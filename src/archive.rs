@@ -90,5 +90,19 @@ fn push(file: &str, path: &str) -> walg_core::Result<PushOutcome> {
     let path = Path::new(path);
     // PostgreSQL passes pg_wal/<file>, relative to the data directory (our working directory).
     let pg_wal = path.parent().unwrap_or(Path::new("pg_wal"));
-    ARCHIVER.with(|a| a.borrow_mut().archive(&cfg, storage.as_ref(), file, path, pg_wal))
+    let (outcome, notes) = ARCHIVER.with(|a| {
+        let mut a = a.borrow_mut();
+        let outcome = a.archive(&cfg, storage.as_ref(), file, path, pg_wal);
+        (outcome, a.take_map_notes())
+    });
+    // Changed-block maps (made by the archiver's threads, logged here on the main thread): they
+    // never change whether the file counts as archived.
+    for n in notes {
+        if n.is_warning() {
+            warning!("{}", n.message());
+        } else {
+            log!("{}", n.message());
+        }
+    }
+    outcome
 }

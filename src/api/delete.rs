@@ -1,5 +1,5 @@
 //! walg_delete_*: WAL-G's delete modes. Dry run unless `confirm`; each returns the objects that
-//! would be (or were) deleted, with the backup they belong to (NULL for WAL).
+//! would be (or were) deleted, with the backup they belong to (NULL for WAL and its changed-block maps).
 use super::{ok, open, wal_segment_size};
 use pgrx::prelude::*;
 use walg_core::catalog::delete::{self, DeleteRequest, GarbageScope};

@@ -679,6 +679,8 @@ mod tests {
             ("WALG_HEALTH_CHECK_INTERVAL", vec![], "5"),
             ("WALG_DELTA_MAX_STEPS", vec![], "6"),
             ("WALG_DELTA_ORIGIN", vec![], "latest_full"),
+            ("WALG_DELTA_WAL_MAPS", vec![], "false"),
+            ("WALG_DELTA_MAP_CHECK", vec![], "true"),
             ("WALG_PREFETCH_DIR", vec![], "/var/tmp/prefetch"),
             ("WALG_DRILL_SCHEDULE", vec![], "0 4 * * *"),
             ("WALG_DRILL_WORK_DIR", vec![], "/var/tmp"),

@@ -26,6 +26,11 @@
 //! backup started since the plan needs. A stale or abandoned marker is garbage, with the
 //! objects of its backup if that has no sentinel.
 //!
+//! Changed-block maps (`walg_ext_blockmaps_005/<segment>`, wal/blocks/stored.rs) follow their
+//! segments: every rule above that keeps or deletes the WAL segment at a position keeps or
+//! deletes the map of that position too (`wal_before`, `execute`), and `everything` removes them
+//! all. A map without its segment (WAL deleted by WAL-G) goes when its position does.
+//!
 //! Unfinished uploads (temp files of file storage, S3 multipart uploads) are garbage once their
 //! last activity is older than `PENDING_UPLOAD_MIN_AGE` (24 h): far longer than any one object
 //! takes to upload, so a live upload is never aborted. Process ids in temp file names are not
@@ -37,11 +42,12 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 
 use super::list::{chain, descendants, find, list_backups, BackupInfo};
-use super::walfiles::{list_wal, position_of, position_of_lsn, WalKind, WalObject};
+use super::walfiles::{list_maps, list_wal, position_of, position_of_lsn, WalKind, WalObject};
 use crate::backup::in_progress::{read_markers, MarkerState};
 use crate::error::{Error, Result};
 use crate::format::names::{backup_of_sentinel_key, is_backup_name, BACKUP_PREFIX, IN_PROGRESS_PREFIX, WAL_PREFIX};
 use crate::storage::{ObjectInfo, PendingUpload, Storage};
+use crate::wal::blocks::stored::MAP_PREFIX;
 
 /// Unfinished uploads younger than this (since their last known activity) are left alone.
 pub const PENDING_UPLOAD_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -261,6 +267,8 @@ struct Catalog {
     /// Backup name (first path component under basebackups_005/) -> its objects.
     backup_objects: BTreeMap<String, Vec<ObjectInfo>>,
     wal: Vec<WalObject>,
+    /// Changed-block maps, classified by their segment's name; deleted with that segment.
+    maps: Vec<WalObject>,
     /// Unfinished uploads anywhere under the prefix (listed for garbage and everything only).
     uploads: Vec<PendingUpload>,
     notes: Vec<String>,
@@ -308,6 +316,7 @@ impl Catalog {
             }
         }
         let wal = list_wal(storage)?;
+        let maps = list_maps(storage)?;
         let mut notes = Vec::new();
         let uploads = if want_uploads {
             // Deleting less is safe: a storage that will not list unfinished uploads (an S3
@@ -321,7 +330,7 @@ impl Catalog {
         };
         // LAST: after every listing (module header).
         let markers = read_markers(storage, now)?;
-        Ok(Catalog { all, backup_objects, wal, uploads, notes, markers, wal_segment_size, now })
+        Ok(Catalog { all, backup_objects, wal, maps, uploads, notes, markers, wal_segment_size, now })
     }
 
     fn guard(&self) -> Guard {
@@ -386,13 +395,14 @@ impl Catalog {
     }
 
     /// WAL objects (segments, backup history files, partial segments) before `boundary`, except
-    /// those a permanent backup or a backup in progress needs. Timeline history files are
-    /// always kept.
+    /// those a permanent backup or a backup in progress needs, and the changed-block maps of the
+    /// same positions. Timeline history files are always kept.
     fn wal_before(&self, boundary: u64) -> Vec<DeleteObject> {
         let protected = self.permanent_ranges();
         let floor = self.guard().wal_floor;
         self.wal
             .iter()
+            .chain(&self.maps)
             .filter(|o| matches!(o.kind, WalKind::Segment | WalKind::BackupHistory | WalKind::Partial))
             .filter(|o| o.position < boundary)
             .filter(|o| floor.is_none_or(|f| o.position < f))
@@ -523,7 +533,7 @@ impl Catalog {
                     .iter()
                     .flat_map(|(n, objs)| objs.iter().map(move |o| DeleteObject::object(&o.key, o.size, Some(n))))
                     .collect();
-                objects.extend(self.wal.iter().map(|o| DeleteObject::object(&o.key, o.size, None)));
+                objects.extend(self.wal.iter().chain(&self.maps).map(|o| DeleteObject::object(&o.key, o.size, None)));
                 // Stale markers, and unfinished uploads idle long enough.
                 objects.extend(self.dead_work("", &self.guard()));
                 Ok(finish_plan(backups, objects))
@@ -626,9 +636,9 @@ pub fn plan_at(storage: &dyn Storage, req: &DeleteRequest, wal_segment_size: u64
 }
 
 /// Delete what `plan` lists: sentinels first (the backups disappear from the list at once), then
-/// the rest of the backups' objects, then unfinished uploads, then WAL, except the WAL that a
-/// backup started since the plan needs (markers are read again just before). Returns the keys
-/// of the planned WAL objects it kept for that reason.
+/// the rest of the backups' objects, then unfinished uploads, then WAL and its maps, except the
+/// WAL (and maps) that a backup started since the plan needs (markers are read again just
+/// before). Returns the keys of the planned WAL objects and maps it kept for that reason.
 pub fn execute(storage: &dyn Storage, plan: &DeletePlan) -> Result<Vec<String>> {
     let is_sentinel = |k: &str| backup_of_sentinel_key(k).is_some();
     let is_upload = |o: &DeleteObject| o.upload_id.is_some();
@@ -647,7 +657,8 @@ pub fn execute(storage: &dyn Storage, plan: &DeletePlan) -> Result<Vec<String>> 
         };
         storage.abort_upload(&upload)?;
     }
-    let wal: Vec<&DeleteObject> = plan.objects.iter().filter(|o| !is_upload(o) && o.key.starts_with(WAL_PREFIX)).collect();
+    let wal_file = |key: &str| key.strip_prefix(WAL_PREFIX).or_else(|| key.strip_prefix(MAP_PREFIX)).map(str::to_string);
+    let wal: Vec<&DeleteObject> = plan.objects.iter().filter(|o| !is_upload(o) && wal_file(&o.key).is_some()).collect();
     if wal.is_empty() {
         return Ok(Vec::new());
     }
@@ -655,8 +666,8 @@ pub fn execute(storage: &dyn Storage, plan: &DeletePlan) -> Result<Vec<String>> 
     let floor = wal_floor(&markers);
     let mut kept = Vec::new();
     for o in wal {
-        let file = o.key.strip_prefix(WAL_PREFIX).unwrap_or(&o.key);
-        let (kind, _, position) = super::walfiles::classify(super::walfiles::strip_extension(file));
+        let file = wal_file(&o.key).unwrap_or_default();
+        let (kind, _, position) = super::walfiles::classify(super::walfiles::strip_extension(&file));
         let needed = floor.is_some_and(|f| kind == WalKind::Other || kind == WalKind::History || position >= f);
         if needed {
             kept.push(o.key.clone());

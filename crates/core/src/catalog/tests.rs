@@ -712,3 +712,44 @@ fn garbage_works_without_upload_listing_and_says_so() {
     // Modes that never touch uploads do not even ask.
     assert!(delete::plan(&s, &DeleteRequest::retain(None, 1, None, Utc::now()).unwrap(), SEG).unwrap().notes.is_empty());
 }
+
+/// Changed-block maps follow their segments' fate: deleted at the positions whose WAL goes
+/// (also where the WAL itself is already gone, on any timeline), kept where a permanent backup
+/// keeps the WAL, all gone with `everything`.
+#[test]
+fn changed_block_maps_go_with_their_segments() {
+    use crate::wal::blocks::stored::MAP_PREFIX;
+    let f = fixture();
+    let perm = f.backup(1, 1, 50, true, None); // keeps the WAL of positions 1 and 2
+    let b1 = f.backup(1, 3, 100, false, None);
+    let b2 = f.backup(1, 5, 200, false, None);
+    f.wal(1, (0..10).filter(|p| *p != 4)); // 4: deleted by some other tool, its map is left
+    let map = |tli: u32, p: u64| format!("{MAP_PREFIX}{}.lz4", walfiles::name_of_position(tli, p));
+    for p in 0..10 {
+        f.s.put(&map(1, p), b"m").unwrap();
+    }
+    f.s.put(&map(2, 0), b"m").unwrap();
+    f.s.put(&format!("{MAP_PREFIX}not-a-map"), b"?").unwrap();
+    let maps = || -> Vec<String> { f.s.list(MAP_PREFIX).unwrap().into_iter().map(|o| o.key).collect() };
+
+    let plan = f.plan("retain 1");
+    assert_eq!(plan.backups, vec![b1]);
+    let planned: Vec<&str> = plan.objects.iter().filter(|o| o.key.starts_with(MAP_PREFIX)).map(|o| o.key.as_str()).collect();
+    assert_eq!(planned, vec![map(1, 0), map(1, 3), map(1, 4), map(2, 0)], "maps before b2's start, not perm's");
+    assert!(plan.objects.iter().any(|o| o.key == "wal_005/000000010000000000000003.lz4"), "the WAL goes too");
+    let args: Vec<String> = ["retain", "1"].iter().map(|s| s.to_string()).collect();
+    let req = DeleteRequest::parse_args(&args, None, Utc::now()).unwrap();
+    delete::run(&f.s, &req, SEG, true).unwrap();
+    let mut want: Vec<String> = [1, 2, 5, 6, 7, 8, 9].into_iter().map(|p| map(1, p)).collect();
+    want.push(format!("{MAP_PREFIX}not-a-map"));
+    want.sort();
+    assert_eq!(maps(), want);
+    assert!(f.s.exists("wal_005/000000010000000000000005.lz4").unwrap());
+
+    let args: Vec<String> = ["everything", "FORCE"].iter().map(|s| s.to_string()).collect();
+    let req = DeleteRequest::parse_args(&args, None, Utc::now()).unwrap();
+    delete::run(&f.s, &req, SEG, true).unwrap();
+    assert!(maps().is_empty(), "{:?}", maps());
+    assert!(f.names().is_empty());
+    let _ = (perm, b2);
+}

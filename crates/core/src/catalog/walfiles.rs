@@ -7,6 +7,7 @@ use crate::codec::READ_EXTENSIONS;
 use crate::error::Result;
 use crate::format::names::WAL_PREFIX;
 use crate::storage::Storage;
+use crate::wal::blocks::stored::MAP_PREFIX;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WalKind {
@@ -89,11 +90,21 @@ pub fn classify(name: &str) -> (WalKind, u32, u64) {
 
 /// Every object under wal_005/, classified, sorted by key.
 pub fn list_wal(storage: &dyn Storage) -> Result<Vec<WalObject>> {
+    list_classified(storage, WAL_PREFIX)
+}
+
+/// Every changed-block map (wal/blocks/stored.rs: one per segment, named like it), classified
+/// like WAL, sorted by key.
+pub fn list_maps(storage: &dyn Storage) -> Result<Vec<WalObject>> {
+    list_classified(storage, MAP_PREFIX)
+}
+
+fn list_classified(storage: &dyn Storage, prefix: &str) -> Result<Vec<WalObject>> {
     Ok(storage
-        .list(WAL_PREFIX)?
+        .list(prefix)?
         .into_iter()
         .map(|o| {
-            let file = o.key.strip_prefix(WAL_PREFIX).unwrap_or(&o.key);
+            let file = o.key.strip_prefix(prefix).unwrap_or(&o.key);
             let name = strip_extension(file).to_string();
             let (kind, timeline, position) = classify(&name);
             WalObject { key: o.key, size: o.size, modified: o.modified, name, kind, timeline, position }

@@ -2,11 +2,16 @@
 //! asks for, upload the next `.ready` files in parallel, so that later calls for them return at
 //! once. PostgreSQL's archiver is one process calling one file at a time; this is how it keeps
 //! up with a busy server.
+//!
+//! Each thread that archived a WAL segment then stores its changed-block map (segment_map.rs),
+//! after the upload and never changing its outcome; what went wrong there is kept in
+//! [`Archiver::take_map_notes`] for the caller to log.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::SystemTime;
 
+use super::segment_map::{maps_enabled, MapMaker, MapNote};
 use super::{push_with, PushOutcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -27,6 +32,9 @@ pub struct Archiver {
     /// Files already uploaded by look-ahead, not yet asked for by PostgreSQL: the local file's
     /// stamp at upload, and the outcome to report when PostgreSQL asks.
     ahead: HashMap<String, (Stamp, PushOutcome)>,
+    maps: MapMaker,
+    /// Map failures and incomplete maps since the last `take_map_notes`.
+    notes: Vec<MapNote>,
 }
 
 impl Archiver {
@@ -53,23 +61,30 @@ impl Archiver {
             }
         }
         let pipeline = cfg.pipeline();
+        let maps = maps_enabled(cfg).then_some(&self.maps);
+        // Upload, then (with maps on) the map, in the same thread: the map never delays it.
+        let archive_one = |f: &str, p: &Path| -> Result<(PushOutcome, Option<MapNote>)> {
+            let outcome = push_with(&pipeline, storage, f, p)?;
+            let note = maps.and_then(|m| m.after_push(&pipeline, storage, f, p, &outcome));
+            Ok((outcome, note))
+        };
         let next = self.ready_after(pg_wal, file_name, cfg.upload_concurrency.saturating_sub(1));
         let (own, ahead) = std::thread::scope(|s| {
             let handles: Vec<_> = next
                 .iter()
                 .map(|f| {
-                    let pipeline = &pipeline;
+                    let archive_one = &archive_one;
                     spawn_scoped(s, "walg-ahead".into(), move || {
                         catch_panic("WAL look-ahead upload", || {
                             let p = pg_wal.join(f);
                             let stamp = stamp_of(&p)?;
-                            push_with(pipeline, storage, f, &p).map(|outcome| (stamp, outcome))
+                            archive_one(f, &p).map(|(outcome, note)| (stamp, outcome, note))
                         })
                     })
                 })
                 .collect();
-            let own = push_with(&pipeline, storage, file_name, path);
-            let ahead: Vec<Result<(Stamp, PushOutcome)>> = handles
+            let own = archive_one(file_name, path);
+            let ahead: Vec<Result<(Stamp, PushOutcome, Option<MapNote>)>> = handles
                 .into_iter()
                 .map(|h| match h {
                     Ok(h) => h.join().unwrap_or_else(|_| Err(Error::Internal("look-ahead thread died".into()))),
@@ -79,11 +94,21 @@ impl Archiver {
             (own, ahead)
         });
         for (f, r) in next.into_iter().zip(ahead) {
-            if let Ok(done) = r {
-                self.ahead.insert(f, done);
+            if let Ok((stamp, outcome, note)) = r {
+                self.notes.extend(note);
+                self.ahead.insert(f, (stamp, outcome));
             }
         }
-        own
+        own.map(|(outcome, note)| {
+            self.notes.extend(note);
+            outcome
+        })
+    }
+
+    /// What went wrong with changed-block maps since the last call (oldest first): the caller
+    /// logs it (the threads that made the maps do not).
+    pub fn take_map_notes(&mut self) -> Vec<MapNote> {
+        std::mem::take(&mut self.notes)
     }
 
     /// Up to `n` WAL files marked `.ready` that sort after `current` and are not uploaded yet,

@@ -9,12 +9,14 @@ pub mod prefetch;
 #[cfg(test)]
 mod prefetch_tests;
 mod push;
+mod segment_map;
 #[cfg(test)]
 pub(crate) mod tests;
 
 pub use ahead::Archiver;
 pub use fetch::{fetch, fetch_with};
 pub use push::{push, push_with};
+pub use segment_map::{maps_enabled, MapNote, MAX_MAPPED_SEGMENT};
 
 use crate::error::{Error, Result};
 use crate::storage::Storage;

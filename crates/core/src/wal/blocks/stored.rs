@@ -328,10 +328,7 @@ fn decode_body(r: &mut R) -> Res<SegmentMap> {
             7 => FileEvent::RelMapUpdate { db: r.v32("database")?, spc: r.v32("tablespace")? },
             8 => {
                 let rel = r.rel()?;
-                let commit = match r.tag("commit flag", 1)? {
-                    0 => false,
-                    _ => true,
-                };
+                let commit = r.tag("commit flag", 1)? == 1;
                 FileEvent::Drop { rel, commit }
             }
             9 => FileEvent::WalLevel { level: r.v32("wal_level")? },

@@ -36,7 +36,7 @@ fn many_blocks() -> Vec<BlockRef> {
         .enumerate()
     {
         for fork in 0..4u8 {
-            for b in (0..2000u32).filter(|b| (b * 7 + i as u32 + fork as u32) % 5 != 0) {
+            for b in (0..2000u32).filter(|b| !(b * 7 + i as u32 + fork as u32).is_multiple_of(5)) {
                 v.push(BlockRef { rel: r, fork, block: b * (1 + fork as u32 * 1000) });
             }
             v.push(BlockRef { rel: r, fork, block: u32::MAX });
