@@ -33,7 +33,13 @@ test-pg: setup
 	rm -rf $(PGRX_TEST_PGDATA) /tmp/walg-ext-pgrx-storage
 	# The storage prefix must exist: readers report a missing one as unreachable, not empty.
 	install -d -m 0700 -o postgres -g postgres /tmp/walg-ext-pgrx-storage
-	$(CARGO) pgrx test pg15 -p walg_ext --runas postgres --pgdata $(PGRX_TEST_PGDATA)
+	# cargo-pgrx builds the extension it installs for these tests with a link flag of its own
+	# (-Wl,--no-gc-sections), unlike its `cargo test` build, so every dependency was compiled
+	# twice (5 of CI's minutes). Without it the install reuses the test build's dependencies; the
+	# flag guards against a schema section lost on some linkers (aarch64 without LTO), which would
+	# fail this step loudly, not silently. Release builds (install) keep it.
+	CARGO_PGRX_DISABLE_GC_SECTIONS_WORKAROUND=1 \
+		$(CARGO) pgrx test pg15 -p walg_ext --runas postgres --pgdata $(PGRX_TEST_PGDATA)
 
 test-e2e: install
 	$(CARGO) test -p walg-e2e -- --test-threads=1
