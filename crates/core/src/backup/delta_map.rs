@@ -23,7 +23,7 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::format::increment::{PageHeader, PAGE_SIZE};
+use crate::format::increment::{for_each_page, PageHeader, PAGE_SIZE};
 use crate::format::names::{lsn_to_string, wal_file_name_for_segno};
 use crate::format::page_checksum::RELSEG_SIZE;
 use crate::wal::blocks::{join, Change, End, FileEvent, Head, RelFileNode, SegmentMap, Start};
@@ -330,33 +330,14 @@ pub fn plan_for_backup(
 /// return the blocks whose page LSN lies in `from..to` (changed in the range, so the maps must
 /// name them). Pages changed again after `to` cannot be judged and are not returned.
 pub fn changed_in_range(r: &mut dyn Read, size: u64, from: u64, to: u64) -> io::Result<Vec<u32>> {
-    let mut buf = vec![0u8; 128 * PAGE_SIZE];
     let mut out = Vec::new();
-    let mut block = 0u32;
-    let mut left = size;
-    while left > 0 {
-        let want = left.min(buf.len() as u64) as usize;
-        let mut got = 0;
-        while got < want {
-            match r.read(&mut buf[got..want]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+    for_each_page(r, size, &mut |_| {}, &mut |block, page| {
+        let h = PageHeader::parse(page);
+        if !h.is_new() && h.is_valid() && h.lsn >= from && h.lsn < to {
+            out.push(block);
         }
-        for page in buf[..got - got % PAGE_SIZE].chunks_exact(PAGE_SIZE) {
-            let h = PageHeader::parse(page);
-            if !h.is_new() && h.is_valid() && h.lsn >= from && h.lsn < to {
-                out.push(block);
-            }
-            block += 1;
-        }
-        if got < want {
-            break;
-        }
-        left -= got as u64;
-    }
+        true
+    })?;
     Ok(out)
 }
 

@@ -214,9 +214,35 @@ pub enum Selection {
 /// ends the scan (the increment still records `size`; missing pages read back as zeros).
 /// `on_data` sees every byte read, in order (page checksum verification).
 pub fn scan_pages(r: &mut dyn Read, size: u64, base_lsn: u64, on_data: &mut dyn FnMut(&[u8])) -> io::Result<Selection> {
+    let mut blocks = Vec::new();
+    let mut invalid = None;
+    for_each_page(r, size, on_data, &mut |block, page| {
+        let h = PageHeader::parse(page);
+        if h.is_new() || (h.is_valid() && h.lsn >= base_lsn) {
+            blocks.push(block);
+        } else if !h.is_valid() {
+            invalid = Some(block);
+            return false;
+        }
+        true
+    })?;
+    Ok(match invalid {
+        Some(invalid_block) => Selection::WholeFile { invalid_block },
+        None => Selection::Pages(blocks),
+    })
+}
+
+/// Read `r` (a relation segment of `size` bytes) in large chunks and call `page(block, bytes)`
+/// for each whole page, in order, until it returns false or the file ends (early, if it shrank
+/// since `size` was taken). `on_data` sees every byte read.
+pub fn for_each_page(
+    r: &mut dyn Read,
+    size: u64,
+    on_data: &mut dyn FnMut(&[u8]),
+    page: &mut dyn FnMut(u32, &[u8]) -> bool,
+) -> io::Result<()> {
     const CHUNK: usize = 128 * PAGE_SIZE;
     let mut buf = vec![0u8; CHUNK];
-    let mut blocks = Vec::new();
     let mut block: u32 = 0;
     let mut left = size;
     while left > 0 {
@@ -231,14 +257,9 @@ pub fn scan_pages(r: &mut dyn Read, size: u64, base_lsn: u64, on_data: &mut dyn 
             }
         }
         on_data(&buf[..got]);
-        for page in buf[..got - got % PAGE_SIZE].chunks_exact(PAGE_SIZE) {
-            let h = PageHeader::parse(page);
-            if h.is_new() {
-                blocks.push(block);
-            } else if !h.is_valid() {
-                return Ok(Selection::WholeFile { invalid_block: block });
-            } else if h.lsn >= base_lsn {
-                blocks.push(block);
+        for p in buf[..got - got % PAGE_SIZE].chunks_exact(PAGE_SIZE) {
+            if !page(block, p) {
+                return Ok(());
             }
             block += 1;
         }
@@ -247,7 +268,7 @@ pub fn scan_pages(r: &mut dyn Read, size: u64, base_lsn: u64, on_data: &mut dyn 
         }
         left -= got as u64;
     }
-    Ok(Selection::Pages(blocks))
+    Ok(())
 }
 
 /// Read block `b` of `file` into `page`, zeros past its end (the file shrank since the scan;
