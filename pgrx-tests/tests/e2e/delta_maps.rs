@@ -55,6 +55,22 @@ fn workload(c: &Cluster, r: u32) {
     }
 }
 
+/// (segments, parsed from pg_wal) of the worker's log line for delta `name`.
+fn maps_used(c: &Cluster, name: &str) -> (u32, u32) {
+    let log = c.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("delta {name} reads the pages named by the WAL maps of")))
+        .unwrap_or_else(|| panic!("no planner line for {name}\n{}", c.log_tail(30)));
+    let nums: Vec<u32> = line
+        .split(|ch: char| !ch.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse().unwrap_or(0))
+        .collect();
+    // "... WAL maps of N segments (M parsed from pg_wal): P pages": the last three numbers.
+    (nums[nums.len() - 3], nums[nums.len() - 2])
+}
+
 fn pages_method(storage: &Storage, name: &str) -> String {
     let s: serde_json::Value = serde_json::from_slice(&storage.read(&storage.sentinel(name))).unwrap();
     s["WalgExtDeltaPages"].as_str().unwrap_or("(none)").to_string()
@@ -80,6 +96,11 @@ fn deltas_from_wal_maps_miss_no_page_across_a_workload_mix_and_a_crash() {
     let d1 = a.psql("SELECT walg_backup_push()");
     assert!(d1.contains("_D_"), "{d1}");
     assert_eq!(pages_method(&storage, &d1), "wal-maps", "{d1}: the maps must cover its range\n{}", a.log_tail(30));
+    // The archiver stored maps, and the delta read most of them from storage (only the segments
+    // not archived yet are parsed from pg_wal).
+    assert!(!storage.keys("walg_ext_blockmaps_005/").is_empty(), "no maps in storage");
+    let (segments, local) = maps_used(&a, &d1);
+    assert!(segments >= 3 && local < segments, "{d1}: {segments} segments, {local} parsed from pg_wal");
 
     // A crash in the middle of the next range, then more changes, and the delta taken while
     // pgbench writes.
