@@ -788,6 +788,7 @@ CP_DIR = BENCH_DIR / "cp-archive"
 # parse every segment and store its changed-block map beside the upload.
 ARCHIVERS = {
     "walg_ext": {"archive_library": "walg_ext", "archive_command": "", "walg.delta_max_steps": "3"},
+    "walg_ext_no_maps": {"archive_library": "walg_ext", "archive_command": "", "walg.delta_max_steps": "0"},
     "pgbackrest_async": {"archive_library": "", "walg.delta_max_steps": "0",
                          "archive_command": f"pgbackrest --config={PGBR_CONF} --stanza=bench archive-push %p"},
     "cp_fsync": {"archive_library": "", "walg.delta_max_steps": "0",

@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use walg_core::backup::push::{self, BackupStart, BackupStop, Progress};
 use walg_core::backup::delta::{check_base_at_start, choose_base, delta_name, BaseChoice, DeltaRequest};
-use walg_core::backup::delta_map::{plan_for_backup, MapRange, PagePlan};
+use walg_core::backup::delta_map::{plan_for_backup, read_archived_segment, MapRange, PagePlan};
 use walg_core::wal::blocks::stored::get_map;
 use walg_core::backup::standby::{check_replay_timeline, label_start_timeline, refuse_standby_backup, ReplayPause, StandbyFacts};
 use walg_core::backup::{wait_for_wal, InProgress, WaitTiming, WalRange};
@@ -480,13 +480,16 @@ fn take_backup(
             };
             let pipeline = cfg.pipeline();
             let pg_wal = settings::data_dir().join("pg_wal");
-            plan_for_backup(&range, &pg_wal, &mut |seg| get_map(&pipeline, storage.as_ref(), seg))
+            plan_for_backup(&range, &pg_wal, &mut |seg| get_map(&pipeline, storage.as_ref(), seg), &mut |seg| {
+                read_archived_segment(&pipeline, storage.as_ref(), seg)
+            })
         };
         match &plan {
             PagePlan::Maps(m) => log!(
-                "walg_ext: delta {name} reads the pages named by the WAL maps of {} segments ({} parsed from pg_wal): {} pages",
+                "walg_ext: delta {name} reads the pages named by the WAL maps of {} segments ({} parsed from pg_wal, {} from archived WAL): {} pages",
                 m.segments,
                 m.parsed_locally,
+                m.parsed_from_archive,
                 m.pages()
             ),
             PagePlan::FullScan { reason } => log!("walg_ext: delta {name} reads every page of its changed files: {reason}"),

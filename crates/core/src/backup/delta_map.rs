@@ -72,9 +72,11 @@ pub struct ChangedPages {
     whole_databases: HashSet<(u32, u32)>,
     /// Tablespaces created in the range.
     whole_tablespaces: HashSet<u32>,
-    /// Segments the maps came from, and of these how many were parsed from pg_wal here.
+    /// Segments the maps came from, and of these how many were parsed here, from pg_wal and
+    /// from the archived WAL.
     pub segments: usize,
     pub parsed_locally: usize,
+    pub parsed_from_archive: usize,
 }
 
 /// What a delta stores of one relation segment file, by the maps.
@@ -194,6 +196,8 @@ pub enum MapSource {
     Storage(SegmentMap),
     /// Parsed here from pg_wal (the archiver has not stored one, e.g. the current segment).
     Local(SegmentMap),
+    /// Parsed here from the archived segment (no map was stored for it).
+    Archived(SegmentMap),
     Missing,
 }
 
@@ -223,7 +227,15 @@ fn gather(range: &MapRange, get: &mut dyn FnMut(&str) -> Result<MapSource>) -> s
                 pages.parsed_locally += 1;
                 m
             }
-            Ok(MapSource::Missing) => return Err(format!("no block map of WAL segment {name}, and it is not in pg_wal")),
+            Ok(MapSource::Archived(m)) => {
+                pages.parsed_from_archive += 1;
+                m
+            }
+            Ok(MapSource::Missing) => {
+                return Err(format!(
+                    "no block map of WAL segment {name}, and it is neither in pg_wal nor among the first {MAX_SEGMENTS_FROM_ARCHIVE} archived segments without a map"
+                ))
+            }
             Err(e) => return Err(format!("the block map of WAL segment {name} could not be read: {e}")),
         };
         check_segment(range, segno, &name, &map)?;
@@ -306,24 +318,51 @@ fn check_segment(range: &MapRange, segno: u64, name: &str, map: &SegmentMap) -> 
     }
 }
 
+/// At most this many segments of a range without a stored map are parsed from the archived WAL
+/// (1 GiB of 16 MiB segments); more, and reading the data once (the full scan) is likely cheaper.
+pub const MAX_SEGMENTS_FROM_ARCHIVE: usize = 64;
+
 /// The plan of a delta over `range`: each segment's map from storage (`stored`, the archiver's),
-/// else parsed here from `pg_wal` (the current segment, or one the archiver has not reached).
+/// else parsed here from `pg_wal` (the current segment, or one the archiver has not reached),
+/// else parsed from the archived segment (`archived`: maps not written then, e.g. before
+/// `walg.delta_max_steps` was set, or lost), up to [`MAX_SEGMENTS_FROM_ARCHIVE`].
 pub fn plan_for_backup(
     range: &MapRange,
     pg_wal: &Path,
     stored: &mut dyn FnMut(&str) -> Result<Option<SegmentMap>>,
+    archived: &mut dyn FnMut(&str) -> Result<Option<Vec<u8>>>,
 ) -> PagePlan {
+    let mut from_archive = 0;
     plan(range, &mut |name: &str| {
         if let Some(m) = stored(name)? {
             return Ok(MapSource::Storage(m));
         }
         let path = pg_wal.join(name);
         match std::fs::read(&path) {
-            Ok(bytes) => Ok(MapSource::Local(SegmentMap::build(&bytes))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(MapSource::Missing),
-            Err(e) => Err(Error::io(&path, e)),
+            Ok(bytes) => return Ok(MapSource::Local(SegmentMap::build(&bytes))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&path, e)),
         }
+        if from_archive == MAX_SEGMENTS_FROM_ARCHIVE {
+            return Ok(MapSource::Missing);
+        }
+        from_archive += 1;
+        Ok(match archived(name)? {
+            Some(bytes) => MapSource::Archived(SegmentMap::build(&bytes)),
+            None => MapSource::Missing,
+        })
     })
+}
+
+/// A whole WAL segment as archived in `wal_005/`, decoded; None if storage says it is not there.
+pub fn read_archived_segment(pipeline: &crate::codec::Pipeline, storage: &dyn crate::storage::Storage, name: &str) -> Result<Option<Vec<u8>>> {
+    let Some(key) = crate::wal::find_object(storage, &format!("{}{name}", crate::format::names::WAL_PREFIX))? else {
+        return Ok(None);
+    };
+    let Some(mut r) = pipeline.open(storage, &key)? else { return Ok(None) };
+    let mut bytes = Vec::with_capacity(16 << 20);
+    r.read_to_end(&mut bytes).map_err(|e| crate::codec::read_error(&key, e))?;
+    Ok(Some(bytes))
 }
 
 /// The proving mode (`walg.delta_map_check`): read every page of a relation segment file and
@@ -453,7 +492,7 @@ mod tests {
         let mut src = source(&w);
         let mut gap = |n: &str| if n.ends_with("04") { Ok(MapSource::Missing) } else { src(n) };
         let r = reason(plan(&range(SEG_LSN, to), &mut gap));
-        assert!(r.contains("000000010000000000000004") && r.contains("not in pg_wal"), "{r}");
+        assert!(r.contains("000000010000000000000004") && r.contains("neither in pg_wal"), "{r}");
         // Storage could not be read.
         let mut err = |_: &str| Err(Error::Unreachable("cannot reach the bucket".into()));
         assert!(reason(plan(&range(SEG_LSN, to), &mut err)).contains("cannot reach the bucket"));
@@ -496,6 +535,33 @@ mod tests {
             })
         };
         assert!(reason(plan(&range(SEG_LSN, to), &mut bad)).contains("does not join"));
+    }
+
+    #[test]
+    fn segments_without_a_stored_map_are_parsed_from_pg_wal_or_the_archive() {
+        let (w, n500, _) = wal();
+        let to = *w.lsns.last().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // The current segment is in pg_wal; the middle one only in the archive.
+        std::fs::write(dir.path().join("000000010000000000000005"), &w.segs[2]).unwrap();
+        let mut stored = |n: &str| Ok(n.ends_with("03").then(|| SegmentMap::build(&w.segs[0])));
+        let mut asked = Vec::new();
+        let mut archived = |n: &str| {
+            asked.push(n.to_string());
+            Ok(n.ends_with("04").then(|| w.segs[1].clone()))
+        };
+        let p = pages(plan_for_backup(&range(SEG_LSN, to), dir.path(), &mut stored, &mut archived));
+        assert_eq!((p.segments, p.parsed_locally, p.parsed_from_archive), (3, 1, 1));
+        assert_eq!(asked, vec!["000000010000000000000004".to_string()]);
+        let Some(FilePages::Blocks(b)) = p.for_file("/base/5/500", 1 << 30) else { panic!() };
+        assert_eq!(b.len() as u32, n500);
+        // Not archived either: the full scan.
+        let mut none = |_: &str| Ok(None);
+        let mut stored = |n: &str| Ok(n.ends_with("03").then(|| SegmentMap::build(&w.segs[0])));
+        match plan_for_backup(&range(SEG_LSN, to), dir.path(), &mut stored, &mut none) {
+            PagePlan::FullScan { reason } => assert!(reason.contains("000000010000000000000004"), "{reason}"),
+            PagePlan::Maps(_) => panic!("maps without segment 4"),
+        }
     }
 
     #[test]
