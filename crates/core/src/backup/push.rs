@@ -360,7 +360,8 @@ impl PartWriter {
             }
         };
         let mut src = Throttled { file, ctx };
-        let (blocks, verify_pages) = match choice {
+        // (blocks, read from the maps: verify and count each page as it is read)
+        let (blocks, mapped) = match choice {
             Choice::Scan { base_lsn } => {
                 let mut on_page = |chunk: &[u8]| {
                     if let Some(v) = verify.as_deref_mut() {
@@ -381,11 +382,15 @@ impl PartWriter {
             }
             Choice::Mapped(blocks) => {
                 if let Some((from, to)) = ctx.map_check {
+                    // Reads, rate-limits and counts the whole file; the pages are read again below.
                     let changed = changed_in_range(&mut src, e.size, from, to).map_err(read_err)?;
                     check_map_missed(&e.name, &blocks, &changed)?;
+                    let _ = ctx.progress.bytes_done.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                        Some(v.saturating_sub(blocks.len() as u64 * PAGE_SIZE as u64))
+                    });
                 } else {
-                    // Only the pages read count as done; the rest was never read.
-                    ctx.progress.bytes_done.fetch_add(e.size - blocks.len() as u64 * PAGE_SIZE as u64, Ordering::Relaxed);
+                    // The pages never read count as done now.
+                    ctx.progress.bytes_done.fetch_add(e.size.saturating_sub(blocks.len() as u64 * PAGE_SIZE as u64), Ordering::Relaxed);
                 }
                 (blocks, true)
             }
@@ -401,7 +406,12 @@ impl PartWriter {
         let page = &mut buf[..PAGE_SIZE];
         for &b in &header.blocks {
             read_page(&src.file, b, page).map_err(read_err)?;
-            if verify_pages {
+            if mapped {
+                // A scan read, rate-limited and counted the whole file above; from the maps,
+                // these are the reads (the proving mode's scan is taken back out of the count).
+                if let Some(l) = &ctx.limiter {
+                    l.take(PAGE_SIZE);
+                }
                 if let Some(v) = verify.as_deref_mut() {
                     v.feed_page(b, page);
                 }
