@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::format::increment::{for_each_page, PageHeader, PAGE_SIZE};
 use crate::format::names::{lsn_to_string, wal_file_name_for_segno};
 use crate::format::page_checksum::RELSEG_SIZE;
-use crate::wal::blocks::{join, Change, End, FileEvent, Head, RelFileNode, SegmentMap, Start};
+use crate::wal::blocks::{join, Change, End, FileEvent, Head, RelFileNode, Scan, SegmentMap, Start};
 
 const DEFAULT_TABLESPACE: u32 = 1663;
 
@@ -218,7 +218,8 @@ fn gather(range: &MapRange, get: &mut dyn FnMut(&str) -> Result<MapSource>) -> s
     let first = range.from / seg_size;
     let last = range.to / seg_size;
     let mut pages = ChangedPages::default();
-    let mut maps: Vec<(String, SegmentMap)> = Vec::new();
+    // Only each map's ends are kept for the joins below: the blocks are in `pages` already.
+    let mut scans: Vec<(String, Scan)> = Vec::new();
     for segno in first..=last {
         let name = wal_file_name_for_segno(range.timeline, segno, seg_size);
         let map = match get(&name) {
@@ -240,12 +241,17 @@ fn gather(range: &MapRange, get: &mut dyn FnMut(&str) -> Result<MapSource>) -> s
         };
         check_segment(range, segno, &name, &map)?;
         pages.add(&map)?;
-        maps.push((name, map));
+        if (segno - first) % 16 == 15 {
+            // Blocks repeat from segment to segment: compact now and then, so a long range
+            // holds about one entry per changed page, not one per segment that touched it.
+            pages.finish();
+        }
+        scans.push((name, map.scan));
     }
     // Records crossing a boundary inside the range: a tail joined with the heads that follow.
-    for i in 0..maps.len() {
-        let (name, map) = &maps[i];
-        let End::MidRecord { lsn, tail } = &map.scan.end else { continue };
+    for i in 0..scans.len() {
+        let (name, scan) = &scans[i];
+        let End::MidRecord { lsn, tail } = &scan.end else { continue };
         if *lsn >= range.to {
             continue;
         }
@@ -254,8 +260,8 @@ fn gather(range: &MapRange, get: &mut dyn FnMut(&str) -> Result<MapSource>) -> s
         };
         let mut heads: Vec<&Head> = Vec::new();
         let mut aborted = false;
-        for (next_name, next) in &maps[i + 1..] {
-            match &next.scan.start {
+        for (next_name, next) in &scans[i + 1..] {
+            match &next.start {
                 Start::MidRecord(Some(h)) => heads.push(h),
                 Start::AfterAbortedRecord => {
                     aborted = true; // never completed (a crash): nothing to join
@@ -265,7 +271,7 @@ fn gather(range: &MapRange, get: &mut dyn FnMut(&str) -> Result<MapSource>) -> s
                     return Err(format!("{next_name} does not continue the record at {} begun in {name}", lsn_to_string(*lsn)))
                 }
             }
-            if !matches!(next.scan.end, End::InsideRecord) {
+            if !matches!(next.end, End::InsideRecord) {
                 break;
             }
         }
@@ -286,7 +292,7 @@ fn gather(range: &MapRange, get: &mut dyn FnMut(&str) -> Result<MapSource>) -> s
             return Err(b);
         }
     }
-    pages.segments = maps.len();
+    pages.segments = scans.len();
     pages.finish();
     Ok(pages)
 }
@@ -398,8 +404,7 @@ pub fn check_map_missed(entry: &str, mapped: &[u32], changed: &[u32]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wal::blocks::tests::{heap, record, rel, smgr_create, Writer, B, SEG, SEG_LSN};
-    use crate::wal::blocks::{Scan, SegmentMap};
+    use crate::wal::blocks::tests::{heap, record, smgr_create, Writer, SEG, SEG_LSN};
 
     const SYSID: u64 = 0x1234_5678_9abc_def0;
 
@@ -577,7 +582,6 @@ mod tests {
             PagePlan::FullScan { reason } => assert!(reason.contains("minimal"), "{reason}"),
             PagePlan::Maps(_) => panic!("{:?}", SegmentMap::build(&w.segs[0]).events),
         }
-        let _ = (B { id: 0, rel: rel(1), fork: 0, block: 0, image: None, data: 0 }, Scan::is_complete);
     }
 
     #[test]
