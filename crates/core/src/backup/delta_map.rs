@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::format::increment::{for_each_page, PageHeader, PAGE_SIZE};
 use crate::format::names::{lsn_to_string, wal_file_name_for_segno};
 use crate::format::page_checksum::RELSEG_SIZE;
-use crate::wal::blocks::{join, Change, End, FileEvent, Head, RelFileNode, Scan, SegmentMap, Start};
+use crate::wal::blocks::{join, BlockRef, Change, End, FileEvent, Head, RelFileNode, Scan, SegmentMap, Start};
 
 const DEFAULT_TABLESPACE: u32 = 1663;
 
@@ -112,9 +112,7 @@ pub fn main_fork_segment(entry: &str) -> Option<(RelFileNode, u32)> {
 impl ChangedPages {
     fn add(&mut self, map: &SegmentMap) -> std::result::Result<(), String> {
         for b in &map.blocks {
-            if b.fork == 0 {
-                self.blocks.entry(b.rel).or_default().push(b.block);
-            }
+            self.block(b);
         }
         for (lsn, ev) in &map.events {
             self.event(*lsn, ev)?;
@@ -151,11 +149,17 @@ impl ChangedPages {
 
     fn change(&mut self, lsn: u64, c: Change) -> std::result::Result<(), String> {
         match c {
-            Change::Block { block, .. } if block.fork == 0 => self.blocks.entry(block.rel).or_default().push(block.block),
-            Change::Block { .. } => {}
+            Change::Block { block, .. } => self.block(&block),
             Change::File(ev) => self.event(lsn, &ev)?,
         }
         Ok(())
+    }
+
+    /// Main-fork blocks only: the other forks are stored whole.
+    fn block(&mut self, b: &BlockRef) {
+        if b.fork == 0 {
+            self.blocks.entry(b.rel).or_default().push(b.block);
+        }
     }
 
     fn finish(&mut self) {

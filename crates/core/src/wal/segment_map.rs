@@ -4,7 +4,7 @@
 //! uploaded the segment, and nothing here can change the archive's outcome. A failure (reading
 //! the file, storing the map, even a panic in the parser) is returned as a [`MapNote`] for the
 //! caller to log on its own thread (the extension logs from the main thread only); a delta over
-//! that WAL then falls back to the full scan.
+//! that WAL then parses the archived segment itself (backup/delta_map.rs) or scans whole files.
 //!
 //! Memory: a segment is parsed from one buffer holding all of it. The archiver keeps one such
 //! buffer and its threads take turns (parsing takes ~10 ms per 16 MiB), instead of one per
@@ -21,6 +21,7 @@ use super::{find_object, PushOutcome};
 use crate::codec::Pipeline;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::format::names::lsn_to_string;
 use crate::storage::Storage;
 
 /// Segments up to this size are parsed from the kept buffer (16 MiB: PostgreSQL's default).
@@ -61,7 +62,7 @@ impl MapNote {
         match self {
             MapNote::Failed { segment, error } => format!(
                 "walg_ext: no changed-block map for {segment}: {error}; a delta backup over this WAL \
-                 scans whole files instead"
+                 parses the archived segment instead (or scans whole files)"
             ),
             MapNote::Incomplete { segment, key, why } => format!(
                 "walg_ext: the changed-block map of {segment} ({key}) is incomplete: {why}; a delta backup \
@@ -69,10 +70,6 @@ impl MapNote {
             ),
         }
     }
-}
-
-fn lsn(x: u64) -> String {
-    format!("{:X}/{:X}", x >> 32, x & 0xFFFF_FFFF)
 }
 
 /// Why a map is incomplete, in words.
@@ -83,9 +80,9 @@ fn why_incomplete(map: &SegmentMap) -> String {
     }
     match &map.scan.end {
         End::MidRecord { lsn: at, tail: None } => {
-            why.push(format!("the record at {} continuing into the next segment is over {} MiB", lsn(*at), MAX_PIECE >> 20))
+            why.push(format!("the record at {} continuing into the next segment is over {} MiB", lsn_to_string(*at), MAX_PIECE >> 20))
         }
-        End::Invalid { lsn: at, reason } => why.push(format!("valid WAL ends at {}: {reason}", lsn(*at))),
+        End::Invalid { lsn: at, reason } => why.push(format!("valid WAL ends at {}: {reason}", lsn_to_string(*at))),
         _ => {}
     }
     why.join("; ")
